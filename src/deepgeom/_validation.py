@@ -1,0 +1,89 @@
+"""Checks on user input, shared by every estimator: clear errors instead of silent wrong numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+ArrayLike = Any  # numpy array, numpy memmap, torch tensor, or nested sequence
+
+
+def is_memmap(X: Any) -> bool:
+    """True for a numpy memmap (data captured to disk), which callers stream instead of loading."""
+    return isinstance(X, np.memmap)
+
+
+def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_finite: bool = True) -> ArrayLike:
+    """Validate an (N, D) numeric array without copying it; returns it as numpy or torch.
+
+    Raises :class:`InputError` for 1-D or >2-D input, non-numeric dtype, fewer than ``min_rows``
+    rows, zero columns, or NaN/Inf entries (memmaps are checked block by block).
+    """
+    if not isinstance(X, (np.ndarray, torch.Tensor)):
+        try:
+            X = np.asarray(X)
+        except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
+            raise InputError(f"{name} must be an array of shape (N, D); got {type(X).__name__}") from exc
+    if X.ndim != 2:
+        raise InputError(
+            f"{name} must be 2-D of shape (N, D) with one row per point; got shape {tuple(X.shape)}"
+            + (" (reshape 1-D data with X[:, None])" if X.ndim == 1 else "")
+        )
+    if isinstance(X, np.ndarray):
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_) or np.iscomplexobj(X):
+            raise InputError(f"{name} must be real and numeric; got dtype {X.dtype}")
+    elif X.is_complex() or X.dtype == torch.bool:
+        raise InputError(f"{name} must be real and numeric; got dtype {X.dtype}")
+    n, d = X.shape
+    if n < min_rows:
+        raise InputError(f"{name} needs at least {min_rows} points (rows); got {n}")
+    if d < 1:
+        raise InputError(f"{name} has no features (shape {tuple(X.shape)})")
+    if check_finite:
+        check_finite_values(X, name)
+    return X
+
+
+def check_finite_values(X: ArrayLike, name: str = "X", block_rows: int = 4096) -> None:
+    """Raise :class:`InputError` if X holds NaN or Inf, saying how many and in which row first."""
+    for start in range(0, X.shape[0], block_rows):
+        blk = X[start : start + block_rows]
+        bad = ~torch.isfinite(blk) if isinstance(blk, torch.Tensor) else ~np.isfinite(np.asarray(blk))
+        if bad.any():
+            rows = (bad.any(1).nonzero()[0] if isinstance(bad, np.ndarray) else bad.any(1).nonzero()[:, 0])
+            first = int(rows[0]) + start
+            raise InputError(
+                f"{name} contains NaN or Inf (first in row {first}); remove or impute those rows first"
+            )
+
+
+def check_same_n(X: ArrayLike, Y: ArrayLike, names: tuple[str, str] = ("X", "Y")) -> int:
+    """Both arrays must have one row per example, the same examples: return that N."""
+    if X.shape[0] != Y.shape[0]:
+        raise InputError(
+            f"{names[0]} and {names[1]} must have the same number of examples (rows); "
+            f"got {X.shape[0]} and {Y.shape[0]}"
+        )
+    return int(X.shape[0])
+
+
+def check_fraction(value: float, name: str, *, low: float = 0.0, high: float = 1.0,
+                   open_low: bool = False, open_high: bool = False) -> float:
+    """A number in [low, high] (ends open if asked); raises naming the parameter and echoing the value."""
+    v = float(value)
+    ok_low = v > low if open_low else v >= low
+    ok_high = v < high if open_high else v <= high
+    if not (ok_low and ok_high) or np.isnan(v):
+        lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
+        raise InputError(f"{name} must be in {lo}{low}, {high}{hi}; got {value!r}")
+    return v
+
+
+def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
+    if int(value) != value or int(value) < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)

@@ -1,0 +1,1 @@
+"""Layer-by-layer analyses: capture combined with the functional estimators."""

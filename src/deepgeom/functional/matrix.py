@@ -1,0 +1,176 @@
+r"""The matrix core: blocked Gram and covariance products in torch, shared by every estimator.
+
+Everything that needs :math:`XY^\top` (N×N Gram matrices for CKA and kernel spectra) or
+:math:`X^\top X` (D×D covariances for PCA and the feature-space route) goes through here, so the
+choices that matter for speed and precision are made once:
+
+* **Blocked.** Products are accumulated over blocks of features (for Gram) or rows (for
+  covariance), so a memmap captured to disk is streamed and never loaded whole, and peak memory is
+  the output plus one block.
+* **Precision.** Each block product runs in ``compute_dtype`` (float32 is ~2× faster here) and is
+  accumulated in float64; ``center=True`` subtracts exact float64 column means *before* the
+  product, which removes the large common offset of ReLU features that otherwise cancels
+  catastrophically in :math:`HKH`.
+* **Device.** CPU threads by default, CUDA when ``device="auto"`` finds one; results are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "resolve_device",
+    "as_tensor",
+    "iter_blocks",
+    "block_size_for",
+    "column_mean",
+    "gram",
+    "covariance",
+    "center_gram",
+]
+
+#: Default working-memory budget for one block, in bytes (the output matrix comes on top).
+DEFAULT_BLOCK_BYTES = 256 * 2**20
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"cpu"`` → CPU; ``"auto"`` → CUDA if available else CPU; anything else as torch reads it."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def as_tensor(X: Any, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> torch.Tensor:
+    """A torch view of X (zero-copy for a contiguous CPU numpy array), cast/moved only if asked."""
+    if isinstance(X, torch.Tensor):
+        t = X
+    else:
+        arr = np.asarray(X)
+        if arr.dtype == np.float16 or not arr.flags.writeable or arr.dtype.byteorder not in "=|":
+            arr = np.array(arr, dtype=np.float32 if arr.dtype == np.float16 else arr.dtype.newbyteorder("="))
+        t = torch.from_numpy(arr)
+    if dtype is not None or device is not None:
+        t = t.to(device=resolve_device(device) if device is not None else t.device, dtype=dtype or t.dtype)
+    return t
+
+
+def block_size_for(n_other: int, itemsize: int = 8, budget_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """Largest block length such that a (block × n_other) slab fits in ``budget_bytes``."""
+    return max(1, int(budget_bytes // max(1, n_other * itemsize)))
+
+
+def iter_blocks(X: Any, block: int, axis: int = 0) -> Iterator[tuple[int, int, Any]]:
+    """Yield ``(start, stop, X_block)`` along ``axis`` (0 rows, 1 columns) without copying X whole.
+
+    Works for torch tensors, numpy arrays and numpy memmaps; for a memmap only the block is read.
+    """
+    n = X.shape[axis]
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        yield start, stop, (X[start:stop] if axis == 0 else X[:, start:stop])
+
+
+def column_mean(X: Any, *, block_rows: int | None = None) -> torch.Tensor:
+    """Exact float64 column means of X, streamed over row blocks (CPU tensor of shape (D,))."""
+    n, d = X.shape
+    block_rows = block_rows or block_size_for(d, 8)
+    total = torch.zeros(d, dtype=torch.float64)
+    for _, _, blk in iter_blocks(X, block_rows, axis=0):
+        total += as_tensor(blk).to(torch.float64).sum(0).cpu()
+    return total / n
+
+
+def gram(
+    X: Any,
+    Y: Any | None = None,
+    *,
+    center: bool = False,
+    compute_dtype: torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
+    block_features: int | None = None,
+) -> torch.Tensor:
+    r"""Gram matrix :math:`K = \tilde X \tilde Y^\top` (N×M, float64), accumulated over feature blocks.
+
+    With ``center=True`` the columns of X (and Y) are centred with their exact means first, so
+    :math:`K = H X Y^\top H` with :math:`H = I - \frac1n 11^\top` (the centred kernel of
+    Kornblith et al. 2019), computed without the cancellation of centring afterwards.
+
+    Args:
+        X: (N, D) array, tensor or memmap. Y: (M, D) or None for ``X Xᵀ``.
+        center: subtract column means before the product (requires N == M when Y is given).
+        compute_dtype: dtype of each block product; float32 is faster, accumulation is float64.
+        device: where products run (``"auto"`` picks CUDA when present); the result is on that device.
+        block_features: columns per block; default keeps one block within ~256 MiB.
+
+    Example:
+        >>> import numpy as np
+        >>> X = np.arange(6.0).reshape(3, 2)
+        >>> gram(X).numpy().tolist()
+        [[1.0, 3.0, 5.0], [3.0, 13.0, 23.0], [5.0, 23.0, 41.0]]
+    """
+    dev = resolve_device(device)
+    same = Y is None
+    Y = X if same else Y
+    n, d = X.shape
+    m = Y.shape[0]
+    if Y.shape[1] != d:
+        raise ValueError(f"X and Y need the same number of features for a Gram matrix; got {d} and {Y.shape[1]}")
+    mx = column_mean(X) if center else None
+    my = (mx if same else column_mean(Y)) if center else None
+    itemsize = torch.tensor([], dtype=compute_dtype).element_size()
+    block = block_features or block_size_for(n + (0 if same else m), itemsize)
+    K = torch.zeros((n, m), dtype=torch.float64, device=dev)
+    for start, stop, xb in iter_blocks(X, block, axis=1):
+        xb = as_tensor(xb).to(device=dev, dtype=torch.float64)
+        if center:
+            xb = xb - mx[start:stop].to(dev)
+        xb = xb.to(compute_dtype)
+        if same:
+            yb = xb
+        else:
+            yb = as_tensor(Y[:, start:stop]).to(device=dev, dtype=torch.float64)
+            if center:
+                yb = yb - my[start:stop].to(dev)
+            yb = yb.to(compute_dtype)
+        K += (xb @ yb.T).to(torch.float64)
+    return K
+
+
+def covariance(
+    X: Any,
+    *,
+    center: bool = True,
+    compute_dtype: torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
+    block_rows: int | None = None,
+) -> torch.Tensor:
+    r"""Feature-space second moment :math:`\tilde X^\top \tilde X` (D×D, float64, *not* divided by N).
+
+    The cheap side when D ≪ N: the nonzero eigenvalues of :math:`X^\top X` equal those of the Gram
+    matrix :math:`X X^\top`. ``center=True`` uses exact column means (two passes over a memmap).
+    """
+    dev = resolve_device(device)
+    n, d = X.shape
+    mean = column_mean(X).to(dev) if center else None
+    itemsize = torch.tensor([], dtype=compute_dtype).element_size()
+    block_rows = block_rows or block_size_for(d, itemsize)
+    C = torch.zeros((d, d), dtype=torch.float64, device=dev)
+    for _, _, xb in iter_blocks(X, block_rows, axis=0):
+        xb = as_tensor(xb).to(device=dev, dtype=torch.float64)
+        if center:
+            xb = xb - mean
+        xb = xb.to(compute_dtype)
+        C += (xb.T @ xb).to(torch.float64)
+    return C
+
+
+def center_gram(K: torch.Tensor) -> torch.Tensor:
+    r"""Double-centre a square kernel: :math:`HKH`, with :math:`H = I - \frac1n 11^\top` (float64)."""
+    K = K.to(torch.float64)
+    return K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean()

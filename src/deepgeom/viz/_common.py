@@ -1,0 +1,26 @@
+"""Shared figure plumbing: a headless backend and saving as PNG and SVG."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["plt", "save_figure"]
+
+
+def save_figure(fig, path: str | Path, formats: Iterable[str] = ("png", "svg"), dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``path`` with each suffix in ``formats`` (path's own suffix is replaced); close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fmt in formats:
+        p = path.with_suffix("." + fmt)
+        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+        out.append(p)
+    plt.close(fig)
+    return out
