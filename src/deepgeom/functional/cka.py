@@ -1,0 +1,501 @@
+r"""Centered kernel alignment (CKA): linear, RBF, debiased and minibatch.
+
+Formulas (Kornblith, Norouzi, Lee, Hinton, ICML 2019, "Similarity of Neural Network
+Representations Revisited", and its reference notebook):
+
+.. math::
+
+    \mathrm{CKA}(K, L) = \frac{\mathrm{HSIC}(K, L)}{\sqrt{\mathrm{HSIC}(K, K)\,\mathrm{HSIC}(L, L)}},
+    \qquad \mathrm{HSIC}(K, L) = \frac{\operatorname{tr}(KHLH)}{(n-1)^2},\quad H = I - \tfrac1n 11^\top
+
+with :math:`K = XX^\top` (linear) or :math:`K_{ij} = \exp(-\lVert x_i-x_j\rVert^2 / (2\sigma^2 m))`
+(RBF, :math:`m` the median squared distance, :math:`\sigma` a fraction of the median distance).
+For the linear kernel the feature-space form :math:`\lVert \tilde Y^\top \tilde X\rVert_F^2 /
+(\lVert \tilde X^\top \tilde X\rVert_F \lVert \tilde Y^\top \tilde Y\rVert_F)` (columns centred) is used
+whenever it is cheaper than the N×N Gram matrices.
+
+*Debiased* CKA replaces HSIC by the unbiased estimator of Song, Smola, Gretton, Bedo, Borgwardt
+(JMLR 2012),
+
+.. math::
+
+    \mathrm{HSIC}_1(K, L) = \frac{1}{n(n-3)}\Big[\operatorname{tr}(\tilde K\tilde L)
+      + \frac{1^\top\tilde K 1\, 1^\top\tilde L 1}{(n-1)(n-2)} - \frac{2}{n-2} 1^\top \tilde K\tilde L 1\Big],
+
+(:math:`\tilde K, \tilde L` with zeroed diagonals), computed here through the U-centred matrices
+(Székely & Rizzo 2014) as :math:`\langle U(K), U(L)\rangle_F / (n(n-3))` — the same number, and the
+form that turns all layer pairs into one matrix product.
+
+*Minibatch CKA* (Nguyen, Raghu, Kornblith, ICLR 2021) is a ratio of sums over minibatches,
+:math:`\sum_i \mathrm{HSIC}_1(K_i, L_i) / \sqrt{\sum_i \mathrm{HSIC}_1(K_i,K_i)\sum_i \mathrm{HSIC}_1(L_i,L_i)}`;
+:class:`MinibatchCKA` accumulates those sums with :func:`unbiased_hsic_pairs` — the same function
+:func:`unbiased_hsic` uses.
+
+Precision: every Gram matrix is built from columns centred with exact float64 means (per batch in
+the minibatch form) and accumulated in float64. Column centring does not change any estimator here
+(HKH is invariant to it, and U-centring annihilates the rank-one terms it removes), but it removes the
+large common offset of ReLU features that makes float32 unbiased HSIC negative.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import check_fraction, check_matrix, check_same_n
+from ..errors import InputError, UnknownNameError
+from .matrix import as_tensor, block_size_for, center_gram, column_mean, gram, iter_blocks
+
+__all__ = [
+    "gram_linear",
+    "gram_rbf",
+    "u_center",
+    "hsic",
+    "unbiased_hsic",
+    "unbiased_hsic_pairs",
+    "kernel_cka",
+    "linear_cka",
+    "rbf_cka",
+    "cka",
+    "MinibatchCKA",
+    "KERNELS",
+]
+
+KERNELS = ("linear", "rbf")
+
+
+# --------------------------------------------------------------------------------------------- checks
+def _check_data(X: Any, name: str, min_rows: int) -> Any:
+    X = check_matrix(X, name, min_rows=min_rows)
+    return X
+
+
+def _check_pair(X: Any, Y: Any, debiased: bool) -> int:
+    min_rows = 4 if debiased else 2
+    X = _check_data(X, "X", 1)
+    Y = _check_data(Y, "Y", 1)
+    n = check_same_n(X, Y)
+    if n < min_rows:
+        what = "the unbiased HSIC estimator (debiased CKA) divides by n(n-3)" if debiased else "CKA"
+        raise InputError(f"{what} needs at least {min_rows} examples (rows); got {n}")
+    return n
+
+
+def _check_square(K: Any, name: str, min_n: int) -> torch.Tensor:
+    K = as_tensor(K).to(torch.float64)
+    if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise InputError(f"{name} must be a square (n, n) kernel matrix; got shape {tuple(K.shape)}")
+    if K.shape[0] < min_n:
+        raise InputError(f"{name} needs n >= {min_n} for this estimator; got n = {K.shape[0]}")
+    if not torch.isfinite(K).all():
+        raise InputError(f"{name} contains NaN or Inf")
+    scale = float(K.abs().max()) or 1.0
+    if float((K - K.T).abs().max()) > 1e-8 * scale:
+        raise InputError(f"{name} must be symmetric (a kernel matrix); max |K - Kᵀ| = {float((K - K.T).abs().max()):.3g}")
+    return K
+
+
+def _ratio(xy: float, xx: float, yy: float, what: str = "") -> float:
+    """HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), with a clear error when a norm vanishes."""
+    if not xx > 0:
+        raise InputError(
+            f"X{what} has no variance left after centring (constant features or rank too low for the "
+            f"estimator): HSIC(K, K) = {xx:.3g}, so CKA is undefined"
+        )
+    if not yy > 0:
+        raise InputError(
+            f"Y{what} has no variance left after centring (constant features or rank too low for the "
+            f"estimator): HSIC(L, L) = {yy:.3g}, so CKA is undefined"
+        )
+    return float(xy / math.sqrt(xx * yy))
+
+
+# ---------------------------------------------------------------------------------------------- grams
+def gram_linear(X: Any, *, center: bool = True, compute_dtype: torch.dtype = torch.float64,
+                device: str | torch.device | None = None) -> torch.Tensor:
+    r"""Linear kernel :math:`K = XX^\top` (N×N, float64), by the shared matrix core.
+
+    ``center=True`` (default) centres the columns first, i.e. returns :math:`HXX^\top H`; every CKA
+    form here is unchanged by that, and it avoids cancellation for features with a large offset.
+
+    Example:
+        >>> import numpy as np
+        >>> gram_linear(np.array([[1.0], [3.0]])).numpy().tolist()
+        [[1.0, -1.0], [-1.0, 1.0]]
+    """
+    X = check_matrix(X, "X")
+    return gram(X, center=center, compute_dtype=compute_dtype, device=device)
+
+
+def gram_rbf(X: Any, sigma: float = 0.8, *, compute_dtype: torch.dtype = torch.float64,
+             device: str | torch.device | None = None) -> torch.Tensor:
+    r"""RBF kernel with a bandwidth relative to the median distance (Kornblith et al. 2019).
+
+    .. math:: K_{ij} = \exp\!\Big(-\frac{\lVert x_i - x_j\rVert^2}{2\,\sigma^2\, m}\Big),\qquad
+              m = \operatorname{median}_{i,j} \lVert x_i - x_j\rVert^2
+
+    exactly as the reference notebook's ``gram_rbf(x, threshold=sigma)``: the median runs over all
+    N² entries (diagonal zeros included), so :math:`\sigma\sqrt m` is σ times the median distance.
+    The paper used σ ∈ {0.2, 0.4, 0.8}.
+
+    Raises:
+        InputError: σ ≤ 0, or the median squared distance is 0 (half the pairs are duplicates).
+    """
+    X = check_matrix(X, "X", min_rows=2)
+    sigma = float(sigma)
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise InputError(f"sigma (RBF bandwidth as a fraction of the median distance) must be > 0; got {sigma!r}")
+    G = gram(X, center=True, compute_dtype=compute_dtype, device=device)  # distances don't see centring
+    sq = torch.diagonal(G)
+    D2 = (sq[:, None] + sq[None, :] - 2.0 * G).clamp_min_(0.0)
+    D2.fill_diagonal_(0.0)
+    med = float(np.median(D2.cpu().numpy()))
+    if not med > 0:
+        raise InputError("the median squared distance between rows of X is 0 (mostly duplicate rows): "
+                         "the RBF bandwidth is undefined")
+    return torch.exp(-D2 / (2.0 * sigma**2 * med))
+
+
+# ---------------------------------------------------------------------------------------------- HSIC
+def u_center(K: Any) -> torch.Tensor:
+    r"""U-centring of a kernel matrix (Székely & Rizzo 2014), float64, zero diagonal.
+
+    .. math:: \tilde U_{ij} = \tilde K_{ij} - \frac{\tilde K_{i\cdot}}{n-2} - \frac{\tilde K_{\cdot j}}{n-2}
+              + \frac{\tilde K_{\cdot\cdot}}{(n-1)(n-2)}\ (i \ne j),\qquad \tilde U_{ii} = 0
+
+    with :math:`\tilde K` the kernel with zeroed diagonal. Accepts a stack (..., n, n);
+    :math:`\langle U(K), U(L)\rangle_F / (n(n-3))` is Song et al.'s unbiased HSIC. This is
+    ``center_gram(gram, unbiased=True)`` of Kornblith et al.'s notebook.
+    """
+    U = as_tensor(K).to(torch.float64).clone()
+    n = U.shape[-1]
+    if n < 3:
+        raise InputError(f"U-centring needs n >= 3; got n = {n}")
+    U.diagonal(dim1=-2, dim2=-1).zero_()
+    means = U.sum(-2) / (n - 2)
+    means = means - means.sum(-1, keepdim=True) / (2 * (n - 1))
+    U -= means.unsqueeze(-1)
+    U -= means.unsqueeze(-2)
+    U.diagonal(dim1=-2, dim2=-1).zero_()
+    return U
+
+
+def unbiased_hsic_pairs(Ks: Sequence[Any] | torch.Tensor, Ls: Sequence[Any] | torch.Tensor | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Song et al.'s unbiased HSIC for every pair of kernels from two lists of n×n kernels.
+
+    Returns ``(hsic_kl, hsic_kk, hsic_ll)``: an (A, B) float64 matrix of
+    :math:`\mathrm{HSIC}_1(K_a, L_b)` and the two vectors of self terms. With ``Ls=None`` the pairs
+    are within ``Ks`` (and the U-centred stack is built once). All pairs come from one matrix
+    product of the flattened U-centred kernels, :math:`U_K U_L^\top / (n(n-3))`.
+    """
+    def stack(mats):
+        if isinstance(mats, torch.Tensor) and mats.ndim == 3:
+            T = mats.to(torch.float64)
+        else:
+            T = torch.stack([as_tensor(m).to(torch.float64) for m in mats])
+        if T.ndim != 3 or T.shape[-1] != T.shape[-2]:
+            raise InputError(f"kernels must be square (n, n) matrices; got a stack of shape {tuple(T.shape)}")
+        return T
+
+    A = stack(Ks)
+    n = A.shape[-1]
+    if n < 4:
+        raise InputError(f"the unbiased HSIC estimator divides by n(n-3) and needs n >= 4 examples; got n = {n}")
+    Ua = u_center(A).reshape(A.shape[0], -1)
+    if Ls is None:
+        Ub = Ua
+    else:
+        B = stack(Ls)
+        if B.shape[-1] != n:
+            raise InputError(f"kernels from the two sides must be on the same n examples; got {n} and {B.shape[-1]}")
+        Ub = u_center(B).reshape(B.shape[0], -1)
+    scale = 1.0 / (n * (n - 3))
+    kl = (Ua @ Ub.T) * scale
+    kk = (Ua * Ua).sum(1) * scale
+    ll = kk if Ls is None else (Ub * Ub).sum(1) * scale
+    return kl, kk, ll
+
+
+def unbiased_hsic(K: Any, L: Any) -> float:
+    r"""Unbiased HSIC estimator :math:`\mathrm{HSIC}_1(K, L)` of Song et al. (JMLR 2012), eq. (5).
+
+    .. math:: \frac{1}{n(n-3)}\Big[\operatorname{tr}(\tilde K\tilde L) + \frac{1^\top\tilde K1\,1^\top\tilde L1}
+              {(n-1)(n-2)} - \frac{2}{n-2}1^\top\tilde K\tilde L1\Big]
+
+    Needs n ≥ 4. Built on :func:`unbiased_hsic_pairs` (the minibatch accumulator uses it too).
+
+    Example:
+        >>> import numpy as np
+        >>> X = np.random.default_rng(0).normal(size=(50, 3))
+        >>> round(unbiased_hsic(X @ X.T, X @ X.T), 6) > 0
+        True
+    """
+    K = _check_square(K, "K", 4)
+    L = _check_square(L, "L", 4)
+    if K.shape != L.shape:
+        raise InputError(f"K and L must be on the same examples; got shapes {tuple(K.shape)} and {tuple(L.shape)}")
+    return float(unbiased_hsic_pairs([K], [L])[0][0, 0])
+
+
+def hsic(K: Any, L: Any, *, unbiased: bool = False) -> float:
+    r"""HSIC between two kernel matrices on the same n examples.
+
+    Biased (Gretton et al. 2005): :math:`\operatorname{tr}(KHLH)/(n-1)^2`; ``unbiased=True``:
+    Song et al.'s :math:`\mathrm{HSIC}_1` (:func:`unbiased_hsic`).
+    """
+    if unbiased:
+        return unbiased_hsic(K, L)
+    K = _check_square(K, "K", 2)
+    L = _check_square(L, "L", 2)
+    if K.shape != L.shape:
+        raise InputError(f"K and L must be on the same examples; got shapes {tuple(K.shape)} and {tuple(L.shape)}")
+    n = K.shape[0]
+    return float((center_gram(K) * L).sum() / (n - 1) ** 2)
+
+
+def kernel_cka(K: Any, L: Any, *, debiased: bool = False) -> float:
+    r"""CKA from two kernel matrices: :math:`\mathrm{HSIC}(K,L)/\sqrt{\mathrm{HSIC}(K,K)\mathrm{HSIC}(L,L)}`.
+
+    Biased HSIC by default (Kornblith et al. 2019, eq. 3-4); ``debiased=True`` uses the unbiased
+    estimator (their "debiased CKA"), n ≥ 4.
+    """
+    K = _check_square(K, "K", 4 if debiased else 2)
+    L = _check_square(L, "L", 4 if debiased else 2)
+    if K.shape != L.shape:
+        raise InputError(f"K and L must be on the same examples; got shapes {tuple(K.shape)} and {tuple(L.shape)}")
+    if debiased:
+        kl, kk, ll = unbiased_hsic_pairs([K], [L])
+        return _ratio(float(kl[0, 0]), float(kk[0]), float(ll[0]))
+    Kc, Lc = center_gram(K), center_gram(L)
+    return _ratio(float((Kc * Lc).sum()), float((Kc * Kc).sum()), float((Lc * Lc).sum()))
+
+
+# ------------------------------------------------------------------------------------------- linear
+def _feature_moments(X: Any, Y: Any) -> dict[str, torch.Tensor]:
+    """One streamed pass over row blocks of centred X and Y: XᵀX, YᵀY, XᵀY and centred row norms²."""
+    mx, my = column_mean(X), column_mean(Y)
+    d1, d2 = X.shape[1], Y.shape[1]
+    rows = block_size_for(d1 + d2, 8)
+    XX = torch.zeros((d1, d1), dtype=torch.float64)
+    YY = torch.zeros((d2, d2), dtype=torch.float64)
+    XY = torch.zeros((d1, d2), dtype=torch.float64)
+    rx, ry = [], []
+    for start, stop, xb in iter_blocks(X, rows, axis=0):
+        xb = as_tensor(xb).to(torch.float64) - mx
+        yb = as_tensor(Y[start:stop]).to(torch.float64) - my
+        XX += xb.T @ xb
+        YY += yb.T @ yb
+        XY += xb.T @ yb
+        rx.append((xb * xb).sum(1))
+        ry.append((yb * yb).sum(1))
+    return {"XX": XX, "YY": YY, "XY": XY, "rx": torch.cat(rx), "ry": torch.cat(ry)}
+
+
+def _debias(xty: torch.Tensor | float, rx: torch.Tensor, ry: torch.Tensor, n: int) -> float:
+    """Kornblith et al.'s feature-space unbiased HSIC × n(n-3), from centred row norms."""
+    sx, sy = float(rx.sum()), float(ry.sum())
+    return float(xty) - n / (n - 2.0) * float(rx @ ry) + sx * sy / ((n - 1.0) * (n - 2.0))
+
+
+def _use_feature_space(n: int, d1: int, d2: int) -> bool:
+    """Feature space costs n·(d1² + d2² + d1·d2) flops and d1·d2 memory; Gram space n²·(d1 + d2) and n²."""
+    return (d1 * d1 + d2 * d2 + d1 * d2) <= n * (d1 + d2)
+
+
+def linear_cka(X: Any, Y: Any, *, debiased: bool = False, method: str = "auto",
+               compute_dtype: torch.dtype = torch.float64, device: str | torch.device | None = None) -> float:
+    r"""Linear CKA of Kornblith et al. (2019) between (N, D₁) and (N, D₂) representations.
+
+    .. math:: \mathrm{CKA}_{\mathrm{lin}}(X, Y) = \frac{\lVert \tilde Y^\top \tilde X\rVert_F^2}
+              {\lVert \tilde X^\top \tilde X\rVert_F\,\lVert \tilde Y^\top \tilde Y\rVert_F}
+
+    (columns centred), which equals the Gram form :math:`\mathrm{HSIC}(XX^\top, YY^\top)/\sqrt{\cdots}`.
+    ``debiased=True`` uses Song et al.'s unbiased HSIC (needs N ≥ 4), in feature space through
+    Kornblith et al.'s identity with the centred row norms.
+
+    Args:
+        X, Y: numpy arrays, memmaps or torch tensors with the same rows (examples).
+        debiased: unbiased HSIC instead of the biased one.
+        method: ``"auto"`` picks the cheaper of ``"feature"`` (D₁×D₂ products, cost N(D₁²+D₂²+D₁D₂))
+            and ``"gram"`` (N×N kernels, cost N²(D₁+D₂)); both give the same number.
+
+    Returns:
+        A Python float in [0, 1] (debiased CKA can be slightly negative for unrelated data).
+
+    Raises:
+        InputError: different N, N < 2 (N < 4 debiased), NaN/Inf, or a representation with no
+            variance (all features constant), for which CKA is undefined.
+
+    Example:
+        >>> import numpy as np
+        >>> np.random.seed(1337); X = np.random.randn(100, 10); Y = np.random.randn(100, 10) + X
+        >>> round(linear_cka(X, Y), 5), round(linear_cka(X, Y, debiased=True), 5)
+        (0.55761, 0.51346)
+    """
+    n = _check_pair(X, Y, debiased)
+    d1, d2 = X.shape[1], Y.shape[1]
+    if method not in ("auto", "feature", "gram"):
+        raise UnknownNameError("linear CKA method", method, ["auto", "feature", "gram"])
+    if method == "feature" or (method == "auto" and _use_feature_space(n, d1, d2)):
+        m = _feature_moments(X, Y)
+        xty = float((m["XY"] ** 2).sum())
+        xx = float((m["XX"] ** 2).sum())
+        yy = float((m["YY"] ** 2).sum())
+        if debiased:
+            return _ratio(_debias(xty, m["rx"], m["ry"], n), _debias(xx, m["rx"], m["rx"], n),
+                          _debias(yy, m["ry"], m["ry"], n))
+        return _ratio(xty, xx, yy)
+    K = gram(X, center=True, compute_dtype=compute_dtype, device=device)
+    L = gram(Y, center=True, compute_dtype=compute_dtype, device=device)
+    if debiased:
+        kl, kk, ll = unbiased_hsic_pairs([K], [L])
+        return _ratio(float(kl[0, 0]), float(kk[0]), float(ll[0]))
+    return _ratio(float((K * L).sum()), float((K * K).sum()), float((L * L).sum()))
+
+
+def rbf_cka(X: Any, Y: Any, *, sigma: float = 0.8, debiased: bool = False,
+            compute_dtype: torch.dtype = torch.float64, device: str | torch.device | None = None) -> float:
+    r"""RBF-kernel CKA of Kornblith et al. (2019): :func:`kernel_cka` of two :func:`gram_rbf` kernels.
+
+    ``sigma`` is the bandwidth as a fraction of the median distance of each representation
+    (the paper's 0.2/0.4/0.8; default 0.8).
+
+    Example:
+        >>> import numpy as np
+        >>> np.random.seed(1337); X = np.random.randn(100, 10); Y = np.random.randn(100, 10) + X
+        >>> round(rbf_cka(X, Y, sigma=0.5), 5)
+        0.65483
+    """
+    _check_pair(X, Y, debiased)
+    K = gram_rbf(X, sigma, compute_dtype=compute_dtype, device=device)
+    L = gram_rbf(Y, sigma, compute_dtype=compute_dtype, device=device)
+    return kernel_cka(K, L, debiased=debiased)
+
+
+def cka(X: Any, Y: Any, *, kernel: str = "linear", sigma: float = 0.8, debiased: bool = False) -> float:
+    """CKA with the kernel chosen by name (``"linear"`` → :func:`linear_cka`, ``"rbf"`` → :func:`rbf_cka`)."""
+    if kernel == "linear":
+        return linear_cka(X, Y, debiased=debiased)
+    if kernel == "rbf":
+        return rbf_cka(X, Y, sigma=sigma, debiased=debiased)
+    raise UnknownNameError("CKA kernel", kernel, list(KERNELS))
+
+
+# ---------------------------------------------------------------------------------------- minibatch
+class MinibatchCKA:
+    r"""Streaming minibatch CKA (Nguyen, Raghu, Kornblith 2021) for all pairs of two layer lists.
+
+    Each :meth:`update` takes one minibatch: a list of per-layer activations ``xs`` (each (B, D_a),
+    any widths) and optionally ``ys`` for a second model on *the same* B examples. It adds
+    :math:`\mathrm{HSIC}_1(K_a, L_b)` for every pair, and the self terms, to running float64 sums
+    (:func:`unbiased_hsic_pairs`); :meth:`compute` returns the ratio of sums
+
+    .. math:: \mathrm{CKA}_{\mathrm{mb}}(a, b) = \frac{\sum_i \mathrm{HSIC}_1(K_{a,i}, L_{b,i})}
+              {\sqrt{\sum_i \mathrm{HSIC}_1(K_{a,i}, K_{a,i})\ \sum_i \mathrm{HSIC}_1(L_{b,i}, L_{b,i})}}.
+
+    Memory is the running (A×B) sums plus one batch of U-centred kernels (A + B)·B² floats.
+    Columns are centred per batch in float64 before the Gram product (exactly the same estimate; it
+    removes the offset that makes float32 HSIC₁ negative for ReLU features).
+
+    Args:
+        kernel: ``"linear"`` or ``"rbf"`` (bandwidth ``sigma`` × the batch's median distance).
+        compute_dtype: dtype of the Gram products (accumulated in float64). float32 is faster; the
+            centring comes first, so the offset problem does not return.
+        device: where the products run (``"auto"`` → CUDA when present).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0); X = rng.normal(size=(512, 8)); Y = X @ rng.normal(size=(8, 5))
+        >>> m = MinibatchCKA()
+        >>> for s in range(0, 512, 128):
+        ...     m.update([X[s:s + 128]], [Y[s:s + 128]])
+        >>> m.compute().shape
+        (1, 1)
+    """
+
+    def __init__(self, *, kernel: str = "linear", sigma: float = 0.8,
+                 compute_dtype: torch.dtype = torch.float64, device: str | torch.device | None = None):
+        if kernel not in KERNELS:
+            raise UnknownNameError("CKA kernel", kernel, list(KERNELS))
+        self.kernel, self.sigma = kernel, float(sigma)
+        if kernel == "rbf":
+            check_fraction(self.sigma, "sigma", low=0.0, high=float("inf"), open_low=True)
+        self.compute_dtype, self.device = compute_dtype, device
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every batch seen so far."""
+        self._kl: torch.Tensor | None = None
+        self._kk: torch.Tensor | None = None
+        self._ll: torch.Tensor | None = None
+        self._shape: tuple[int, int] | None = None
+        self._within = False
+        self.n_batches = 0
+        self.n_examples = 0
+
+    def _kernels(self, xs: Sequence[Any], side: str, n: int | None) -> tuple[torch.Tensor, int]:
+        if len(xs) == 0:
+            raise InputError(f"{side}: need at least one layer's activations per batch")
+        mats = []
+        for i, x in enumerate(xs):
+            x = as_tensor(x)
+            if x.ndim > 2:
+                x = x.reshape(x.shape[0], -1)
+            x = check_matrix(x, f"{side}[{i}]")
+            if n is None:
+                n = int(x.shape[0])
+            elif x.shape[0] != n:
+                raise InputError(f"every layer of a batch must hold the same examples: {side}[{i}] has "
+                                 f"{x.shape[0]} rows, expected {n}")
+            if self.kernel == "linear":
+                mats.append(gram(x, center=True, compute_dtype=self.compute_dtype, device=self.device))
+            else:
+                mats.append(gram_rbf(x, self.sigma, compute_dtype=self.compute_dtype, device=self.device))
+        return torch.stack(mats), int(n)
+
+    def update(self, xs: Sequence[Any], ys: Sequence[Any] | None = None) -> None:
+        """Add one minibatch: per-layer activations ``xs`` (and ``ys`` of a second model), same B ≥ 4 rows."""
+        Ka, n = self._kernels(xs, "xs", None)
+        if n < 4:
+            raise InputError(f"a minibatch needs at least 4 examples for the unbiased HSIC estimator; got {n}")
+        Kb = None if ys is None else self._kernels(ys, "ys", n)[0]
+        kl, kk, ll = unbiased_hsic_pairs(Ka, Kb)
+        shape = (kl.shape[0], kl.shape[1])
+        if self._shape is None:
+            self._shape, self._within = shape, ys is None
+            self._kl, self._kk, self._ll = kl.cpu().clone(), kk.cpu().clone(), ll.cpu().clone()
+        else:
+            if shape != self._shape or (ys is None) != self._within:
+                raise InputError(f"every batch must bring the same layers: first batch gave a {self._shape} "
+                                 f"layer grid{' (within one model)' if self._within else ''}, this one {shape}")
+            self._kl += kl.cpu()
+            self._kk += kk.cpu()
+            self._ll += ll.cpu()
+        self.n_batches += 1
+        self.n_examples += n
+
+    def hsic_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The running sums (Σ HSIC₁(K_a, L_b), Σ HSIC₁(K_a, K_a), Σ HSIC₁(L_b, L_b)) as float64 arrays."""
+        if self._kl is None:
+            raise InputError("MinibatchCKA.compute() before any update(): no batches seen")
+        return self._kl.numpy().copy(), self._kk.numpy().copy(), self._ll.numpy().copy()
+
+    def compute(self) -> np.ndarray:
+        """The (A, B) minibatch CKA matrix (float64 array); for a layer with Σ HSIC₁(K, K) ≤ 0 — no
+        variance in any batch (e.g. a dead ReLU layer) — its row/column is NaN and a warning names it."""
+        kl, kk, ll = self.hsic_sums()
+        bad_a, bad_b = np.flatnonzero(~(kk > 0)), np.flatnonzero(~(ll > 0))
+        if bad_a.size or bad_b.size:
+            warnings.warn(
+                f"CKA undefined for layers with no variance in any batch (constant activations): "
+                f"first-side indices {bad_a.tolist()}, second-side indices {bad_b.tolist()}; set to NaN",
+                RuntimeWarning, stacklevel=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            den = np.sqrt(np.where(kk > 0, kk, np.nan)[:, None] * np.where(ll > 0, ll, np.nan)[None, :])
+            return kl / den
