@@ -1,0 +1,1 @@
+"""Built-in analyses of a study (registered on import)."""

@@ -1,0 +1,345 @@
+"""Study configs: a YAML/JSON file describing a sweep, validated with errors that name the problem.
+
+A study is the cartesian product of the lists under ``sweep`` (datasets × model families × widths ×
+depths × seeds × label-shuffle fractions), minus the combinations matched by ``exclude``; every run is
+trained with the ``train`` settings and then measured by each entry of ``analyses``. The schema is
+documented in ``docs/studies.md``; :func:`load_config` is the only way in, so every key is checked once.
+
+Example::
+
+    name: tiny
+    sweep: {dataset: digits, model: mlp, width: [32, 64], depth: 2, shuffle_fraction: [0.0, 1.0]}
+    train: {epochs: 3, batch_size: 64}
+    analyses: {id_profile: {n_points: 300}}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, UnknownNameError
+
+__all__ = [
+    "SWEEP_AXES",
+    "TOP_LEVEL_KEYS",
+    "TRAIN_KEYS",
+    "RunSpec",
+    "StudyConfig",
+    "load_config",
+    "expand_sweep",
+    "stable_key",
+]
+
+#: The axes of a sweep, in the order runs are enumerated, with their defaults.
+SWEEP_AXES: dict[str, Any] = {
+    "dataset": None,  # required
+    "model": None,  # required
+    "width": 64,
+    "depth": 3,
+    "seed": 0,
+    "shuffle_fraction": 0.0,
+}
+
+#: Top-level keys a config may hold.
+TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses")
+
+#: Training settings understood by the runner (forwarded to :class:`deepgeom.train.TrainConfig`).
+TRAIN_KEYS: dict[str, Any] = {
+    "epochs": 5,
+    "batch_size": 128,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "checkpoints": None,  # None: every epoch, including epoch 0 (untrained)
+    "loss": "cross_entropy",
+}
+
+#: Keys of the ``data`` section: the split seed shared by every run plus per-dataset loader options.
+DATA_KEYS = ("seed", "options")
+
+
+def stable_key(obj: Any, length: int = 12) -> str:
+    """A short, stable hex key of a JSON-able object (sha256 of its canonical JSON)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One point of the sweep: what to train. ``key`` is a hash of everything that shapes the weights."""
+
+    dataset: str
+    model: str
+    width: int
+    depth: int
+    seed: int
+    shuffle_fraction: float
+    data_options: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    model_options: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    train: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    data_seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything that defines the trained weights, JSON-ready (this is what the key hashes)."""
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "width": self.width,
+            "depth": self.depth,
+            "seed": self.seed,
+            "shuffle_fraction": self.shuffle_fraction,
+            "data_options": self.data_options,
+            "model_options": self.model_options,
+            "train": self.train,
+            "data_seed": self.data_seed,
+        }
+
+    @property
+    def key(self) -> str:
+        return stable_key({"unit": "train", **self.as_dict()})
+
+    @property
+    def label(self) -> str:
+        """A short human-readable name, e.g. ``mnist1d/mlp w64 d3 s0 shuf0``."""
+        shuf = f" shuf{self.shuffle_fraction:g}" if self.shuffle_fraction else ""
+        return f"{self.dataset}/{self.model} w{self.width} d{self.depth} s{self.seed}{shuf}"
+
+    def columns(self) -> dict[str, Any]:
+        """The sweep coordinates, added as columns to every table row this run produces."""
+        return {
+            "run": self.key,
+            "dataset": self.dataset,
+            "model": self.model,
+            "width": self.width,
+            "depth": self.depth,
+            "seed": self.seed,
+            "shuffle_fraction": self.shuffle_fraction,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """A validated study: the raw mapping plus its expanded runs and analysis parameters."""
+
+    name: str
+    description: str
+    sweep: dict[str, list]
+    exclude: list[dict]
+    data_seed: int
+    data_options: dict[str, dict]
+    model_options: dict[str, dict]
+    train: dict[str, Any]
+    analyses: dict[str, dict]
+    raw: dict[str, Any]
+
+    @property
+    def runs(self) -> list[RunSpec]:
+        return expand_sweep(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.raw)
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _check_mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputError(f"{where} must be a mapping (key: value); got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+def _check_keys(mapping: Mapping, allowed: Any, where: str) -> None:
+    for k in mapping:
+        if k not in allowed:
+            raise UnknownNameError(f"key in {where}", k, list(allowed))
+
+
+def _read(source: str | Path | Mapping) -> dict:
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source))
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"study config {str(path)!r} does not exist (give a .yaml, .yml or .json file)")
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"study config {str(path)!r} is not valid JSON: {exc}") from exc
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"study config {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise InputError(f"study config {str(path)!r} must hold a mapping at the top level; got {type(data).__name__}")
+    return dict(data)
+
+
+def _check_axis_value(axis: str, value: Any) -> Any:
+    if axis in ("dataset", "model"):
+        if not isinstance(value, str) or not value:
+            raise InputError(f"sweep.{axis} values must be non-empty names; got {value!r}")
+        return value
+    if axis in ("width", "depth", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if axis == "seed" else 1):
+            low = 0 if axis == "seed" else 1
+            raise InputError(f"sweep.{axis} values must be integers >= {low}; got {value!r}")
+        return int(value)
+    # shuffle_fraction
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise InputError(f"sweep.shuffle_fraction values must be numbers in [0, 1]; got {value!r}")
+    return float(value)
+
+
+def load_config(source: str | Path | Mapping) -> StudyConfig:
+    """Read and validate a study config (path to YAML/JSON, or a mapping).
+
+    Every key is checked: an unknown key anywhere raises :class:`~deepgeom.errors.UnknownNameError`
+    listing the known ones; bad values raise :class:`~deepgeom.errors.InputError` naming the key.
+    Analysis names and their parameters are checked against the analysis registry.
+    """
+    from .registry import get_analysis
+
+    raw = _read(source)
+    _check_keys(raw, TOP_LEVEL_KEYS, "study config")
+    name = raw.get("name", "study")
+    if not isinstance(name, str) or not name:
+        raise InputError(f"name must be a non-empty string; got {name!r}")
+    description = raw.get("description", "") or ""
+
+    sweep_in = _check_mapping(raw.get("sweep"), "sweep")
+    _check_keys(sweep_in, SWEEP_AXES, "sweep")
+    sweep: dict[str, list] = {}
+    for axis, default in SWEEP_AXES.items():
+        if axis not in sweep_in:
+            if default is None:
+                raise InputError(f"sweep.{axis} is required (a name or a list of names)")
+            sweep[axis] = [default]
+            continue
+        values = _as_list(sweep_in[axis])
+        if not values:
+            raise InputError(f"sweep.{axis} is an empty list; give at least one value")
+        checked = [_check_axis_value(axis, v) for v in values]
+        if len(set(checked)) != len(checked):
+            raise InputError(f"sweep.{axis} lists a value twice: {values!r}")
+        sweep[axis] = checked
+
+    exclude = raw.get("exclude") or []
+    if not isinstance(exclude, list):
+        raise InputError(f"exclude must be a list of partial sweep points; got {exclude!r}")
+    excl: list[dict] = []
+    for i, pattern in enumerate(exclude):
+        pattern = _check_mapping(pattern, f"exclude[{i}]")
+        _check_keys(pattern, SWEEP_AXES, f"exclude[{i}]")
+        excl.append({a: [_check_axis_value(a, v) for v in _as_list(val)] for a, val in pattern.items()})
+
+    data = _check_mapping(raw.get("data"), "data")
+    _check_keys(data, DATA_KEYS, "data")
+    data_seed = data.get("seed", 0)
+    if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
+        raise InputError(f"data.seed must be an integer >= 0; got {data_seed!r}")
+    data_options = _check_mapping(data.get("options"), "data.options")
+    for ds, opts in data_options.items():
+        if ds not in sweep["dataset"]:
+            raise UnknownNameError("dataset in data.options", ds, sweep["dataset"], "options are per swept dataset")
+        data_options[ds] = _check_mapping(opts, f"data.options.{ds}")
+
+    models = _check_mapping(raw.get("models"), "models")
+    for fam, opts in models.items():
+        if fam not in sweep["model"]:
+            raise UnknownNameError("model in models", fam, sweep["model"], "options are per swept model family")
+        models[fam] = _check_mapping(opts, f"models.{fam}")
+
+    train_in = _check_mapping(raw.get("train"), "train")
+    _check_keys(train_in, TRAIN_KEYS, "train")
+    train = {**TRAIN_KEYS, **train_in}
+    for k in ("epochs", "batch_size"):
+        v = train[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "epochs" else 1):
+            raise InputError(f"train.{k} must be an integer >= {0 if k == 'epochs' else 1}; got {v!r}")
+    for k in ("lr", "weight_decay", "momentum"):
+        v = train[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k == "lr" and v == 0):
+            raise InputError(f"train.{k} must be a {'positive' if k == 'lr' else 'non-negative'} number; got {v!r}")
+        train[k] = float(v)
+    if train["checkpoints"] is None:
+        train["checkpoints"] = list(range(train["epochs"] + 1))
+    else:
+        cps = _as_list(train["checkpoints"])
+        for c in cps:
+            if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= train["epochs"]:
+                raise InputError(f"train.checkpoints must be epochs in [0, {train['epochs']}]; got {c!r}")
+        train["checkpoints"] = sorted(set(cps) | {0, train["epochs"]})
+
+    analyses_in = raw.get("analyses")
+    if analyses_in is None:
+        analyses_in = {}
+    if isinstance(analyses_in, list):  # a bare list of names: all with default parameters
+        analyses_in = {a: {} for a in analyses_in}
+    analyses_in = _check_mapping(analyses_in, "analyses")
+    analyses: dict[str, dict] = {}
+    for aname, params in analyses_in.items():
+        if params is False:
+            continue
+        if params is True or params is None:
+            params = {}
+        params = _check_mapping(params, f"analyses.{aname}")
+        analysis = get_analysis(aname)  # UnknownNameError lists the registered ones
+        analyses[aname] = analysis.resolve_params(params)
+
+    cfg = StudyConfig(
+        name=name,
+        description=str(description),
+        sweep=sweep,
+        exclude=excl,
+        data_seed=int(data_seed),
+        data_options=data_options,
+        model_options=models,
+        train=train,
+        analyses=analyses,
+        raw=raw,
+    )
+    if not cfg.runs:
+        raise InputError("the sweep is empty: every combination is matched by an exclude pattern")
+    return cfg
+
+
+def _excluded(point: dict, patterns: list[dict]) -> bool:
+    return any(all(point[a] in vals for a, vals in pat.items()) for pat in patterns)
+
+
+def expand_sweep(config: StudyConfig) -> list[RunSpec]:
+    """The runs of a study: the cartesian product of the sweep lists (in ``SWEEP_AXES`` order), minus
+    the points matched by an ``exclude`` pattern (a point matches when each named axis holds one of
+    the pattern's values)."""
+    axes = list(SWEEP_AXES)
+    runs = []
+    for values in itertools.product(*(config.sweep[a] for a in axes)):
+        point = dict(zip(axes, values))
+        if _excluded(point, config.exclude):
+            continue
+        runs.append(
+            RunSpec(
+                **point,
+                data_options=config.data_options.get(point["dataset"], {}),
+                model_options=config.model_options.get(point["model"], {}),
+                train=config.train,
+                data_seed=config.data_seed,
+            )
+        )
+    return runs

@@ -1,0 +1,77 @@
+"""The training step of a study: load a run's data, train it with checkpoints, reload checkpoints.
+
+Thin glue over :func:`deepgeom.data.load`, :func:`deepgeom.models.build` and
+:func:`deepgeom.train.train`; the runner calls :func:`train_run` once per run (a ``train`` unit).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import RunSpec
+
+__all__ = ["load_dataset", "train_run", "load_checkpoint"]
+
+
+def load_dataset(spec: RunSpec, cache: dict | None = None):
+    """The run's :class:`~deepgeom.data.Dataset`: fixed split seed ``data_seed`` for every run (so all
+    models see the same test examples), labels shuffled by the run's ``shuffle_fraction``."""
+    from ..data import load
+
+    key = (spec.dataset, spec.data_seed, spec.shuffle_fraction, json.dumps(spec.data_options, sort_keys=True))
+    if cache is not None and key in cache:
+        return cache[key]
+    ds = load(spec.dataset, seed=spec.data_seed, shuffle_fraction=spec.shuffle_fraction, **spec.data_options)
+    if cache is not None:
+        cache[key] = ds
+    return ds
+
+
+def train_run(run: Any, out_dir: Path) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Build and train a run's model (``run`` is a :class:`~deepgeom.studies.RunHandle`), saving
+    checkpoints under ``out_dir``.
+
+    Returns the per-epoch history (epoch, train/test loss and accuracy) and ``{epoch: file name}``
+    relative to ``out_dir`` (epoch 0 = the untrained network).
+    """
+    from ..models import build
+    from ..train import TrainConfig, train
+
+    spec, dataset = run.spec, run.dataset
+    tr = dict(spec.train)
+    model = build(
+        spec.model,
+        input_shape=dataset.input_shape,
+        n_classes=dataset.n_classes,
+        width=spec.width,
+        depth=spec.depth,
+        **spec.model_options,
+    )
+    cfg = TrainConfig(
+        epochs=tr["epochs"],
+        batch_size=tr["batch_size"],
+        optimizer=tr["optimizer"],
+        lr=tr["lr"],
+        momentum=tr["momentum"],
+        weight_decay=tr["weight_decay"],
+        checkpoints=tuple(tr["checkpoints"]),
+        seed=spec.seed,
+        loss=tr["loss"],
+    )
+    result = train(model, dataset, cfg, out_dir=Path(out_dir), progress=False)
+    history = pd.DataFrame(result.history)
+    checkpoints = {int(e): str(Path(p).relative_to(out_dir)) for e, p in result.checkpoints.items()}
+    return history, checkpoints
+
+
+def load_checkpoint(path: str | Path):
+    """A trained model from a checkpoint file written by :func:`train_run` (eval mode)."""
+    from ..train import load_model
+
+    model = load_model(path)
+    model.eval()
+    return model
