@@ -59,7 +59,7 @@ TRAIN_KEYS: dict[str, Any] = {
     "momentum": 0.9,
     "weight_decay": 0.0,
     "checkpoints": None,  # None: every epoch, including epoch 0 (untrained)
-    "loss": "cross_entropy",
+    "loss": "ce",  # "ce" (cross-entropy) or "mse" (to one-hot targets)
 }
 
 #: Keys of the ``data`` section: the split seed shared by every run plus per-dataset loader options.
@@ -314,8 +314,13 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         analyses=analyses,
         raw=raw,
     )
-    if not cfg.runs:
+    runs = cfg.runs
+    if not runs:
         raise InputError("the sweep is empty: every combination is matched by an exclude pattern")
+    from .training import train_config
+
+    for run in runs:  # TrainConfig checks optimizer, loss and model family names
+        train_config(run)
     return cfg
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .config import RunSpec
 
-__all__ = ["load_dataset", "train_run", "load_checkpoint"]
+__all__ = ["load_dataset", "train_run", "train_config", "load_checkpoint"]
 
 
 def load_dataset(spec: RunSpec, cache: dict | None = None):
@@ -38,34 +38,36 @@ def train_run(run: Any, out_dir: Path) -> tuple[pd.DataFrame, dict[int, str]]:
     Returns the per-epoch history (epoch, train/test loss and accuracy) and ``{epoch: file name}``
     relative to ``out_dir`` (epoch 0 = the untrained network).
     """
-    from ..models import build
-    from ..train import TrainConfig, train
+    from ..train import train
 
-    spec, dataset = run.spec, run.dataset
-    tr = dict(spec.train)
-    model = build(
-        spec.model,
-        input_shape=dataset.input_shape,
-        n_classes=dataset.n_classes,
+    result = train(train_config(run.spec), out_dir=Path(out_dir), dataset=run.dataset, progress=False)
+    checkpoints = {int(e): str(Path(p).relative_to(out_dir)) for e, p in result.checkpoints.items()}
+    return result.history.reset_index(drop=True), checkpoints
+
+
+def train_config(spec: RunSpec):
+    """The :class:`deepgeom.train.TrainConfig` of a run (validates optimizer, loss, family, ...)."""
+    from ..train import TrainConfig
+
+    tr = spec.train
+    return TrainConfig(
+        dataset=spec.dataset,
+        dataset_options=dict(spec.data_options),
+        family=spec.model,
         width=spec.width,
         depth=spec.depth,
-        **spec.model_options,
-    )
-    cfg = TrainConfig(
-        epochs=tr["epochs"],
-        batch_size=tr["batch_size"],
+        model_options=dict(spec.model_options),
         optimizer=tr["optimizer"],
         lr=tr["lr"],
         momentum=tr["momentum"],
         weight_decay=tr["weight_decay"],
-        checkpoints=tuple(tr["checkpoints"]),
+        epochs=tr["epochs"],
+        batch_size=tr["batch_size"],
         seed=spec.seed,
+        shuffle_fraction=spec.shuffle_fraction,
+        checkpoint_epochs=list(tr["checkpoints"]),
         loss=tr["loss"],
     )
-    result = train(model, dataset, cfg, out_dir=Path(out_dir), progress=False)
-    history = pd.DataFrame(result.history)
-    checkpoints = {int(e): str(Path(p).relative_to(out_dir)) for e, p in result.checkpoints.items()}
-    return history, checkpoints
 
 
 def load_checkpoint(path: str | Path):

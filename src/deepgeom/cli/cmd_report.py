@@ -1,0 +1,23 @@
+"""``deepgeom report DIR``: build the static HTML report of a finished study directory."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="build the HTML report (index.html + PNG/SVG figures) of a study directory",
+        description="Read a study directory written by `deepgeom study`/`deepgeom demo` and write "
+        "DIR/report/index.html with its figures next to it.",
+    )
+    p.add_argument("study_dir", help="a study output directory (holds study.json and tables/)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..report import build_report
+
+    print(build_report(args.study_dir))
+    return 0
