@@ -1,0 +1,63 @@
+"""``deepgeom capture``: write one ``.npy`` per layer plus ``manifest.json`` for a model on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .cmd_layers import add_source_arguments, load_source
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "capture",
+        help="capture layer activations to .npy files plus a JSON manifest",
+        description="Run a model on the first N examples of a dataset split and write each chosen layer, "
+        "flattened to (N, D), as OUT/<layer>.npy, plus OUT/manifest.json (layer name, file, shape, dtype, "
+        "relative depth) and OUT/labels.npy. Layers above the memory budget are written to disk batch by "
+        "batch, so layers larger than RAM work.",
+    )
+    add_source_arguments(p)
+    p.add_argument("--input", metavar="FILE.npy", help="examples to run instead of a dataset split")
+    p.add_argument("--layers", help="comma-separated names, glob patterns or module types, e.g. "
+                   "'input,features.*,ReLU,output' (default: the model's analysis layers, else all leaves)")
+    p.add_argument("--split", choices=("train", "test"), default="test", help="dataset split (default test)")
+    p.add_argument("--n", type=int, help="use the first N examples (default: all)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--memory-budget", default="1GB", help="RAM for in-memory layers, e.g. 2GB, 512MiB "
+                   "(default 1GB); larger layers stream straight into OUT")
+    p.add_argument("--batch-size", type=int, default=256, help="examples per forward pass (default 256)")
+    p.add_argument("--reduce", choices=("flatten", "mean", "tokens", "cls"), default="flatten",
+                   help="how (B, T, H) outputs become rows (default flatten)")
+    p.add_argument("--dtype", choices=("float32", "float16", "float64"), default="float32",
+                   help="storage dtype (default float32)")
+    p.add_argument("--device", default="cpu", help="torch device for the forward pass (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..capture import capture
+    from ..capture._sources import parse_layer_list, select_inputs
+
+    src = load_source(args)
+    x, y = select_inputs(src, split=args.split, n=args.n, inputs=args.input)
+    model = src.model.to(args.device)
+    data = (x, y) if y is not None else x
+    cap = capture(model, data, parse_layer_list(args.layers), batch_size=args.batch_size, device=args.device,
+                  memory_budget=args.memory_budget, spill_dir=args.out, reduce=args.reduce, dtype=args.dtype,
+                  progress=not args.no_progress)
+    cap.meta.update({k: v for k, v in src.info.items() if v is not None})
+    cap.meta.update({"split": None if args.input else args.split, "input_file": args.input})
+    out = cap.save(args.out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        w = max(len(e["name"]) for e in manifest["layers"])
+        for e in manifest["layers"]:
+            shape = "×".join(map(str, e["shape"]))
+            print(f"{e['name']:<{w}}  {shape:>16}  depth {e['relative_depth']:.3f}  {e['file']}")
+        print(f"{len(manifest['layers'])} layers, n={manifest['n']} → {out}")
+    return 0
