@@ -91,7 +91,7 @@ def _check_square(K: Any, name: str, min_n: int) -> torch.Tensor:
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
         raise InputError(f"{name} must be a square (n, n) kernel matrix; got shape {tuple(K.shape)}")
     if K.shape[0] < min_n:
-        raise InputError(f"{name} needs n >= {min_n} for this estimator; got n = {K.shape[0]}")
+        raise InputError(f"{name} needs at least {min_n} examples (n >= {min_n}) for this estimator; got n = {K.shape[0]}")
     if not torch.isfinite(K).all():
         raise InputError(f"{name} contains NaN or Inf")
     scale = float(K.abs().max()) or 1.0

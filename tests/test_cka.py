@@ -1,0 +1,409 @@
+"""CKA, HSIC and minibatch CKA: published formulas, reference values, properties, anchors, errors.
+
+The independent references here are (a) a direct numpy transcription of Kornblith et al.'s reference
+notebook (gram_linear/gram_rbf/center_gram/cka/feature_space_linear_cka) and of Song et al.'s HSIC₁
+formula with explicit traces and ones-vectors, (b) the notebook's published values, (c) ckatorch and
+torch-cka where they compute the same quantity. Tolerances: 1e-10 against float64 references (only
+rounding differs); 1e-4 against torch-cka, which computes in float32 (≈1e-7 relative rounding
+amplified by the HSIC cancellation at moderate offsets).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import ortho_group
+
+from deepgeom.errors import InputError, UnknownNameError
+from deepgeom.functional.cka import (
+    MinibatchCKA,
+    cka,
+    gram_linear,
+    gram_rbf,
+    hsic,
+    kernel_cka,
+    linear_cka,
+    rbf_cka,
+    unbiased_hsic,
+    unbiased_hsic_pairs,
+)
+
+TOL = 1e-10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests are many small products: on the shared, loaded 2-core machine the thread-pool
+    hand-off costs milliseconds per op, so run them single-threaded (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- reference: Kornblith et al. notebook
+def ref_gram_linear(x):
+    return x.dot(x.T)
+
+
+def ref_gram_rbf(x, threshold=1.0):
+    dot_products = x.dot(x.T)
+    sq_norms = np.diag(dot_products)
+    sq_distances = -2 * dot_products + sq_norms[:, None] + sq_norms[None, :]
+    sq_median_distance = np.median(sq_distances)
+    return np.exp(-sq_distances / (2 * threshold**2 * sq_median_distance))
+
+
+def ref_center_gram(gram, unbiased=False):
+    gram = gram.copy()
+    if unbiased:
+        n = gram.shape[0]
+        np.fill_diagonal(gram, 0)
+        means = np.sum(gram, 0, dtype=np.float64) / (n - 2)
+        means -= np.sum(means) / (2 * (n - 1))
+        gram -= means[:, None]
+        gram -= means[None, :]
+        np.fill_diagonal(gram, 0)
+    else:
+        means = np.mean(gram, 0, dtype=np.float64)
+        means -= np.mean(means) / 2
+        gram -= means[:, None]
+        gram -= means[None, :]
+    return gram
+
+
+def ref_cka(gram_x, gram_y, debiased=False):
+    gram_x = ref_center_gram(gram_x, unbiased=debiased)
+    gram_y = ref_center_gram(gram_y, unbiased=debiased)
+    return gram_x.ravel().dot(gram_y.ravel()) / (np.linalg.norm(gram_x) * np.linalg.norm(gram_y))
+
+
+def ref_song_hsic1(K, L):
+    """Song et al. 2012 eq. (5), written out with traces and ones-vectors."""
+    n = K.shape[0]
+    Kt, Lt = K.copy(), L.copy()
+    np.fill_diagonal(Kt, 0)
+    np.fill_diagonal(Lt, 0)
+    one = np.ones(n)
+    term = np.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2)) \
+        - 2.0 / (n - 2) * (one @ Kt @ Lt @ one)
+    return term / (n * (n - 3))
+
+
+def ref_minibatch_cka(xb, yb):
+    """Nguyen et al. 2021: ratio of sums of HSIC₁ over the batches (float64, explicit formula)."""
+    kl = sum(ref_song_hsic1(x @ x.T, y @ y.T) for x, y in zip(xb, yb))
+    kk = sum(ref_song_hsic1(x @ x.T, x @ x.T) for x in xb)
+    ll = sum(ref_song_hsic1(y @ y.T, y @ y.T) for y in yb)
+    return kl / np.sqrt(kk * ll)
+
+
+@pytest.fixture
+def xy():
+    np.random.seed(1337)  # the reference notebook's legacy seeding
+    X = np.random.randn(100, 10)
+    Y = np.random.randn(100, 10) + X
+    return X, Y
+
+
+# ------------------------------------------------------------------------------ published numbers
+def test_reference_notebook_values(xy):
+    X, Y = xy
+    assert round(linear_cka(X, Y), 5) == 0.55761
+    assert round(linear_cka(X, Y, debiased=True), 5) == 0.51346
+    assert round(rbf_cka(X, Y, sigma=0.5), 5) == 0.65483
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_linear_matches_notebook_formulas(xy, debiased):
+    X, Y = xy
+    ref = ref_cka(ref_gram_linear(X), ref_gram_linear(Y), debiased=debiased)
+    for method in ("feature", "gram", "auto"):
+        assert abs(linear_cka(X, Y, debiased=debiased, method=method) - ref) < TOL
+    # torch input, float32 input and a memmap give the same number
+    assert abs(linear_cka(torch.from_numpy(X), torch.from_numpy(Y), debiased=debiased) - ref) < TOL
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    ref32 = ref_cka(ref_gram_linear(X32.astype(np.float64)), ref_gram_linear(Y32.astype(np.float64)), debiased)
+    assert abs(linear_cka(X32, Y32, debiased=debiased) - ref32) < TOL
+
+
+def test_memmap_input(tmp_path, xy):
+    X, Y = xy
+    mx = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float64, shape=X.shape)
+    mx[:] = X
+    mx.flush()
+    mx = np.load(tmp_path / "x.npy", mmap_mode="r")
+    for debiased in (False, True):
+        for method in ("feature", "gram"):
+            assert abs(linear_cka(mx, Y, debiased=debiased, method=method) - linear_cka(X, Y, debiased=debiased)) < TOL
+
+
+@pytest.mark.parametrize("sigma", [0.2, 0.5, 0.8, 2.0])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_rbf_matches_notebook_formulas(xy, sigma, debiased):
+    X, Y = xy
+    ref = ref_cka(ref_gram_rbf(X, sigma), ref_gram_rbf(Y, sigma), debiased=debiased)
+    assert abs(rbf_cka(X, Y, sigma=sigma, debiased=debiased) - ref) < TOL
+    np.testing.assert_allclose(gram_rbf(X, sigma).numpy(), ref_gram_rbf(X, sigma), rtol=0, atol=1e-12)
+
+
+def test_hsic_estimators_match_song_and_gretton(rng):
+    X = rng.normal(size=(40, 7))
+    Y = np.tanh(X @ rng.normal(size=(7, 3))) + 0.3 * rng.normal(size=(40, 3))
+    K, L = X @ X.T, Y @ Y.T
+    assert abs(unbiased_hsic(K, L) - ref_song_hsic1(K, L)) < 1e-10 * abs(ref_song_hsic1(K, L))
+    n = 40
+    H = np.eye(n) - np.ones((n, n)) / n
+    assert abs(hsic(K, L) - np.trace(K @ H @ L @ H) / (n - 1) ** 2) < 1e-10 * abs(hsic(K, L))
+    assert hsic(K, L, unbiased=True) == unbiased_hsic(K, L)
+    # all pairs at once == each pair alone
+    Ks = [K, L, gram_rbf(X).numpy()]
+    kl, kk, ll = unbiased_hsic_pairs(Ks, Ks[:2])
+    for i, A in enumerate(Ks):
+        for j, B in enumerate(Ks[:2]):
+            assert abs(float(kl[i, j]) - ref_song_hsic1(A, B)) < 1e-9 * max(1.0, abs(ref_song_hsic1(A, B)))
+        assert abs(float(kk[i]) - ref_song_hsic1(A, A)) < 1e-9 * max(1.0, ref_song_hsic1(A, A))
+
+
+def test_kernel_cka_and_gram_linear(xy):
+    X, Y = xy
+    K, L = gram_linear(X), gram_linear(Y)
+    assert abs(kernel_cka(K, L) - linear_cka(X, Y)) < TOL
+    assert abs(kernel_cka(K, L, debiased=True) - linear_cka(X, Y, debiased=True)) < TOL
+    assert abs(kernel_cka(X @ X.T, Y @ Y.T) - linear_cka(X, Y)) < TOL  # uncentred kernels too
+    assert cka(X, Y, kernel="rbf", sigma=0.5) == rbf_cka(X, Y, sigma=0.5)
+
+
+def test_different_widths(rng):
+    X = rng.normal(size=(120, 3))
+    Y = np.concatenate([X @ rng.normal(size=(3, 400)), rng.normal(size=(120, 100))], 1)
+    for debiased in (False, True):
+        ref = ref_cka(ref_gram_linear(X), ref_gram_linear(Y), debiased)
+        assert abs(linear_cka(X, Y, debiased=debiased) - ref) < TOL  # auto → gram (D₂ large)
+        assert abs(linear_cka(X, Y, debiased=debiased, method="feature") - ref) < TOL
+
+
+# ----------------------------------------------------------------------------------- precision
+def naive_float32_hsic1(K):
+    """Song's HSIC₁(K, K) the way popular libraries compute it: raw float32 Gram, float32 formula."""
+    n = K.shape[0]
+    K = K.clone()
+    K.fill_diagonal_(0)
+    ones = torch.ones(n, 1)
+    result = torch.trace(K @ K)
+    result += ((ones.t() @ K @ ones @ ones.t() @ K @ ones) / ((n - 1) * (n - 2))).item()
+    result -= ((ones.t() @ K @ K @ ones) * 2 / (n - 2)).item()
+    return (1 / (n * (n - 3)) * result).item()
+
+
+def test_relu_offset_float32():
+    """ReLU-like features with a common offset of 200 in float32: the naive float32 HSIC₁ is wrong
+    by orders of magnitude (measured: -5.3e6 against the true 7.8e3, i.e. negative), deepgeom
+    matches the float64 truth."""
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(256, 20))
+    X = (np.maximum(Z @ rng.normal(size=(20, 64)), 0) + 200.0).astype(np.float32)
+    Y = (np.maximum(Z @ rng.normal(size=(20, 32)), 0) + 200.0).astype(np.float32)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    truth_kk = ref_song_hsic1(X64 @ X64.T, X64 @ X64.T)
+    naive_kk = naive_float32_hsic1(torch.from_numpy(X) @ torch.from_numpy(X).T)
+    assert abs(naive_kk - truth_kk) > 10 * truth_kk, (naive_kk, truth_kk)
+    # truth: the same formula in float64 on the data with the offset removed exactly (X - 200 is
+    # exact in float64); HSIC₁ is shift-invariant, and without the offset float64 has no cancellation
+    truth = ref_minibatch_cka([X64 - 200.0], [Y64 - 200.0])
+    for dtype in (torch.float64, torch.float32):
+        m = MinibatchCKA(compute_dtype=dtype)
+        m.update([X], [Y])
+        tol = 1e-12 if dtype == torch.float64 else 1e-6  # float32 products after exact centring
+        assert abs(m.compute()[0, 0] - truth) < tol
+    assert abs(linear_cka(X, Y, debiased=True) - ref_cka(X64 @ X64.T, Y64 @ Y64.T, True)) < TOL
+
+
+# ---------------------------------------------------------------------------------- properties
+shapes = st.tuples(st.integers(8, 40), st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**31 - 1))
+
+
+@given(shapes)
+def test_properties(shape):
+    n, d1, d2, seed = shape
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d1)) * rng.uniform(0.1, 10) + rng.normal(size=d1) * 5
+    Y = np.tanh(X @ rng.normal(size=(d1, d2))) + rng.normal(size=(n, d2))
+    for debiased in (False, True):
+        c = linear_cka(X, Y, debiased=debiased)
+        assert abs(linear_cka(X, X, debiased=debiased) - 1.0) < 1e-9  # CKA(X, X) = 1
+        assert abs(linear_cka(Y, X, debiased=debiased) - c) < 1e-9  # symmetry
+        Q = ortho_group.rvs(d1, random_state=seed) if d1 > 1 else np.array([[-1.0]])
+        assert abs(linear_cka(X @ Q, Y, debiased=debiased) - c) < 1e-9  # orthogonal invariance
+        assert abs(linear_cka(3.7 * X + 2.0, Y, debiased=debiased) - c) < 1e-9  # isotropic scale (+ shift)
+        assert abs(linear_cka(X, Y, debiased=debiased, method="gram") - c) < 1e-9
+        if not debiased:
+            assert -1e-12 <= c <= 1 + 1e-12
+    r = rbf_cka(X, Y, sigma=0.8)
+    assert abs(rbf_cka(Y, X, sigma=0.8) - r) < 1e-9
+    Q = ortho_group.rvs(d1, random_state=seed) if d1 > 1 else np.array([[-1.0]])
+    assert abs(rbf_cka(2.5 * X @ Q, Y, sigma=0.8) - r) < 1e-9  # distances scale uniformly, median too
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_not_invariant_to_general_linear_map(seed):
+    """Linear CKA is not invariant to an invertible non-orthogonal map (Kornblith et al. §3)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 6))
+    A = np.diag([30.0, 1, 1, 1, 1, 0.05]) @ ortho_group.rvs(6, random_state=seed)  # invertible, cond 600
+    assert abs(np.linalg.det(A)) > 1e-6
+    assert linear_cka(X, X @ A) < 0.8
+
+
+# ------------------------------------------------------------------------------------- minibatch
+def test_minibatch_matches_formula_and_pairs(rng):
+    N, B = 192, 48
+    Z = rng.normal(size=(N, 5))
+    layers_a = [Z @ rng.normal(size=(5, w)) + rng.normal(size=(N, w)) for w in (4, 30)]
+    layers_b = [np.maximum(Z @ rng.normal(size=(5, w)), 0) for w in (7, 12, 50)]
+    m = MinibatchCKA()
+    within = MinibatchCKA()
+    for s in range(0, N, B):
+        m.update([a[s:s + B] for a in layers_a], [torch.from_numpy(b[s:s + B]) for b in layers_b])
+        within.update([a[s:s + B] for a in layers_a])
+    M = m.compute()
+    assert M.shape == (2, 3) and m.n_batches == 4 and m.n_examples == N
+    for i, a in enumerate(layers_a):
+        for j, b in enumerate(layers_b):
+            ref = ref_minibatch_cka([a[s:s + B] for s in range(0, N, B)], [b[s:s + B] for s in range(0, N, B)])
+            assert abs(M[i, j] - ref) < TOL
+    W = within.compute()
+    assert np.allclose(np.diag(W), 1.0, atol=1e-12) and np.allclose(W, W.T, atol=1e-14)
+    # one batch of all N examples is exactly debiased CKA on the full data
+    one = MinibatchCKA()
+    one.update(layers_a, layers_b)
+    assert abs(one.compute()[1, 2] - linear_cka(layers_a[1], layers_b[2], debiased=True)) < TOL
+
+
+def test_minibatch_converges_to_full_debiased():
+    """Minibatch CKA → full-data debiased CKA as the batch grows. RMS difference over 6 shuffled
+    orders, N = 1024 (measured): 8.2e-3 at B=16, 3.2e-3 at 64, 1.7e-3 at 256, 1e-15 at B = N —
+    the ~1/√B decay expected when only within-batch pairs enter the U-statistics."""
+    rng = np.random.default_rng(7)
+    N = 1024
+    Z = rng.normal(size=(N, 4))
+    X = np.tanh(Z @ rng.normal(size=(4, 20))) + 0.5 * rng.normal(size=(N, 20))
+    Y = np.maximum(Z @ rng.normal(size=(4, 30)), 0) + rng.normal(size=(N, 30))
+    full = linear_cka(X, Y, debiased=True)
+    rms = {}
+    for B in (16, 64, 256, 1024):
+        errs = []
+        for r in range(6):
+            p = np.random.default_rng(r).permutation(N)
+            m = MinibatchCKA()
+            for s in range(0, N, B):
+                m.update([X[p[s:s + B]]], [Y[p[s:s + B]]])
+            errs.append(m.compute()[0, 0] - full)
+        rms[B] = float(np.sqrt(np.mean(np.square(errs))))
+    print("minibatch CKA RMS |error| vs full debiased:", {k: f"{v:.1e}" for k, v in rms.items()})
+    assert rms[1024] < TOL
+    assert rms[256] < rms[64] < rms[16]
+    assert rms[256] < 0.5 * rms[16]
+
+
+def test_minibatch_rbf_single_batch_equals_rbf_cka(xy):
+    X, Y = xy
+    m = MinibatchCKA(kernel="rbf", sigma=0.5)
+    m.update([X], [Y])
+    assert abs(m.compute()[0, 0] - rbf_cka(X, Y, sigma=0.5, debiased=True)) < TOL
+
+
+def test_minibatch_dead_layer_nan_with_warning(rng):
+    m = MinibatchCKA()
+    X = rng.normal(size=(32, 5))
+    m.update([X, np.zeros((32, 3))])
+    with pytest.warns(RuntimeWarning, match="no variance"):
+        M = m.compute()
+    assert np.isnan(M[1]).all() and np.isnan(M[:, 1]).all() and M[0, 0] == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------- anchors
+def test_agrees_with_ckatorch(xy, rng):
+    core = pytest.importorskip("ckatorch.core")
+    X, Y = xy
+    tx, ty = torch.from_numpy(X), torch.from_numpy(Y)
+    for debiased in (False, True):
+        assert abs(float(core.cka_base(tx, ty, unbiased=debiased)) - linear_cka(X, Y, debiased=debiased)) < TOL
+        # ckatorch takes torch.median (the lower middle value) where the notebook takes np.median
+        # (the mean of the two): equal for an odd number of entries, so compare on N = 99 rows.
+        assert abs(float(core.cka_base(tx[:99], ty[:99], kernel="rbf", threshold=0.5, unbiased=debiased))
+                   - rbf_cka(X[:99], Y[:99], sigma=0.5, debiased=debiased)) < TOL
+    # ckatorch's minibatch CKA on (n_batches, B, D) stacks == ours streamed over the same batches
+    xb, yb = tx.reshape(4, 25, 10), ty.reshape(4, 25, 10)
+    m = MinibatchCKA()
+    for i in range(4):
+        m.update([xb[i]], [yb[i]])
+    assert abs(float(core.cka_batch(xb, yb)) - m.compute()[0, 0]) < TOL
+
+
+def test_agrees_with_torch_cka_without_offset():
+    torch_cka = pytest.importorskip("torch_cka")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    net_a = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.Tanh(), torch.nn.Linear(32, 16))
+    net_b = torch.nn.Sequential(torch.nn.Linear(10, 24), torch.nn.Tanh(), torch.nn.Linear(24, 8))
+    data = torch.randn(256, 10)
+    loader = DataLoader(TensorDataset(data), batch_size=64, shuffle=False)
+    with pytest.warns(UserWarning):
+        tc = torch_cka.CKA(net_a, net_b, model1_name="a", model2_name="b",
+                           model1_layers=["0", "2"], model2_layers=["0", "2"])
+        tc.compare(loader)
+    theirs = tc.export()["CKA"].numpy()
+    m = MinibatchCKA()
+    with torch.no_grad():
+        for (x,) in loader:
+            m.update([net_a[0](x), net_a(x)], [net_b[0](x), net_b(x)])
+    assert np.abs(theirs - m.compute()).max() < 1e-4
+
+
+# ---------------------------------------------------------------------------------------- errors
+def test_errors(rng):
+    X = rng.normal(size=(10, 3))
+    with pytest.raises(InputError, match="same number of examples"):
+        linear_cka(X, X[:9])
+    with pytest.raises(InputError, match="at least 4"):
+        linear_cka(X[:3], X[:3], debiased=True)
+    with pytest.raises(InputError, match="at least 4"):
+        unbiased_hsic(np.eye(3), np.eye(3))
+    bad = X.copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(InputError, match="NaN or Inf"):
+        linear_cka(bad, X)
+    bad[4, 1] = np.inf
+    with pytest.raises(InputError, match="NaN or Inf"):
+        rbf_cka(X, bad)
+    with pytest.raises(InputError, match="no variance"):
+        linear_cka(np.ones((10, 3)), X)
+    with pytest.raises(InputError, match="no variance"):
+        linear_cka(X, np.full((10, 2), 7.0), debiased=True)
+    with pytest.raises(InputError, match="sigma"):
+        rbf_cka(X, X, sigma=0)
+    with pytest.raises(InputError, match="median squared distance"):
+        gram_rbf(np.ones((10, 2)))
+    with pytest.raises(UnknownNameError, match="laplace"):
+        cka(X, X, kernel="laplace")
+    with pytest.raises(UnknownNameError):
+        MinibatchCKA(kernel="poly")
+    with pytest.raises(InputError, match="2-D"):
+        linear_cka(X[:, 0], X)
+    with pytest.raises(InputError, match="symmetric"):
+        hsic(rng.normal(size=(5, 5)), np.eye(5))
+    m = MinibatchCKA()
+    with pytest.raises(InputError, match="before any update"):
+        m.compute()
+    with pytest.raises(InputError, match="at least 4"):
+        m.update([X[:3]])
+    with pytest.raises(InputError, match="same examples"):
+        m.update([X, X[:8]])
+    m.update([X, X])
+    with pytest.raises(InputError, match="same layers"):
+        m.update([X])
