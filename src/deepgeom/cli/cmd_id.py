@@ -1,0 +1,156 @@
+"""``deepgeom id``: intrinsic dimension of one array (``estimate``) or of every layer (``profile``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+METHODS = ("twonn", "mle", "gride", "levina_bickel", "pca")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "id",
+        help="intrinsic dimension (TwoNN, MLE, GRIDE, Levina-Bickel, PC-ID) of an array or of each layer",
+        description="Intrinsic-dimension estimates (Facco et al. 2017; Ansuini et al. 2019). 'estimate' reads "
+        "one (N, D) .npy file; 'profile' estimates every layer of a capture or a model and writes a table "
+        "and a figure.",
+    )
+    sub = p.add_subparsers(dest="id_command", metavar="ACTION", required=True)
+
+    e = sub.add_parser("estimate", help="ID of the rows of one (N, D) .npy file",
+                       description="Estimate the intrinsic dimension of the rows of FILE.npy. Methods: twonn "
+                       "(least-squares TwoNN of the papers), mle (TwoNN maximum likelihood, (N-1)/sum log mu), "
+                       "gride (Denti et al. 2022, --n1/--n2), levina_bickel (k range --k1..--k2), pca (PC-ID: "
+                       "components for --threshold of the variance). Exact duplicate rows are dropped with a "
+                       "count, or refused with --duplicates error.")
+    e.add_argument("file", metavar="FILE.npy", help="(N, D) array, one point per row (memory-mapped)")
+    e.add_argument("--method", choices=METHODS, default="twonn", help="estimator (default twonn)")
+    e.add_argument("--fraction", type=float, default=0.9, help="TwoNN: share of smallest mu fitted (default 0.9)")
+    e.add_argument("--threshold", type=float, default=0.9, help="pca: explained-variance share (default 0.9)")
+    e.add_argument("--standardize", action="store_true", help="pca: scale features to unit variance first")
+    e.add_argument("--n1", type=int, default=1, help="gride: first neighbour rank (default 1)")
+    e.add_argument("--n2", type=int, default=2, help="gride: second neighbour rank (default 2)")
+    e.add_argument("--k1", type=int, default=10, help="levina_bickel: smallest k (default 10)")
+    e.add_argument("--k2", type=int, default=20, help="levina_bickel: largest k (default 20)")
+    e.add_argument("--duplicates", choices=("drop", "error"), default="drop",
+                   help="exact duplicate rows: drop all but one copy (default) or fail")
+    e.add_argument("--device", default=None, help="cpu, cuda or auto (default cpu)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_estimate)
+
+    pr = sub.add_parser("profile", help="ID of every layer against relative depth: table + figure",
+                        description="ID profile (Ansuini et al. 2019): TwoNN and PC-ID of each layer. Source: "
+                        "--capture DIR (written by deepgeom capture), or a model (--family/--run/--module) run "
+                        "on the first --n examples of its dataset split. Writes OUT/profile.csv, "
+                        "OUT/profile.parquet and OUT/id_profile.png/.svg.")
+    pr.add_argument("--capture", metavar="DIR", help="capture directory (deepgeom capture --out)")
+    from .cmd_layers import add_source_arguments
+
+    add_source_arguments(pr)
+    pr.add_argument("--layers", help="comma-separated layers (default: the model's analysis layers / all captured)")
+    pr.add_argument("--split", choices=("train", "test"), default="test", help="dataset split (default test)")
+    pr.add_argument("--n", type=int, default=2000, help="examples to use (default 2000)")
+    pr.add_argument("--estimators", default="twonn,pca",
+                    help="comma-separated: twonn, twonn_mle, pca, gride, levina_bickel (default twonn,pca)")
+    pr.add_argument("--fraction", type=float, default=0.9, help="TwoNN fit fraction (default 0.9)")
+    pr.add_argument("--threshold", type=float, default=0.9, help="PC-ID variance share (default 0.9)")
+    pr.add_argument("--batch-size", type=int, default=256, help="examples per forward pass (default 256)")
+    pr.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    pr.add_argument("--json", action="store_true", help="print the table as JSON records")
+    pr.set_defaults(func=_profile)
+
+
+def _load_npy(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p} does not exist")
+    try:
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{p} is not a numeric .npy array: {exc}") from exc
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from ..functional import intrinsic_dim as idm
+
+    X = _load_npy(args.file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.method in ("twonn", "mle"):
+            r = idm.twonn(X, fraction=args.fraction, method="lsq" if args.method == "twonn" else "mle",
+                          duplicates=args.duplicates, device=args.device)
+            out = dict(id=r.id, method=args.method, n=r.n, error=r.error, n_points=r.n_points,
+                       n_duplicates=r.n_duplicates, n_discarded=r.n_discarded, discard_reason=r.discard_reason,
+                       fraction=r.fraction, scale=r.scale, likely_underestimate=r.likely_underestimate)
+        elif args.method == "gride":
+            r = idm.gride(X, n1=args.n1, n2=args.n2, duplicates=args.duplicates, device=args.device)
+            out = dict(id=r.id, method="gride", n=r.n, error=r.error, n_points=r.n_points,
+                       n_duplicates=r.n_duplicates, n_discarded=r.n_points - r.n, n1=r.n1, n2=r.n2,
+                       scale=r.scale, likely_underestimate=r.likely_underestimate)
+        elif args.method == "levina_bickel":
+            r = idm.levina_bickel(X, k1=args.k1, k2=args.k2, duplicates=args.duplicates, device=args.device)
+            out = dict(id=r.id, method="levina_bickel", n=r.n, error=r.error, n_points=r.n_points,
+                       n_duplicates=r.n_duplicates, n_discarded=r.n_points - r.n, k1=r.k1, k2=r.k2,
+                       likely_underestimate=r.likely_underestimate)
+        else:
+            r = idm.pca_id(X, threshold=args.threshold, standardize=args.standardize, device=args.device)
+            out = dict(id=r.id, method="pca", n=r.n, error=None, n_points=r.n, n_discarded=0, d=r.d,
+                       threshold=r.threshold, standardize=r.standardize,
+                       participation_ratio=r.participation_ratio, ansuini_index=r.ansuini_index)
+    out["file"] = str(args.file)
+    out["warnings"] = [str(w.message) for w in caught]
+    from .._results import to_jsonable
+
+    if args.json:
+        print(json.dumps(to_jsonable(out)))
+    else:
+        err = f" ± {out['error']:.3g}" if out.get("error") is not None else ""
+        print(f"{args.method} ID = {out['id']:.4g}{err}  (n = {out['n']} of {out['n_points']} rows)")
+        for w in out["warnings"]:
+            print(f"warning: {w}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from ..analysis.id_profile import id_profile, save_table
+    from ..capture._sources import parse_layer_list
+    from ..viz.id import plot_id_profile
+
+    estimators = [s.strip() for s in args.estimators.split(",") if s.strip()]
+    layers = parse_layer_list(args.layers)
+    model_given = any(getattr(args, k) is not None for k in ("family", "run", "module", "torchscript"))
+    if args.capture is not None:
+        if model_given:
+            raise InputError("give either --capture DIR or a model source (--family/--run/--module), not both")
+        df = id_profile(args.capture, layers=layers, estimators=estimators, fraction=args.fraction,
+                        threshold=args.threshold)
+        title = f"ID profile: {args.capture}"
+    else:
+        from ..capture._sources import select_inputs
+        from .cmd_layers import load_source
+
+        src = load_source(args)
+        x, _ = select_inputs(src, split=args.split, n=args.n)
+        df = id_profile(src.model, x, layers=layers, estimators=estimators, fraction=args.fraction,
+                        threshold=args.threshold, batch_size=args.batch_size)
+        title = "ID profile: " + ", ".join(f"{k}={v}" for k, v in src.info.items()
+                                           if k in ("family", "run", "epoch", "data", "file") and v is not None)
+    out = Path(args.out)
+    csv = save_table(df, out / "profile.csv")
+    pq = save_table(df, out / "profile.parquet")
+    plot_id_profile(df, path=out / "id_profile.png", title=title)
+    if args.json:
+        print(df.to_json(orient="records"))
+    else:
+        cols = [c for c in ("layer", "relative_depth", "D", "n_duplicates", "twonn_id", "twonn_err", "pca_id")
+                if c in df]
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        print(f"wrote {csv}, {pq}, {out / 'id_profile.png'} (+ .svg)")
+    return 0
