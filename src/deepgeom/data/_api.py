@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ def describe(name: str) -> dict[str, Any]:
     doc = (loader.__doc__ or "").strip().splitlines()
     options = {p.name: (None if p.default is p.empty else p.default)
                for p in inspect.signature(loader).parameters.values() if p.name != "seed"}
-    return {"name": _normalise(name), "description": doc[0] if doc else "", "options": options}
+    text = re.sub(r":math:`([^`]*)`", r"\1", doc[0] if doc else "").replace("``", "")
+    return {"name": _normalise(name), "description": text, "options": options}
 
 
 def _normalise(name: str) -> str:

@@ -84,11 +84,12 @@ class Dataset:
         return out
 
 
-def as_inputs(x: Any, name: str, *, copy: bool = True) -> torch.Tensor:
+def as_inputs(x: Any, name: str, *, copy: bool = True, check_finite: bool = True) -> torch.Tensor:
     """Inputs as a contiguous float32 torch tensor; NaN/Inf raise :class:`InputError` naming ``name``.
 
     With ``copy=True`` (default) the result never shares memory with ``x`` (a caller's array or a cache);
-    loaders that pass a freshly made array use ``copy=False`` to avoid a second copy of large data.
+    loaders that pass a freshly made array use ``copy=False`` to avoid a second copy of large data, and
+    ``check_finite=False`` when the values are finite by construction (integer pixels scaled).
     """
     if isinstance(x, torch.Tensor):
         if x.is_complex() or x.dtype == torch.bool:
@@ -104,7 +105,7 @@ def as_inputs(x: Any, name: str, *, copy: bool = True) -> torch.Tensor:
         if np.may_share_memory(a, b) and (copy or not b.flags.writeable):
             b = b.copy()
         t = torch.from_numpy(b)
-    if t.ndim >= 1 and t.shape[0] > 0:
+    if check_finite and t.ndim >= 1 and t.shape[0] > 0:
         check_finite_values(t.reshape(t.shape[0], -1), name)
     return t
 

@@ -98,7 +98,8 @@ def load_fashion_mnist(
         ip, lp = files[img], files[lab]
         x, y = _read_split(ip.resolve(), lp.resolve(), (ip.stat().st_mtime, lp.stat().st_mtime))
         idx = subsample(len(y), n_train if split == "train" else n_test, rng, f"n_{split}")
-        parts[split] = (x[idx][:, None].astype(np.float32) / np.float32(255.0), y[idx], idx)
+        xs = x if len(idx) == len(x) else x[idx]
+        parts[split] = (np.divide(xs[:, None], np.float32(255.0), dtype=np.float32), y[idx], idx)
     meta = {"source": "IDX files", "root": str(files[FILES["train"][0]].parent), "seed": int(seed)}
     if n_train is not None:
         meta["train_indices"] = parts["train"][2]
@@ -106,9 +107,9 @@ def load_fashion_mnist(
         meta["test_indices"] = parts["test"][2]
     return Dataset(
         name="fashion-mnist",
-        x_train=as_inputs(parts["train"][0], "fashion-mnist x_train", copy=False),
+        x_train=as_inputs(parts["train"][0], "fashion-mnist x_train", copy=False, check_finite=False),
         y_train=as_labels(parts["train"][1], "fashion-mnist y_train"),
-        x_test=as_inputs(parts["test"][0], "fashion-mnist x_test", copy=False),
+        x_test=as_inputs(parts["test"][0], "fashion-mnist x_test", copy=False, check_finite=False),
         y_test=as_labels(parts["test"][1], "fashion-mnist y_test"),
         n_classes=10,
         input_shape=(1, 28, 28),

@@ -64,7 +64,7 @@ def _add_noise(X: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndar
 
 
 def hypersphere(n: int, d: int = 2, D: int = 10, *, seed: int = 0, noise: float = 0.0) -> np.ndarray:
-    r"""``n`` points uniform on the unit sphere :math:`S^d \subset \mathbb{R}^{d+1}`, rotated into ``R^D``.
+    r"""``n`` points uniform on the unit sphere S^d ⊂ R^(d+1), rotated into ``R^D``.
 
     Uniform on the sphere: :math:`z = g/\lVert g\rVert` with :math:`g \sim \mathcal N(0, I_{d+1})`
     (Muller 1959); then :math:`x = Q z` with ``Q`` a random (D, d+1) orthonormal frame. Every point is at
