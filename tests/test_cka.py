@@ -95,7 +95,7 @@ def ref_song_hsic1(K, L):
 
 def ref_minibatch_cka(xb, yb):
     """Nguyen et al. 2021: ratio of sums of HSIC₁ over the batches (float64, explicit formula)."""
-    kl = sum(ref_song_hsic1(x @ x.T, y @ y.T) for x, y in zip(xb, yb))
+    kl = sum(ref_song_hsic1(x @ x.T, y @ y.T) for x, y in zip(xb, yb, strict=False))
     kk = sum(ref_song_hsic1(x @ x.T, x @ x.T) for x in xb)
     ll = sum(ref_song_hsic1(y @ y.T, y @ y.T) for y in yb)
     return kl / np.sqrt(kk * ll)

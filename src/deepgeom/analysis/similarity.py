@@ -1,0 +1,685 @@
+r"""Layer-by-layer representation similarity (Nguyen, Raghu, Kornblith, ICLR 2021).
+
+* :func:`cka_matrix` — the L_a × L_b CKA heatmap between every pair of layers of one or two models in
+  a **single pass** over the data: each batch is fed to both models, the per-batch activations are
+  turned into U-centred kernels and added to running HSIC₁ sums (:class:`~deepgeom.functional.cka.MinibatchCKA`);
+  nothing else is kept. Also from capture directories (streamed over row blocks of the ``.npy``
+  memmaps), and a full-data (non-minibatch) form from N×N Gram matrices when they fit in memory.
+* :func:`find_blocks` — the "block structure": spans of consecutive layers with high mutual CKA.
+* :func:`pc1_fraction` / :func:`pc1_fractions` — variance fraction of each layer's first principal
+  component; ``cka_matrix(..., remove_pc1=True)`` recomputes the heatmap with that component projected
+  out (the paper's test that the block *is* the dominant component).
+* :func:`best_match` — for each layer of model A, the most similar layer of model B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .._results import ResultMixin, to_jsonable
+from .._validation import check_fraction, check_matrix, check_positive_int
+from ..errors import InputError, UnknownNameError
+from ..functional.cka import KERNELS, MinibatchCKA, gram_rbf, u_center
+from ..functional.matrix import as_tensor, covariance, gram
+
+__all__ = [
+    "CKAResult",
+    "Block",
+    "cka_matrix",
+    "cka_matrix_from_captures",
+    "find_blocks",
+    "pc1_fraction",
+    "pc1_fractions",
+    "best_match",
+]
+
+#: Default threshold of :func:`find_blocks` (see its docstring for the reasoning).
+BLOCK_THRESHOLD = 0.9
+_MIN_BATCH = 4  # the unbiased HSIC estimator needs n >= 4
+
+
+# ------------------------------------------------------------------------------------------- results
+@dataclasses.dataclass(frozen=True)
+class CKAResult(ResultMixin):
+    """An L_a × L_b CKA heatmap.
+
+    Attributes:
+        matrix: DataFrame, index = layers of A, columns = layers of B (A again when within one model).
+        layers_a, layers_b: layer names in forward order.
+        depth_a, depth_b: relative depth of each layer in [0, 1] (position in ``analysis_layers``
+            when the model declares them, else rank among the selected layers).
+        n: examples that entered the estimate.
+        kernel: ``"linear"`` or ``"rbf"``; sigma: RBF bandwidth fraction (None for linear).
+        minibatch: True → Nguyen et al.'s minibatch CKA (unbiased HSIC₁ summed over batches);
+            False → full-data CKA from N×N Grams (biased, or unbiased when ``debiased``).
+        debiased: unbiased HSIC (always True for minibatch).
+        batch_size: rows per batch (minibatch), else None.
+        within: True when both axes are the same model.
+        pc1_removed: each layer's first principal component was projected out before the kernels.
+        pc1_fraction_a, pc1_fraction_b: ``{layer: λ₁/Σλ}`` when computed (``remove_pc1=True``).
+    """
+
+    matrix: pd.DataFrame
+    layers_a: list[str]
+    layers_b: list[str]
+    depth_a: list[float]
+    depth_b: list[float]
+    n: int
+    kernel: str = "linear"
+    sigma: float | None = None
+    minibatch: bool = True
+    debiased: bool = True
+    batch_size: int | None = None
+    within: bool = False
+    pc1_removed: bool = False
+    pc1_fraction_a: dict[str, float] | None = None
+    pc1_fraction_b: dict[str, float] | None = None
+
+    @property
+    def values(self) -> np.ndarray:
+        """The matrix as a float64 array (rows = layers of A)."""
+        return self.matrix.to_numpy(dtype=np.float64)
+
+    def to_dict(self, *, max_array: int | None = None) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "matrix"}
+        d["matrix"] = self.values
+        return to_jsonable(d, max_array=max_array)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block(ResultMixin):
+    """A span ``layers[start:stop]`` of consecutive layers whose pairwise CKA all reach the threshold."""
+
+    start: int
+    stop: int
+    layers: list[str]
+    min_cka: float
+    mean_cka: float
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+# ------------------------------------------------------------------------------------ small helpers
+def _relative_depth(model: Any, names: list[str]) -> list[float]:
+    """Position in ``model.analysis_layers`` / (L-1) when every name is declared there, else rank / (m-1)
+    (the same rule as :class:`deepgeom.capture.Capture`)."""
+    declared = list(getattr(model, "analysis_layers", None) or [])
+    if declared and len(declared) > 1 and all(n in declared for n in names):
+        return [declared.index(n) / (len(declared) - 1) for n in names]
+    m = len(names)
+    return [i / (m - 1) if m > 1 else 0.0 for i in range(m)]
+
+
+def _flat(x: Any) -> torch.Tensor:
+    t = as_tensor(x)
+    return t.reshape(t.shape[0], -1) if t.ndim != 2 else t
+
+
+def _check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise UnknownNameError("CKA kernel", kernel, list(KERNELS))
+
+
+class _PC1:
+    """Streamed covariance per layer (float64, D×D) → the first principal direction and its variance
+    fraction; then ``project(x)`` removes it from centred rows of a batch."""
+
+    def __init__(self, names: list[str], max_dim: int):
+        self.names, self.max_dim = names, max_dim
+        self.n = 0
+        self.sum: dict[str, torch.Tensor] = {}
+        self.sq: dict[str, torch.Tensor] = {}
+        self.direction: dict[str, torch.Tensor] = {}
+        self.fraction: dict[str, float] = {}
+        self.mean: dict[str, torch.Tensor] = {}
+
+    def update(self, batch: Mapping[str, Any]) -> None:
+        for name in self.names:
+            x = _flat(batch[name]).to(torch.float64)
+            if x.shape[1] > self.max_dim:
+                raise InputError(
+                    f"layer {name!r} has {x.shape[1]} features: its {x.shape[1]}×{x.shape[1]} covariance for the "
+                    f"first principal component exceeds pc1_max_dim={self.max_dim}; raise pc1_max_dim if memory "
+                    "allows (8·D² bytes), or select a pooled/narrower layer")
+            if name not in self.sum:
+                self.sum[name] = torch.zeros(x.shape[1], dtype=torch.float64)
+                self.sq[name] = torch.zeros((x.shape[1], x.shape[1]), dtype=torch.float64)
+            self.sum[name] += x.sum(0)
+            self.sq[name] += x.T @ x
+        self.n += int(_flat(batch[self.names[0]]).shape[0])
+
+    def finish(self) -> None:
+        for name in self.names:
+            mean = self.sum[name] / self.n
+            C = self.sq[name] - self.n * torch.outer(mean, mean)
+            evals, evecs = torch.linalg.eigh(C)
+            total = float(evals.clamp_min(0).sum())
+            self.mean[name] = mean
+            self.direction[name] = evecs[:, -1]
+            self.fraction[name] = float(evals[-1]) / total if total > 0 else float("nan")
+
+    def project(self, name: str, x: Any) -> torch.Tensor:
+        x = _flat(x).to(torch.float64) - self.mean[name]
+        v = self.direction[name]
+        return x - torch.outer(x @ v, v)
+
+
+# ----------------------------------------------------------------------------------- data → batches
+def _model_batches(model_a: nn.Module, model_b: nn.Module | None, data: Any, layers_a: Any, layers_b: Any,
+                   batch_size: int, device: Any, reduce: str, progress: bool,
+                   ) -> tuple[list[str], list[str] | None, Iterator[tuple[dict, dict | None]]]:
+    """Zip the streams of both models over the same data, checking every batch holds the same inputs."""
+    from ..capture import resolve_layers, stream
+
+    names_a = resolve_layers(model_a, layers_a)
+    names_b = resolve_layers(model_b, layers_b) if model_b is not None else None
+    req_a = names_a if "input" in names_a else ["input", *names_a]
+    sa = stream(model_a, data, req_a, batch_size=batch_size, device=device, reduce=reduce, progress=progress)
+    sb = None
+    if model_b is not None:
+        req_b = names_b if "input" in names_b else ["input", *names_b]
+        sb = stream(model_b, data, req_b, batch_size=batch_size, device=device, reduce=reduce)
+
+    def gen():
+        if sb is None:
+            for ba in sa:
+                yield ba, None
+            return
+        for k, (ba, bb) in enumerate(zip_longest(sa, sb)):
+            if ba is None or bb is None:
+                raise InputError(f"model A and model B got a different number of batches (one ran out at batch "
+                                 f"{k}): they must see the same examples in the same order")
+            same = (ba["input"].shape == bb["input"].shape and torch.equal(ba["input"], bb["input"])
+                    and torch.equal(ba.index, bb.index))
+            if not same:
+                raise InputError(
+                    f"model A and model B were fed different examples in batch {k}: the data must be read in one "
+                    "fixed order (a shuffling sampler, or data that changes between passes, would pair "
+                    "activations of different examples and give a meaningless CKA)")
+            yield ba, bb
+
+    return names_a, names_b, gen()
+
+
+def _first_order(batch: Mapping[str, Any], names: list[str]) -> list[str]:
+    """The requested layers in the order the stream yields them (forward order)."""
+    return [n for n in batch if n in names]
+
+
+# ------------------------------------------------------------------------------------------- engine
+def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a: list[str],
+                      names_b: list[str] | None, *, kernel: str, sigma: float, remove_pc1: bool,
+                      pc1_max_dim: int, replay: Any, compute_dtype: torch.dtype, device: Any,
+                      ) -> tuple[np.ndarray, list[str], list[str] | None, int, dict | None, dict | None]:
+    """Run the accumulator over the batches; with ``remove_pc1`` a first pass estimates the PCs and
+    ``replay()`` provides a second, identical stream of batches."""
+    pcs_a = pcs_b = None
+    order_a: list[str] | None = None
+    order_b: list[str] | None = None
+    if remove_pc1:
+        pcs_a = _PC1(names_a, pc1_max_dim)
+        pcs_b = _PC1(names_b, pc1_max_dim) if names_b is not None else None
+        for ba, bb in batches:
+            pcs_a.update(ba)
+            if pcs_b is not None:
+                pcs_b.update(bb)
+        pcs_a.finish()
+        if pcs_b is not None:
+            pcs_b.finish()
+        batches = replay()
+    acc = MinibatchCKA(kernel=kernel, sigma=sigma, compute_dtype=compute_dtype, device=device)
+    skipped = 0
+    for ba, bb in batches:
+        if order_a is None:
+            order_a = _first_order(ba, names_a)
+            order_b = _first_order(bb, names_b) if bb is not None else None
+        rows = int(_flat(ba[order_a[0]]).shape[0])
+        if rows < _MIN_BATCH:
+            skipped += rows
+            continue
+        xs = [pcs_a.project(n, ba[n]) if pcs_a else ba[n] for n in order_a]
+        ys = None if bb is None else [pcs_b.project(n, bb[n]) if pcs_b else bb[n] for n in order_b]
+        acc.update(xs, ys)
+    if acc.n_batches == 0:
+        raise InputError(f"no batch with at least {_MIN_BATCH} examples: the unbiased HSIC estimator needs more data")
+    if skipped:
+        warnings.warn(f"the last batch held only {skipped} example(s) (< {_MIN_BATCH}) and was left out of "
+                      "minibatch CKA", RuntimeWarning, stacklevel=3)
+    M = acc.compute()
+    fa = {n: pcs_a.fraction[n] for n in order_a} if pcs_a else None
+    fb = ({n: pcs_b.fraction[n] for n in order_b} if pcs_b else fa) if remove_pc1 else None
+    return M, order_a, order_b, acc.n_examples, fa, fb
+
+
+def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debiased: bool,
+                        compute_dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """(L, N²) stack of centred (or U-centred) kernels, each scaled to unit Frobenius norm."""
+    rows = []
+    for _k, X in enumerate(arrays):
+        K = (gram(X, center=True, compute_dtype=compute_dtype, device=device) if kernel == "linear"
+             else gram_rbf(X, sigma, compute_dtype=compute_dtype, device=device))
+        if debiased:
+            K = u_center(K)
+        elif kernel == "rbf":
+            K = K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean()
+        norm = float(torch.linalg.norm(K))
+        rows.append((K / norm if norm > 0 else torch.full_like(K, float("nan"))).reshape(-1).cpu())
+        del K
+    return torch.stack(rows)
+
+
+def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, *, kernel: str, sigma: float,
+                 debiased: bool, memory_budget: int, compute_dtype: torch.dtype, device: Any) -> np.ndarray:
+    n = int(arrays_a[0].shape[0])
+    if n < (_MIN_BATCH if debiased else 2):
+        raise InputError(f"full-data CKA needs at least {_MIN_BATCH if debiased else 2} examples; got {n}")
+    count = len(arrays_a) + (len(arrays_b) if arrays_b is not None else 0)
+    need = (count + 2) * n * n * 8
+    if need > memory_budget:
+        raise InputError(
+            f"full-data CKA keeps one N×N float64 kernel per layer: {count} layers × N={n} needs "
+            f"~{need / 2**30:.1f} GiB > memory_budget {memory_budget / 2**30:.1f} GiB; use minibatch=True "
+            "(the paper's estimator, memory independent of N), fewer layers or fewer examples")
+    A = _normalised_kernels(arrays_a, kernel, sigma, debiased, compute_dtype, device)
+    B = A if arrays_b is None else _normalised_kernels(arrays_b, kernel, sigma, debiased, compute_dtype, device)
+    bad = [i for i in range(A.shape[0]) if not torch.isfinite(A[i]).all()]
+    if bad or (arrays_b is not None and any(not torch.isfinite(B[j]).all() for j in range(B.shape[0]))):
+        warnings.warn("some layers have no variance (constant activations): their CKA is NaN",
+                      RuntimeWarning, stacklevel=3)
+    return (A @ B.T).numpy()
+
+
+def _result(M: np.ndarray, la: list[str], lb: list[str], da: list[float], db: list[float], n: int, *,
+            kernel: str, sigma: float, minibatch: bool, debiased: bool, batch_size: int | None, within: bool,
+            pc1_removed: bool, fa: dict | None, fb: dict | None) -> CKAResult:
+    df = pd.DataFrame(M, index=pd.Index(la, name="layer_a"), columns=pd.Index(lb, name="layer_b"))
+    return CKAResult(matrix=df, layers_a=list(la), layers_b=list(lb), depth_a=list(da), depth_b=list(db), n=int(n),
+                     kernel=kernel, sigma=sigma if kernel == "rbf" else None, minibatch=minibatch,
+                     debiased=True if minibatch else debiased, batch_size=batch_size if minibatch else None,
+                     within=within, pc1_removed=pc1_removed, pc1_fraction_a=fa, pc1_fraction_b=fb)
+
+
+# -------------------------------------------------------------------------------------- public API
+def cka_matrix(
+    model_a: Any,
+    model_b: Any = None,
+    data: Any = None,
+    *,
+    layers_a: Any = None,
+    layers_b: Any = None,
+    batch_size: int = 256,
+    kernel: str = "linear",
+    sigma: float = 0.8,
+    minibatch: bool = True,
+    debiased: bool = False,
+    remove_pc1: bool = False,
+    pc1_max_dim: int = 8192,
+    reduce: str = "flatten",
+    device: str | torch.device = "cpu",
+    compute_dtype: torch.dtype = torch.float64,
+    memory_budget: int | str = "2GB",
+    progress: bool = True,
+) -> CKAResult:
+    r"""CKA between every pair of layers of one or two models, in one pass over ``data``.
+
+    Minibatch CKA (Nguyen, Raghu, Kornblith, ICLR 2021):
+
+    .. math:: \mathrm{CKA}(a, b) = \frac{\sum_i \mathrm{HSIC}_1(K_{a,i}, L_{b,i})}
+              {\sqrt{\sum_i \mathrm{HSIC}_1(K_{a,i}, K_{a,i})\,\sum_i \mathrm{HSIC}_1(L_{b,i}, L_{b,i})}}
+
+    over minibatches i, with Song et al.'s unbiased HSIC₁. Each batch is read once, fed to both
+    models (:func:`deepgeom.capture.stream`, fixed order), the batch's inputs are compared between the
+    two streams (a mismatch raises), and only running float64 HSIC sums survive the batch — memory is
+    independent of N. The paper used batch 256 (and 10 shuffled passes; shuffle ``data`` yourself
+    with a fixed permutation if you want more passes).
+
+    Args:
+        model_a: an ``nn.Module`` — or a capture directory / :class:`deepgeom.capture.Capture` / mapping
+            ``layer → (N, D) array`` (then see :func:`cka_matrix_from_captures`; ``data`` unused).
+        model_b: second model (or capture); None → layer pairs within ``model_a`` (symmetric matrix).
+        data: what :func:`deepgeom.capture.stream` accepts (tensor/array (N, ...), (x, y) pair,
+            Dataset, non-shuffling DataLoader, dict of model inputs).
+        layers_a, layers_b: layer selections (names, globs, module types; None → ``analysis_layers``).
+        batch_size: examples per batch (≥ 4; a final batch of < 4 examples is left out with a warning).
+        kernel: ``"linear"`` or ``"rbf"`` (bandwidth ``sigma`` × median distance, per batch).
+        minibatch: False → full-data CKA from N×N Grams of all activations (captured first, within
+            ``memory_budget``); ``debiased`` then selects the unbiased HSIC.
+        remove_pc1: project each layer's first principal component out before the kernels. The PCs come
+            from a first streamed pass (float64 covariance per layer, D ≤ ``pc1_max_dim``); the heatmap
+            from a second pass. The variance fraction of each PC is returned in ``pc1_fraction_a/b``.
+        reduce: how (B, T, H) outputs become rows (see :func:`deepgeom.capture.stream`).
+        compute_dtype: dtype of Gram products (after float64 centring; accumulation is float64).
+
+    Returns:
+        :class:`CKAResult`.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> r = cka_matrix(net, data=torch.randn(64, 5), layers_a=["0", "1", "2"], batch_size=32, progress=False)
+        >>> r.matrix.shape
+        (3, 3)
+    """
+    if not isinstance(model_a, nn.Module):
+        if model_b is not None and isinstance(model_b, nn.Module):
+            raise InputError("model_a is a capture but model_b is a model: pass two captures or two models")
+        return cka_matrix_from_captures(model_a, model_b, layers_a=layers_a, layers_b=layers_b,
+                                        batch_size=batch_size, kernel=kernel, sigma=sigma, minibatch=minibatch,
+                                        debiased=debiased, remove_pc1=remove_pc1, pc1_max_dim=pc1_max_dim,
+                                        compute_dtype=compute_dtype, device=device, memory_budget=memory_budget)
+    if model_b is not None and not isinstance(model_b, nn.Module):
+        raise InputError(f"model_b must be a torch.nn.Module or None; got {type(model_b).__name__}")
+    if data is None:
+        raise InputError("cka_matrix needs data: the examples both models are run on")
+    _check_kernel(kernel)
+    batch_size = check_positive_int(batch_size, "batch_size", minimum=_MIN_BATCH)
+    if not minibatch:
+        return _full_from_models(model_a, model_b, data, layers_a=layers_a, layers_b=layers_b,
+                                 batch_size=batch_size, kernel=kernel, sigma=sigma, debiased=debiased,
+                                 remove_pc1=remove_pc1, reduce=reduce, device=device,
+                                 compute_dtype=compute_dtype, memory_budget=memory_budget, progress=progress)
+
+    def batches():
+        return _model_batches(model_a, model_b, data, layers_a, layers_b, batch_size, device, reduce, progress)
+
+    names_a, names_b, it = batches()
+    M, order_a, order_b, n, fa, fb = _minibatch_engine(
+        it, names_a, names_b, kernel=kernel, sigma=sigma, remove_pc1=remove_pc1, pc1_max_dim=pc1_max_dim,
+        replay=lambda: batches()[2], compute_dtype=compute_dtype, device=device)
+    within = model_b is None
+    lb = order_a if within else order_b
+    return _result(M, order_a, lb, _relative_depth(model_a, order_a),
+                   _relative_depth(model_a if within else model_b, lb), n, kernel=kernel, sigma=sigma,
+                   minibatch=True, debiased=True, batch_size=batch_size, within=within, pc1_removed=remove_pc1,
+                   fa=fa, fb=fb)
+
+
+def _budget_bytes(memory_budget: int | str) -> int:
+    from ..capture import parse_bytes
+
+    return parse_bytes(memory_budget)
+
+
+def _full_from_models(model_a, model_b, data, *, layers_a, layers_b, batch_size, kernel, sigma, debiased,
+                      remove_pc1, reduce, device, compute_dtype, memory_budget, progress) -> CKAResult:
+    from ..capture import capture
+
+    caps = [capture(model_a, data, layers_a, batch_size=batch_size, device=device, reduce=reduce,
+                    memory_budget=memory_budget, progress=progress)]
+    if model_b is not None:
+        caps.append(capture(model_b, data, layers_b, batch_size=batch_size, device=device, reduce=reduce,
+                            memory_budget=memory_budget, progress=False))
+    return cka_matrix_from_captures(caps[0], caps[1] if len(caps) > 1 else None, batch_size=batch_size,
+                                    kernel=kernel, sigma=sigma, minibatch=False, debiased=debiased,
+                                    remove_pc1=remove_pc1, compute_dtype=compute_dtype, device=device,
+                                    memory_budget=memory_budget)
+
+
+def _open_capture(c: Any, which: str) -> tuple[Mapping[str, Any], dict[str, float] | None, Any]:
+    if isinstance(c, (str, Path)):
+        from ..capture import load_capture
+
+        c = load_capture(c)
+    if not isinstance(c, Mapping):
+        raise InputError(f"capture {which} must be a directory, a deepgeom Capture or a mapping layer → array; "
+                         f"got {type(c).__name__}")
+    depth = getattr(c, "relative_depth", None)
+    return c, depth, getattr(c, "example_index", None)
+
+
+def _select(cap: Mapping[str, Any], layers: Any, which: str) -> list[str]:
+    available = list(cap.keys())
+    if layers is None:
+        return available
+    if isinstance(layers, str):
+        layers = [layers]
+    import fnmatch
+
+    out: list[str] = []
+    for item in layers:
+        hits = [item] if item in cap else fnmatch.filter(available, item)
+        if not hits:
+            raise UnknownNameError(f"layer of capture {which}", item, available)
+        out += [h for h in hits if h not in out]
+    return [n for n in available if n in out]
+
+
+def cka_matrix_from_captures(
+    capture_a: Any,
+    capture_b: Any = None,
+    *,
+    layers_a: Any = None,
+    layers_b: Any = None,
+    batch_size: int = 256,
+    kernel: str = "linear",
+    sigma: float = 0.8,
+    minibatch: bool = True,
+    debiased: bool = False,
+    remove_pc1: bool = False,
+    pc1_max_dim: int = 8192,
+    compute_dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    memory_budget: int | str = "2GB",
+) -> CKAResult:
+    """:func:`cka_matrix` for layers already captured (``deepgeom capture`` directories, ``Capture``
+    objects, or mappings ``layer → (N, D)`` array/memmap): rows are streamed in batches of
+    ``batch_size`` straight from the memmaps, so only one batch of every layer is in memory.
+
+    Two captures must hold the same examples in the same order: same N, and the same
+    ``example_index`` and labels when the captures record them (else :class:`InputError`).
+    Layers may be exact names or globs; relative depths come from the capture manifest.
+    """
+    _check_kernel(kernel)
+    batch_size = check_positive_int(batch_size, "batch_size", minimum=_MIN_BATCH)
+    cap_a, depth_a, idx_a = _open_capture(capture_a, "A")
+    within = capture_b is None
+    cap_b, depth_b, idx_b = (cap_a, depth_a, idx_a) if within else _open_capture(capture_b, "B")
+    la = _select(cap_a, layers_a, "A")
+    lb = la if within and layers_b is None else _select(cap_b, layers_b, "B")
+    arrs_a = [check_matrix(cap_a[n], f"capture A layer {n!r}", check_finite=False) for n in la]
+    arrs_b = [check_matrix(cap_b[n], f"capture B layer {n!r}", check_finite=False) for n in lb]
+    ns = {arr.shape[0] for arr in arrs_a + arrs_b}
+    if len(ns) != 1:
+        raise InputError(f"all layers must hold the same examples; got row counts {sorted(ns)}")
+    n = ns.pop()
+    if not within:
+        if idx_a is not None and idx_b is not None and not np.array_equal(np.asarray(idx_a), np.asarray(idx_b)):
+            raise InputError("captures A and B hold different examples (or the same ones in another order): "
+                             "their example_index differ")
+        la_lab, lb_lab = getattr(cap_a, "labels", None), getattr(cap_b, "labels", None)
+        if la_lab is not None and lb_lab is not None and not np.array_equal(la_lab, lb_lab):
+            raise InputError("captures A and B hold different examples: their labels differ row by row")
+    da = [float(depth_a[x]) for x in la] if depth_a else _relative_depth(None, la)
+    db = [float(depth_b[x]) for x in lb] if depth_b else _relative_depth(None, lb)
+    if not minibatch:
+        if remove_pc1:
+            fa = {x: pc1_fraction(a) for x, a in zip(la, arrs_a, strict=False)}
+            arrs_a = [_remove_pc1_full(a) for a in arrs_a]
+            fb = fa if within else {x: pc1_fraction(a) for x, a in zip(lb, arrs_b, strict=False)}
+            arrs_b = arrs_a if within and layers_b is None else [_remove_pc1_full(a) for a in arrs_b]
+        else:
+            fa = fb = None
+        M = _full_engine(arrs_a, None if (within and layers_b is None) else arrs_b, kernel=kernel, sigma=sigma,
+                         debiased=debiased, memory_budget=_budget_bytes(memory_budget),
+                         compute_dtype=compute_dtype, device=device)
+        return _result(M, la, lb, da, db, n, kernel=kernel, sigma=sigma, minibatch=False, debiased=debiased,
+                       batch_size=None, within=within, pc1_removed=remove_pc1, fa=fa, fb=fb)
+
+    same_side = within and layers_b is None
+
+    def batches():
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            ba = {x: _checked_rows(a, start, stop, x) for x, a in zip(la, arrs_a, strict=False)}
+            bb = None if same_side else {x: _checked_rows(a, start, stop, x) for x, a in zip(lb, arrs_b, strict=False)}
+            yield ba, bb
+
+    M, oa, ob, used, fa, fb = _minibatch_engine(
+        batches(), la, None if same_side else lb, kernel=kernel, sigma=sigma, remove_pc1=remove_pc1,
+        pc1_max_dim=pc1_max_dim, replay=batches, compute_dtype=compute_dtype, device=device)
+    return _result(M, la, lb, da, db, used, kernel=kernel, sigma=sigma, minibatch=True, debiased=True,
+                   batch_size=batch_size, within=within, pc1_removed=remove_pc1, fa=fa, fb=fb)
+
+
+def _checked_rows(a: Any, start: int, stop: int, name: str) -> torch.Tensor:
+    blk = as_tensor(np.asarray(a[start:stop]) if isinstance(a, np.ndarray) else a[start:stop])
+    if not torch.isfinite(blk).all():
+        raise InputError(f"layer {name!r} contains NaN or Inf in rows {start}..{stop - 1}")
+    return blk
+
+
+def _remove_pc1_full(X: Any) -> torch.Tensor:
+    Xc = as_tensor(np.asarray(X) if isinstance(X, np.ndarray) else X).to(torch.float64)
+    Xc = Xc.reshape(Xc.shape[0], -1)
+    Xc = Xc - Xc.mean(0)
+    v = _top_direction(Xc)
+    return Xc - torch.outer(Xc @ v, v)
+
+
+def _top_direction(Xc: torch.Tensor) -> torch.Tensor:
+    n, d = Xc.shape
+    if d <= n:
+        _, vecs = torch.linalg.eigh(Xc.T @ Xc)
+        return vecs[:, -1]
+    _, vecs = torch.linalg.eigh(Xc @ Xc.T)
+    v = Xc.T @ vecs[:, -1]
+    return v / torch.linalg.norm(v)
+
+
+def pc1_fraction(X: Any) -> float:
+    r"""Fraction of variance carried by the first principal component, :math:`\lambda_1 / \sum_k \lambda_k`,
+    of the column-centred (N, D) data (eigenvalues of the D×D covariance or, when D > N, of the N×N Gram
+    matrix — the same nonzero spectrum). Nguyen et al. (2021) show block-structure layers share a
+    dominant PC (fraction close to 1).
+
+    Raises:
+        InputError: NaN/Inf, fewer than 2 rows, or no variance at all.
+
+    Example:
+        >>> import numpy as np
+        >>> X = np.random.default_rng(0).normal(size=(500, 3)) * [10.0, 1.0, 1.0]
+        >>> 0.95 < pc1_fraction(X) < 1.0
+        True
+    """
+    X = check_matrix(X, "X", min_rows=2)
+    n, d = X.shape
+    if d <= n:
+        ev = torch.linalg.eigvalsh(covariance(X, center=True))
+    else:
+        ev = torch.linalg.eigvalsh(gram(X, center=True))
+    total = float(ev.clamp_min(0).sum())
+    if not total > 0:
+        raise InputError("X has no variance (all features constant): the first-PC fraction is undefined")
+    return float(ev[-1]) / total
+
+
+def pc1_fractions(model: nn.Module, data: Any, layers: Any = None, *, batch_size: int = 256,
+                  device: str | torch.device = "cpu", reduce: str = "flatten", pc1_max_dim: int = 8192,
+                  progress: bool = False) -> pd.DataFrame:
+    """:func:`pc1_fraction` of every selected layer from one streamed pass (float64 covariance per
+    layer, D ≤ ``pc1_max_dim``). Returns a DataFrame with ``layer``, ``relative_depth``, ``pc1_fraction``."""
+    from ..capture import resolve_layers, stream
+
+    names = resolve_layers(model, layers)
+    pcs = _PC1(names, pc1_max_dim)
+    order = None
+    for b in stream(model, data, names, batch_size=batch_size, device=device, reduce=reduce, progress=progress):
+        order = order or _first_order(b, names)
+        pcs.update(b)
+    if order is None:
+        raise InputError("data holds no examples")
+    pcs.finish()
+    return pd.DataFrame({"layer": order, "relative_depth": _relative_depth(model, order),
+                         "pc1_fraction": [pcs.fraction[n] for n in order]})
+
+
+def _as_matrix(result: Any) -> tuple[np.ndarray, list[str], list[str]]:
+    if isinstance(result, CKAResult):
+        return result.values, result.layers_a, result.layers_b
+    if isinstance(result, pd.DataFrame):
+        return result.to_numpy(dtype=np.float64), [str(i) for i in result.index], [str(c) for c in result.columns]
+    M = np.asarray(result, dtype=np.float64)
+    if M.ndim != 2:
+        raise InputError(f"expected a 2-D CKA matrix; got shape {M.shape}")
+    return M, [str(i) for i in range(M.shape[0])], [str(j) for j in range(M.shape[1])]
+
+
+def find_blocks(result: Any, threshold: float = BLOCK_THRESHOLD, min_size: int = 2) -> list[Block]:
+    r"""Block structure: maximal runs of consecutive layers whose pairwise CKA all reach ``threshold``.
+
+    Nguyen et al. (2021) read blocks off the heatmaps by eye; their released code has no detector, so
+    this rule is deepgeom's own. Scanning layers in forward order, a block starting at layer i grows
+    to j as long as *every* pair inside ``i..j`` has CKA ≥ threshold (the square on the heatmap's
+    diagonal is uniformly bright); a run of at least ``min_size`` layers is reported and the scan
+    resumes after it, otherwise it resumes at i + 1. The default 0.9 sits above the CKA of
+    neighbouring layers in models without a block (typically 0.6–0.85 in the paper's heatmaps) and
+    below the near-1 values inside the blocks they show; lower it for noisier estimates (small N).
+
+    Args:
+        result: a within-model :class:`CKAResult`, a square DataFrame or a square array.
+        threshold: minimum pairwise CKA inside a block, in (0, 1].
+        min_size: minimum number of layers in a block (≥ 2).
+
+    Returns:
+        A list of :class:`Block` (start, stop (exclusive), layer names, min and mean pairwise CKA).
+    """
+    M, names, cols = _as_matrix(result)
+    if M.shape[0] != M.shape[1] or names != cols:
+        raise InputError(f"find_blocks needs a square within-model CKA matrix (the same layers on both axes); "
+                         f"got shape {M.shape}")
+    threshold = check_fraction(threshold, "threshold", low=0.0, high=1.0, open_low=True)
+    min_size = check_positive_int(min_size, "min_size", minimum=2)
+    if np.isnan(M).any():
+        warnings.warn("the CKA matrix holds NaN (layers without variance): they never join a block",
+                      RuntimeWarning, stacklevel=2)
+    L = M.shape[0]
+    blocks: list[Block] = []
+    i = 0
+    while i < L:
+        j = i + 1
+        while j < L and np.all(M[i:j + 1, i:j + 1] >= threshold):
+            j += 1
+        if j - i >= min_size:
+            sub = M[i:j, i:j]
+            off = sub[~np.eye(j - i, dtype=bool)]
+            blocks.append(Block(start=i, stop=j, layers=names[i:j], min_cka=float(off.min()),
+                                mean_cka=float(off.mean())))
+            i = j
+        else:
+            i += 1
+    return blocks
+
+
+def best_match(result: Any) -> pd.DataFrame:
+    """For each layer of A, the layer of B with the highest CKA (cross-model heatmap, Nguyen et al. 2021).
+
+    Returns a DataFrame with ``layer_a``, ``depth_a``, ``best_b``, ``depth_b``, ``cka`` and
+    ``margin`` (best minus second-best CKA, how clear-cut the match is; NaN with a single B layer).
+    """
+    M, la, lb = _as_matrix(result)
+    if M.size == 0:
+        raise InputError("empty CKA matrix")
+    da = result.depth_a if isinstance(result, CKAResult) else [math.nan] * len(la)
+    db = result.depth_b if isinstance(result, CKAResult) else [math.nan] * len(lb)
+    Mf = np.where(np.isnan(M), -np.inf, M)
+    best = Mf.argmax(1)
+    srt = np.sort(Mf, axis=1)
+    margin = srt[:, -1] - srt[:, -2] if M.shape[1] > 1 else np.full(M.shape[0], np.nan)
+    return pd.DataFrame({
+        "layer_a": la, "depth_a": da, "best_b": [lb[k] for k in best], "depth_b": [db[k] for k in best],
+        "cka": [M[i, k] for i, k in enumerate(best)], "margin": margin,
+    })
+
