@@ -276,8 +276,8 @@ def test_known_id_by_reference_twonn(make, d, D, tol):
 
 def test_curved_manifold_and_curve_pc_id_far_above_id():
     """The ID paper's point: smooth low-dimensional data whose linear PC-ID is many times its ID."""
-    assert _pc_id(curved_manifold(1000, 2, 40, seed=0)) >= 10  # measured 14
-    assert _pc_id(winding_curve(1000, 1, 30, seed=0)) >= 24  # measured 27 of 30 equal-variance axes
+    assert _pc_id(curved_manifold(1000, 2, 40, seed=0)) >= 10  # measured 11 (seed 0), 14 (seed 2)
+    assert _pc_id(winding_curve(1000, 1, 30, seed=0)) >= 24  # measured 26 of 30 equal-variance axes
     assert _pc_id(linear_subspace(1000, 3, 40, seed=0)) <= 3  # the flat control
 
 
@@ -457,6 +457,8 @@ def test_unknown_name_and_options():
         load("mnist1d", n_train=0)
     with pytest.raises(InputError, match=r"test_fraction must be in \(0.0, 1.0\); got 1.0"):
         load("digits", test_fraction=1.0)
+    with pytest.raises(InputError, match=r"seed must be an integer >= 0; got -1"):
+        load("digits", seed=-1)
     assert describe("swiss_roll")["options"]["D"] == 3
     assert set(available()) >= {"mnist1d", "digits", "fashion-mnist", "hypersphere", "linear-subspace",
                                 "swiss-roll", "curved-manifold", "winding-curve"}

@@ -135,6 +135,9 @@ def load(name: str | os.PathLike[str], *, seed: int = 0, shuffle_fraction: float
     """
     from .._validation import check_fraction
 
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be an integer >= 0; got {seed!r}")
+    seed = int(seed)
     frac = check_fraction(shuffle_fraction, "shuffle_fraction (share of training labels to randomise)")
     if _is_path(name):
         loader: Callable[..., Dataset] = load_file
