@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_cka import ref_minibatch_cka  # tests/ is on sys.path (pytest rootdir-relative import)
 from torch import nn
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
@@ -26,8 +27,6 @@ from deepgeom.analysis.similarity import (
 )
 from deepgeom.errors import InputError, UnknownNameError
 from deepgeom.functional.cka import MinibatchCKA, linear_cka
-
-from test_cka import ref_minibatch_cka  # tests/ is on sys.path (pytest rootdir-relative import)
 
 TOL = 1e-10
 
@@ -92,8 +91,8 @@ def test_two_models_different_depth_and_width(data):
     r = cka_matrix(a, b, data, layers_a=la, layers_b=lb, batch_size=100, progress=False)
     assert r.matrix.shape == (4, 2) and not r.within
     acts_a, acts_b = manual_layers(a, data), manual_layers(b, data)
-    for i, na in enumerate(la):
-        for j, nb in enumerate(lb):
+    for _i, na in enumerate(la):
+        for _j, nb in enumerate(lb):
             ref = ref_minibatch_cka(batches_of(acts_a[int(na)], 100), batches_of(acts_b[int(nb)], 100))
             assert abs(r.matrix.loc[na, nb] - ref) < TOL
     # best match: the argmax of each row, with its value
