@@ -428,6 +428,7 @@ def test_user_file_errors_name_the_file(tmp_path):
     np.savez(tmp_path / "float.npz", x=np.ones((3, 2)), y=np.array([0.0, 0.5, 1.0]))
     np.savez(tmp_path / "neg.npz", x=np.ones((3, 2)), y=np.array([0, -1, 1]))
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip file")
+    (tmp_path / "table.csv").write_text("1,2\n3,4\n")
     torch.save({"x": torch.ones(3, 2), "obj": object()}, tmp_path / "pickle.pt")
     cases = [
         ("vec.npy", r"features must be \(N, D\).*got shape \(5,\)"),
@@ -439,6 +440,7 @@ def test_user_file_errors_name_the_file(tmp_path):
         ("junk.npz", r"cannot read"),
         ("pickle.pt", r"cannot read"),  # weights_only=True refuses arbitrary pickled objects
         ("missing.npz", r"not found"),
+        ("table.csv", r"unsupported file type '.csv'"),
     ]
     for name, match in cases:
         with pytest.raises(InputError, match=match) as info:
@@ -462,6 +464,14 @@ def test_unknown_name_and_options():
     assert describe("swiss_roll")["options"]["D"] == 3
     assert set(available()) >= {"mnist1d", "digits", "fashion-mnist", "hypersphere", "linear-subspace",
                                 "swiss-roll", "curved-manifold", "winding-curve"}
+
+
+def test_dataset_rejects_inconsistent_shapes():
+    x = torch.zeros(4, 1, 3)
+    with pytest.raises(InputError, match=r"x_test has shape \(2, 3\), expected \(N, \*\(1, 3\)\)"):
+        Dataset("t", x, None, torch.zeros(2, 3), None, 0, (1, 3))
+    with pytest.raises(InputError, match=r"y_train has shape \(3,\) for 4 inputs"):
+        Dataset("t", x, torch.zeros(3, dtype=torch.int64), x, None, 2, (1, 3))
 
 
 def test_cli_data_list_and_info(capsys):
