@@ -7,6 +7,8 @@ fully connected layer, output), ``penultimate`` (the module whose output is the 
 the last linear layer, Nam et al. 2024), ``head`` (that ``nn.Linear``) and ``config``
 (:func:`from_config` rebuilds the model from it).
 
+Weights start from He initialisation (:func:`~deepgeom.models._base.init_weights`), as in torchvision.
+
 Families (1-D convolutions for input (C, L), 2-D for (C, H, W); the MLP flattens any shape):
 
 ========  =========================================  ================================================
@@ -30,7 +32,14 @@ from torch import nn
 from .._validation import check_positive_int
 from ..errors import InputError, UnknownNameError
 from . import alexnet, mlp, resnet, vgg
-from ._base import PSEUDO_LAYERS, GeomModel, check_input_shape, count_parameters, resolve_options
+from ._base import (
+    PSEUDO_LAYERS,
+    GeomModel,
+    check_input_shape,
+    count_parameters,
+    init_weights,
+    resolve_options,
+)
 
 __all__ = ["GeomModel", "build", "families", "from_config", "relative_depths", "count_parameters",
            "PSEUDO_LAYERS"]
@@ -90,10 +99,12 @@ def build(family: str, *, input_shape: Sequence[int], n_classes: int, width: int
     opts = resolve_options(family, options, defaults, zero_ok)
     if seed is None:
         model = cls(shape, n_classes, width, depth, **opts)
+        init_weights(model)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(shape, n_classes, width, depth, **opts)
+            init_weights(model)
     model.config = {"family": family, "input_shape": list(shape), "n_classes": n_classes, "width": width,
                     "depth": depth, "seed": seed, "options": opts}
     model.check_layers()
