@@ -1,12 +1,31 @@
 r"""Exact k nearest neighbours for (N, D) data by blocked matrix products in torch.
 
-First version: blocked float64 squared distances :math:`|x|^2 + |y|^2 - 2x\cdot y` and ``topk`` per row
-block, memory bounded by the block size.  (To be optimised: float32 candidate search with exact float64
-refinement, symmetric blocks, memmap streaming over features.)
+One search serves every estimator (TwoNN, MLE, GRIDE, scale analysis): compute a :class:`Neighbors`
+once with :func:`knn` and pass it on.  The search is *exact*: the distances it returns are the
+Euclidean distances of the input rows to float64 precision, and the neighbours are the true nearest
+ones, even when the data are float32 with a large common offset (where :math:`|x|^2+|y|^2-2x\cdot y`
+in float32 cancels catastrophically and puts an exact duplicate near 1e-3, not 0).
+
+How (the argument is spelled out in :func:`knn`):
+
+1. **Centre** with float64 column means (distances do not change; the large-norm cancellation does).
+2. **Candidate search in float32**: :math:`\hat d^2 = s_i + s_j - 2\,\tilde x_i\cdot\tilde x_j` over
+   row blocks, each symmetric block pair computed once, keeping the :math:`k+m` smallest per row
+   (``m`` = ``margin``).  Memory: one B×B block (in memory) or an R×N slab (memmap), never N×N×D.
+3. **Exact refinement**: the few candidate pairs that can still be among the k nearest get their
+   distance recomputed in float64 *from differences* :math:`\sqrt{\sum_d (X_{id}-X_{jd})^2}` of the
+   original rows (an exact duplicate gives exactly 0.0), then re-sorted.
+4. **Proof of the margin**: a rigorous float32 error bound says whether any point outside the
+   candidates could be nearer than the k-th exact distance; rows where it could are searched again
+   in float64 (with the same refinement), and counted in :attr:`Neighbors.n_fallback`.
+
+Disk memmaps (from ``capture``) are streamed: over row blocks for the mean, over feature blocks for
+the products (partial products accumulated per slab) and for the refinement.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,11 +33,17 @@ import numpy as np
 import torch
 
 from .._results import ResultMixin
-from .._validation import check_matrix
+from .._validation import check_finite_values, check_matrix, check_positive_int, is_memmap
 from ..errors import InputError
-from .matrix import as_tensor, block_size_for, resolve_device
+from .matrix import DEFAULT_BLOCK_BYTES, as_tensor, block_size_for, resolve_device
 
-__all__ = ["Neighbors", "knn"]
+__all__ = ["Neighbors", "knn", "duplicate_groups", "ensure_neighbors"]
+
+U32 = 2.0**-24  #: unit roundoff of float32
+U64 = 2.0**-53  #: unit roundoff of float64
+#: rounding steps outside the dot product in s_i + s_j - 2 x·y (norm rounding, two additions, the
+#: centring of the data) — counted generously.
+_EXTRA_ROUNDINGS = 8
 
 
 @dataclass(frozen=True)
@@ -28,11 +53,13 @@ class Neighbors(ResultMixin):
     Attributes:
         distances: (N, k) float64 Euclidean distances, exact to float64 precision; an exact duplicate
             of a point is at distance exactly 0.0.
-        indices: (N, k) int64 indices of the neighbours into the rows of X.
+        indices: (N, k) int64 indices of the neighbours into the rows of X (ties: smaller index first).
+        n_fallback: rows whose float32 margin could not be proven and were searched again in float64.
     """
 
     distances: np.ndarray
     indices: np.ndarray
+    n_fallback: int = 0
 
     @property
     def k(self) -> int:
@@ -42,6 +69,263 @@ class Neighbors(ResultMixin):
     def n(self) -> int:
         return int(self.distances.shape[0])
 
+    @property
+    def duplicate_mask(self) -> np.ndarray:
+        """(N,) bool: the row has an exact duplicate elsewhere in X (its nearest distance is exactly 0.0).
+
+        Exact because the distances are recomputed from float64 differences of the original rows,
+        which are 0 if and only if the rows are equal (same answer as :func:`duplicate_groups`).
+        """
+        return self.distances[:, 0] == 0.0
+
+    @property
+    def n_duplicates(self) -> int:
+        """Number of rows that have an exact duplicate (each member of a duplicate group counts)."""
+        return int(self.duplicate_mask.sum())
+
+    def take(self, k: int) -> Neighbors:
+        """The first ``k`` neighbours of each point (a search for k' ≥ k serves every k ≤ k')."""
+        k = check_positive_int(k, "k")
+        if k > self.k:
+            raise InputError(f"these neighbours hold k={self.k} per point; cannot take k={k} (search again with k>={k})")
+        return Neighbors(self.distances[:, :k], self.indices[:, :k], self.n_fallback)
+
+    @classmethod
+    def from_arrays(cls, distances: Any, indices: Any) -> Neighbors:
+        """Wrap precomputed (N, k) distances and indices (e.g. from another library), checking them."""
+        d = np.asarray(distances, dtype=np.float64)
+        i = np.asarray(indices)
+        if d.ndim != 2 or d.shape != i.shape:
+            raise InputError(
+                f"distances and indices must both be (N, k); got shapes {d.shape} and {i.shape}"
+            )
+        if not np.issubdtype(i.dtype, np.integer):
+            raise InputError(f"indices must be integers; got dtype {i.dtype}")
+        if d.shape[1] < 1:
+            raise InputError("neighbours need k >= 1 columns")
+        if not np.all(np.isfinite(d)) or (d < 0).any():
+            raise InputError("distances must be finite and non-negative")
+        if (np.diff(d, axis=1) < 0).any():
+            raise InputError("distances must be sorted ascending along each row (nearest first)")
+        n = d.shape[0]
+        if (i < 0).any() or (i >= n).any():
+            raise InputError(f"indices must lie in [0, N-1] = [0, {n - 1}]")
+        if (i == np.arange(n)[:, None]).any():
+            raise InputError("indices must exclude the point itself")
+        return cls(d, i.astype(np.int64))
+
+
+def ensure_neighbors(data: Any, k: int, **knn_options: Any) -> Neighbors:
+    """Neighbors for ``k``: reuse a precomputed :class:`Neighbors` (first k columns) or search ``data``.
+
+    This is how estimators accept either the data or one shared search result.
+    """
+    if isinstance(data, Neighbors):
+        return data.take(k) if data.k != k else data
+    return knn(data, k, **knn_options)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _gamma(h: int, u: float) -> float:
+    """Higham's γ_h = h·u / (1 − h·u): bound on the relative error of an h-term dot product."""
+    hu = h * u
+    if hu >= 0.5:
+        return math.inf
+    return hu / (1.0 - hu)
+
+
+def _matmul_unit(dtype: torch.dtype, dev: torch.device) -> float:
+    """Unit roundoff of a matmul in ``dtype`` on ``dev`` (float32 may run as TF32/bf16 if torch allows)."""
+    if dtype == torch.float64:
+        return U64
+    reduced = torch.get_float32_matmul_precision() != "highest"
+    if dev.type == "cuda":
+        reduced = reduced or bool(torch.backends.cuda.matmul.allow_tf32)
+    return 2.0**-8 if reduced else U32
+
+
+def _col_chunk(X: Any, c0: int, c1: int, dev: torch.device) -> torch.Tensor:
+    """Columns c0:c1 of X as a float64 tensor on dev (for a memmap only that strip is read)."""
+    if isinstance(X, torch.Tensor):
+        return X[:, c0:c1].to(device=dev, dtype=torch.float64)
+    return torch.from_numpy(np.ascontiguousarray(X[:, c0:c1], dtype=np.float64)).to(dev)
+
+
+def _stats_pass(X: Any, block_rows: int) -> torch.Tensor:
+    """One streamed pass over row blocks: NaN/Inf check and float64 column means."""
+    n, d = X.shape
+    total = torch.zeros(d, dtype=torch.float64)
+    for start in range(0, n, block_rows):
+        blk = as_tensor(X[start : start + block_rows]).to(torch.float64).cpu()
+        bad = ~torch.isfinite(blk)
+        if bad.any():
+            first = int(bad.any(1).nonzero()[0, 0]) + start
+            raise InputError(f"X contains NaN or Inf (first in row {first}); remove or impute those rows first")
+        total += blk.sum(0)
+    return total / n
+
+
+def _merge(cand_v: torch.Tensor, cand_i: torch.Tensor, s: slice, new_v: torch.Tensor, new_i: torch.Tensor) -> None:
+    """Merge new (values, global indices) into the running K smallest of rows ``s`` (in place)."""
+    v = torch.cat([cand_v[s], new_v], 1)
+    i = torch.cat([cand_i[s], new_i], 1)
+    kk = cand_v.shape[1]
+    best, pos = torch.topk(v, kk, dim=1, largest=False, sorted=True)
+    cand_v[s] = best
+    cand_i[s] = torch.gather(i, 1, pos)
+
+
+def _symmetric_search(Xc: torch.Tensor, sq: torch.Tensor, K: int, B: int, Dc: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K smallest approximate squared distances per row, each block pair (bi ≤ bj) computed once."""
+    n, d = Xc.shape
+    dev = Xc.device
+    sq32 = sq.to(torch.float32)
+    cand_v = torch.full((n, K), math.inf, dtype=torch.float32, device=dev)
+    cand_i = torch.full((n, K), -1, dtype=torch.int64, device=dev)
+    starts = list(range(0, n, B))
+    for a, i0 in enumerate(starts):
+        i1 = min(n, i0 + B)
+        Xi = Xc[i0:i1]
+        for j0 in starts[a:]:
+            j1 = min(n, j0 + B)
+            Xj = Xc[j0:j1]
+            # d2 = s_j - 2 Xi Xjᵀ (+ s_i below), accumulated over feature chunks of at most Dc
+            d2 = torch.addmm(sq32[None, j0:j1], Xi[:, :Dc], Xj[:, :Dc].T, beta=1.0, alpha=-2.0)
+            for c0 in range(Dc, d, Dc):
+                d2.addmm_(Xi[:, c0 : c0 + Dc], Xj[:, c0 : c0 + Dc].T, alpha=-2.0)
+            d2.add_(sq32[i0:i1, None])
+            if j0 == i0:
+                d2.fill_diagonal_(math.inf)
+            # the block serves rows i0:i1 (along its rows) and rows j0:j1 (along its columns)
+            v, p = torch.topk(d2, min(K, j1 - j0), dim=1, largest=False, sorted=False)
+            _merge(cand_v, cand_i, slice(i0, i1), v, p + j0)
+            if j0 != i0:
+                v, p = torch.topk(d2.T.contiguous(), min(K, i1 - i0), dim=1, largest=False, sorted=False)
+                _merge(cand_v, cand_i, slice(j0, j1), v, p + i0)
+    return cand_v, cand_i
+
+
+def _slab_search(
+    X: Any, rows: torch.Tensor, mean: torch.Tensor, K: int, dtype: torch.dtype, dev: torch.device,
+    budget: int, Dc: int, sq_all: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """K smallest approximate squared distances of ``rows`` against all N, streamed over feature chunks.
+
+    Each R×N slab accumulates the partial products of the feature chunks (R chosen so the slab fits
+    ``budget``); the squared norms of the centred rows are accumulated on the first pass.
+    Returns (values, global indices, squared norms of all rows in ``dtype``-rounded centred data,
+    depth h of the accumulated dot products for the error bound).
+    """
+    n, d = X.shape
+    itemsize = torch.tensor([], dtype=dtype).element_size()
+    Dc = max(1, min(Dc, budget // (n * (16 + itemsize))))
+    R = max(1, min(len(rows), block_size_for(n, itemsize, budget)))
+    out_v = torch.empty((len(rows), K), dtype=dtype, device=dev)
+    out_i = torch.empty((len(rows), K), dtype=torch.int64, device=dev)
+    rows = rows.to(dev)
+    for g0 in range(0, len(rows), R):
+        q = rows[g0 : g0 + R]
+        G = torch.zeros((len(q), n), dtype=dtype, device=dev)
+        acc = torch.zeros(n, dtype=torch.float64, device=dev) if sq_all is None else None
+        for c0 in range(0, d, Dc):
+            c1 = min(d, c0 + Dc)
+            A64 = _col_chunk(X, c0, c1, dev) - mean[c0:c1].to(dev)
+            A = A64.to(dtype)
+            if acc is not None:
+                acc += A.to(torch.float64).square().sum(1)
+            G.addmm_(A[q], A.T)
+            del A64, A
+        if sq_all is None:
+            sq_all = acc
+        s = sq_all.to(dtype)
+        d2 = G.mul_(-2.0).add_(s[None, :]).add_(s[q, None])
+        d2[torch.arange(len(q), device=dev), q] = math.inf
+        v, p = torch.topk(d2, K, dim=1, largest=False, sorted=True)
+        out_v[g0 : g0 + len(q)] = v
+        out_i[g0 : g0 + len(q)] = p
+        del G, d2
+    return out_v, out_i, sq_all, min(d, Dc) + math.ceil(d / Dc)
+
+
+def _pair_sqdist(X: Any, r: torch.Tensor, c: torch.Tensor, dev: torch.device, budget: int, Dc: int) -> torch.Tensor:
+    """Exact float64 squared distances Σ (X_r − X_c)² of the given row pairs, from differences.
+
+    Streams feature chunks of X (a memmap strip is read once per chunk) and pair batches within
+    a chunk, so memory stays within ``budget``.
+    """
+    P = len(r)
+    out = torch.zeros(P, dtype=torch.float64, device=dev)
+    if P == 0:
+        return out
+    n, d = X.shape
+    r = r.to(dev)
+    c = c.to(dev)
+    in_memory = isinstance(X, torch.Tensor)
+    for c0 in range(0, d, Dc):
+        c1 = min(d, c0 + Dc)
+        A = X[:, c0:c1].to(dev) if in_memory else torch.from_numpy(np.ascontiguousarray(X[:, c0:c1])).to(dev)
+        pb = max(1, budget // max(1, (c1 - c0) * 8 * 3))
+        for p0 in range(0, P, pb):
+            p1 = min(P, p0 + pb)
+            diff = A[r[p0:p1]].to(torch.float64) - A[c[p0:p1]].to(torch.float64)
+            out[p0:p1] += diff.square_().sum(1)
+        del A
+    return out
+
+
+def _refine(
+    X: Any, rows: torch.Tensor, cand_v: torch.Tensor, cand_i: torch.Tensor, sq: torch.Tensor, k: int,
+    u: float, h: int, u_data: float, dev: torch.device, budget: int, Dc: int, complete: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact distances of the candidates that can still be among the k nearest, and the margin proof.
+
+    ``cand_v``: (R, K) approximate squared distances (sorted ascending), ``cand_i`` their indices,
+    ``sq`` the squared norms of the rounded centred rows (float64, all N), ``u``/``h`` the matmul
+    unit roundoff and dot-product depth, ``u_data`` the rounding of the centred data.
+    Returns (distances (R, k), indices (R, k), certified (R,) bool).
+    """
+    K = cand_v.shape[1]
+    cv = cand_v.to(torch.float64)
+    s_i = sq[rows.to(dev)][:, None]
+    s_j = sq[cand_i]
+    c_eps = _gamma(h, u) + _EXTRA_ROUNDINGS * u
+    e_scale = u_data * (1 + 4 * u_data) + 2 * U64
+    e_i = e_scale * s_i.sqrt()
+    e_j = e_scale * s_j.sqrt()
+    # bounds on the true distance of each candidate from its float32 value
+    eps = c_eps * (s_i + s_j)
+    lo = (cv - eps).clamp_min(0).sqrt() - e_i - e_j
+    hi = (cv + eps).sqrt() + e_i + e_j
+    upper_k = hi.sort(dim=1).values[:, k - 1 : k]  # the true k-th distance is at most this
+    need = lo <= upper_k * (1 + 4 * U64)
+    need[:, :k] = True
+    rr, cc = need.nonzero(as_tuple=True)
+    exact = torch.full((cv.shape[0], K), math.inf, dtype=torch.float64, device=dev)
+    d2 = _pair_sqdist(X, rows.to(dev)[rr], cand_i[rr, cc], dev, budget, Dc)
+    exact[rr, cc] = d2.sqrt()
+    # sort by (distance, index): ties broken by the smaller index, independent of block sizes
+    o1 = torch.argsort(cand_i, dim=1, stable=True)
+    e1 = torch.gather(exact, 1, o1)
+    i1 = torch.gather(cand_i, 1, o1)
+    o2 = torch.argsort(e1, dim=1, stable=True)
+    dist = torch.gather(e1, 1, o2)[:, :k]
+    idx = torch.gather(i1, 1, o2)[:, :k]
+    if complete:  # every other point was a candidate: nothing left to prove
+        return dist, idx, torch.ones(len(rows), dtype=torch.bool, device=dev)
+    # no point outside the candidates is nearer than the k-th exact distance if
+    #   sqrt(T_i − c(s_i + max_j s_j)) − e_i − max_j e_j ≥ d_k
+    S = sq.max()
+    T = cv[:, -1:]
+    lo_out = (T - c_eps * (s_i + S)).clamp_min(0).sqrt() - e_i - e_scale * S.sqrt()
+    certified = (lo_out >= dist[:, k - 1 : k] * (1 + 4 * U64 * X.shape[1])).squeeze(1)
+    return dist, idx, certified
+
+
+# ----------------------------------------------------------------------------------------------
+
 
 def knn(
     X: Any,
@@ -49,34 +333,167 @@ def knn(
     *,
     device: str | torch.device | None = None,
     block_rows: int | None = None,
+    block_features: int | None = None,
+    margin: int = 8,
+    memory_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> Neighbors:
-    """Exact k nearest neighbours (Euclidean) of each row of X among the other rows.
+    r"""Exact k nearest neighbours (Euclidean) of each row of X among the other rows.
+
+    The brute-force search of every k-NN ID estimator (Facco et al. 2017 TwoNN; Levina & Bickel
+    2004 MLE; Denti et al. 2022 GRIDE), done as blocked matrix products with a proof of exactness.
+
+    **Algorithm.** With :math:`\mu` the float64 column mean, :math:`\tilde x_i = \mathrm{fl}_{32}(X_i-\mu)`
+    and :math:`s_i = \|\tilde x_i\|^2` (float64), candidates are the :math:`K=k+m` smallest of
+
+    .. math:: \hat d^2_{ij} = \mathrm{fl}_{32}\big(s_i + s_j - 2\,\tilde x_i\cdot\tilde x_j\big),
+
+    computed block pair by block pair (each symmetric pair once).  The candidates' distances are then
+    recomputed exactly as :math:`d_{ij} = \big(\sum_f (X_{if}-X_{jf})^2\big)^{1/2}` in float64 from the
+    original rows (0.0 exactly for duplicate rows) and re-sorted (ties: smaller index first).
+
+    **Why it is exact (the margin proof).**  A float32 dot product of :math:`h` terms, in any
+    summation order, errs by at most :math:`\gamma_h\,|\tilde x_i|\,|\tilde x_j| \le
+    \tfrac{\gamma_h}{2}(s_i+s_j)` with :math:`\gamma_h = hu/(1-hu)`, :math:`u=2^{-24}` (Higham,
+    *Accuracy and Stability of Numerical Algorithms*, §3.1); products are accumulated over feature
+    chunks of at most ``block_features`` columns, so :math:`h \le D_c + \lceil D/D_c\rceil`.  With the
+    roundings of the norms and the additions, :math:`|\hat d^2_{ij} - \|\tilde x_i-\tilde x_j\|^2|
+    \le \varepsilon_{ij} = (\gamma_h + 8u)(s_i+s_j)`.  Rounding the centred data moves each point by
+    at most :math:`e_i \approx u\sqrt{s_i}`, so the true distance satisfies
+    :math:`d_{ij} \ge \sqrt{\hat d^2_{ij}-\varepsilon_{ij}} - e_i - e_j`.  Every point outside the
+    candidates has :math:`\hat d^2_{ij} \ge T_i`, the K-th candidate value, hence if
+
+    .. math:: \sqrt{T_i - (\gamma_h+8u)(s_i + \max_j s_j)} - e_i - \max_j e_j \;\ge\; d_{i,(k)},
+
+    (the k-th exact distance), no outside point can be nearer than the k-th found one and row
+    :math:`i` is exact.  Rows where this fails (near-ties at the scale of the float32 error) are
+    searched again in float64 with the same refinement and the same proof at :math:`u=2^{-53}`;
+    their number is ``n_fallback``.  Only candidates that can still be among the k nearest
+    (lower bound ≤ the k-th upper bound) are refined, so refinement costs about k+1 differences per row.
+
+    **Memory.** One B×B float32 block (``block_rows`` = B) plus the centred float32 copy of X in
+    memory; for a memmap an R×N slab accumulated over feature chunks (streamed from disk, never
+    loaded whole) with R×N×4 ≤ ``memory_bytes``.  Never an N×N×D tensor; no loop over points.
 
     Args:
-        X: (N, D) numpy array, torch tensor or memmap.
-        k: neighbours per point (1 ≤ k < N).
-        device: ``None``/``"cpu"``, ``"cuda"`` or ``"auto"``.
-        block_rows: query rows per block (memory ~ block_rows × N × 8 bytes).
+        X: (N, D) numpy array, torch tensor or numpy memmap (streamed).
+        k: neighbours per point (1 ≤ k ≤ N−1).
+        device: ``None``/``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when present; same results).
+        block_rows: rows per block of the distance matrix (default: 2048, capped by ``memory_bytes``).
+        block_features: feature columns per product chunk (bounds h above; default 4096).
+        margin: extra candidates m kept per row beyond k (more → fewer fallback rows).
+        memory_bytes: working-memory budget for one block/slab.
+
+    Returns:
+        :class:`Neighbors` with (N, k) float64 distances and int64 indices, nearest first.
+
+    Example:
+        >>> import numpy as np
+        >>> nb = knn(np.array([[0.0], [1.0], [3.0], [7.0]], dtype=np.float32), k=2)
+        >>> nb.distances.tolist(), nb.indices.tolist()
+        ([[1.0, 3.0], [1.0, 2.0], [2.0, 3.0], [4.0, 6.0]], [[1, 2], [0, 2], [1, 0], [2, 1]])
     """
-    X = check_matrix(X, "X", min_rows=2)
-    n = X.shape[0]
-    if not 1 <= k < n:
-        raise InputError(f"k must be in [1, N-1] = [1, {n - 1}]; got {k}")
+    streamed = is_memmap(X)
+    X = check_matrix(X, "X", min_rows=2, check_finite=False)
+    k = check_positive_int(k, "k")
+    margin = check_positive_int(margin, "margin", minimum=0)
+    n, d = X.shape
+    if n < k + 1:
+        raise InputError(f"k={k} neighbours need at least k+1 = {k + 1} points (rows); got N={n}")
     dev = resolve_device(device)
-    Xt = as_tensor(X).to(device=dev, dtype=torch.float64)
-    sq = (Xt * Xt).sum(1)
-    block_rows = block_rows or block_size_for(n, 8)
-    dist = torch.empty((n, k), dtype=torch.float64)
-    idx = torch.empty((n, k), dtype=torch.int64)
-    for start in range(0, n, block_rows):
-        stop = min(n, start + block_rows)
-        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (Xt[start:stop] @ Xt.T)
-        d2[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")
-        vals, ind = torch.topk(d2, k, dim=1, largest=False)
-        # exact distances of the selected candidates, from differences (no cancellation)
-        diff = Xt[start:stop, None, :] - Xt[ind]
-        exact = torch.linalg.vector_norm(diff, dim=2)
-        order = torch.argsort(exact, dim=1, stable=True)
-        dist[start:stop] = torch.gather(exact, 1, order).cpu()
-        idx[start:stop] = torch.gather(ind, 1, order).cpu()
-    return Neighbors(distances=dist.numpy(), indices=idx.numpy())
+    K = min(n - 1, k + margin)
+    complete = K == n - 1
+    Dc = min(d, check_positive_int(block_features, "block_features") if block_features else 4096)
+    h = min(d, Dc) + math.ceil(d / Dc)
+
+    if streamed:
+        mean = _stats_pass(X, block_size_for(d, 8, memory_bytes)).to(dev)
+        src = X
+        cand_v, cand_i, sq, h = _slab_search(X, torch.arange(n), mean, K, torch.float32, dev, memory_bytes, Dc, None)
+    else:
+        src = as_tensor(X)
+        check_finite_values(src, "X")
+        src = src.to(dev)
+        mean = torch.zeros(d, dtype=torch.float64, device=dev)
+        br = block_size_for(d, 8, memory_bytes)
+        for s0 in range(0, n, br):
+            mean += src[s0 : s0 + br].to(torch.float64).sum(0)
+        mean /= n
+        Xc = torch.empty((n, d), dtype=torch.float32, device=dev)
+        sq = torch.empty(n, dtype=torch.float64, device=dev)
+        for s0 in range(0, n, br):
+            blk = (src[s0 : s0 + br].to(torch.float64) - mean).to(torch.float32)
+            Xc[s0 : s0 + br] = blk
+            sq[s0 : s0 + br] = blk.to(torch.float64).square().sum(1)
+        B = block_rows or 2048
+        B = max(1, min(n, check_positive_int(B, "block_rows"), int(math.sqrt(memory_bytes / 12))))
+        cand_v, cand_i = _symmetric_search(Xc, sq, K, B, Dc)
+        del Xc
+    # refinement streams feature chunks of this width in both paths, so memmap and in-memory agree bitwise
+    Dr = max(1, min(d, memory_bytes // (n * 8)))
+    u = _matmul_unit(torch.float32, dev)
+    dist, idx, ok = _refine(src, torch.arange(n, device=dev), cand_v, cand_i, sq, k, u, h, U32, dev,
+                            memory_bytes, Dr, complete)
+    n_fallback = int((~ok).sum())
+    if n_fallback:
+        rows = (~ok).nonzero()[:, 0]
+        K2 = min(n - 1, k + max(2 * margin, 16))
+        v2, i2, sq64, h2 = _slab_search(src, rows, mean, K2, torch.float64, dev, memory_bytes, Dc, None)
+        d2_, i2_, _ = _refine(src, rows, v2, i2, sq64, k, U64, h2, U64, dev, memory_bytes, Dr, K2 == n - 1)
+        dist[rows] = d2_
+        idx[rows] = i2_
+    return Neighbors(distances=dist.cpu().numpy(), indices=idx.cpu().numpy(), n_fallback=n_fallback)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def duplicate_groups(X: Any, *, block_rows: int | None = None) -> np.ndarray:
+    """Exact duplicate rows: ``rep[i]`` is the smallest index of a row equal to row i (``i`` if none).
+
+    Rows are compared by value (``-0.0 == 0.0``), never by a distance threshold: each row's float64
+    bytes are hashed twice (two independent multiply-add hashes over 64-bit words, streamed over row
+    blocks, so memmaps are never loaded whole), rows are sorted by (hash, index), and neighbours in
+    that order with equal hashes are then compared element by element — a hash collision can never
+    merge different rows. ``rep != arange(N)`` marks the rows that repeat an earlier one;
+    ``np.bincount(rep)[rep] > 1`` marks every member of a duplicate group.
+
+    Example:
+        >>> duplicate_groups(np.array([[1.0, 2.0], [0.0, 1.0], [1.0, 2.0], [-0.0, 1.0]])).tolist()
+        [0, 1, 0, 1]
+    """
+    X = check_matrix(X, "X", min_rows=1, check_finite=False)
+    n, d = X.shape
+    br = block_rows or block_size_for(d, 8 * 3)
+    rng = np.random.default_rng(0x5EED)
+    w1 = rng.integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+    w2 = rng.integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+    h1 = np.empty(n, dtype=np.uint64)
+    h2 = np.empty(n, dtype=np.uint64)
+
+    def rows_f64(sl: Any) -> np.ndarray:
+        blk = X[sl]
+        blk = blk.detach().cpu().to(torch.float64).numpy() if isinstance(blk, torch.Tensor) else np.asarray(blk, dtype=np.float64)
+        return np.atleast_2d(blk) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+    with np.errstate(over="ignore"):
+        for s0 in range(0, n, br):
+            words = rows_f64(slice(s0, s0 + br)).view(np.uint64)
+            h1[s0 : s0 + br] = (words * w1).sum(1, dtype=np.uint64)
+            h2[s0 : s0 + br] = ((words ^ (words >> np.uint64(29))) * w2).sum(1, dtype=np.uint64)
+    order = np.lexsort((np.arange(n), h2, h1))
+    same_hash = (h1[order[1:]] == h1[order[:-1]]) & (h2[order[1:]] == h2[order[:-1]])
+    pairs = np.nonzero(same_hash)[0]
+    equal = np.zeros(n - 1 if n else 0, dtype=bool)
+    pb = max(1, br // 2)
+    for p0 in range(0, len(pairs), pb):
+        t = pairs[p0 : p0 + pb]
+        a, b = order[t], order[t + 1]
+        equal[t] = (rows_f64(np.sort(a))[np.argsort(np.argsort(a))] == rows_f64(np.sort(b))[np.argsort(np.argsort(b))]).all(1)
+    # start of each group in sorted order; representative = first (smallest index) of the group
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = ~equal
+    group_id = np.cumsum(starts) - 1
+    first = order[starts]
+    rep = np.empty(n, dtype=np.int64)
+    rep[order] = first[group_id]
+    return rep

@@ -1,0 +1,206 @@
+"""The exact neighbour core: every number is checked against float64 brute force from differences
+(scipy's cdist / cKDTree, independent of deepgeom's matrix products).
+
+Tolerances: distances are compared at 1e-12 relative — the refinement sums D float64 squares, so its
+error is ≤ D·2⁻⁵³ ≈ 1e-14 relative for the D used here; 1e-12 leaves room for the reference's own
+rounding while still failing for any float32 value (error ≥ 1e-8).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import cdist
+
+from deepgeom import InputError
+from deepgeom.functional.neighbors import Neighbors, duplicate_groups, ensure_neighbors, knn
+
+RTOL = 1e-12
+
+
+def brute(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 k-NN by sorting all pairwise distances (ties: smaller index first)."""
+    X64 = np.asarray(X, dtype=np.float64)
+    D = cdist(X64, X64)
+    np.fill_diagonal(D, np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(len(X)), D.shape), D), axis=1)[:, :k]
+    return np.take_along_axis(D, order, 1), order
+
+
+def test_matches_ckdtree_on_random_data(rng):
+    X = rng.normal(size=(1500, 12)).astype(np.float32)
+    nb = knn(X, k=5, block_rows=400)
+    dd, ii = cKDTree(X.astype(np.float64)).query(X.astype(np.float64), 6)
+    np.testing.assert_allclose(nb.distances, dd[:, 1:], rtol=RTOL, atol=0)
+    np.testing.assert_array_equal(nb.indices, ii[:, 1:])
+    assert nb.distances.dtype == np.float64 and nb.indices.dtype == np.int64
+    assert nb.n_fallback == 0 and nb.k == 5 and nb.n == 1500
+
+
+def test_large_norm_float32_ratio_is_exact(rng):
+    # offset 1e4 in float32: |x|²+|y|²-2x·y in float32 would lose every digit of a unit distance
+    X = (rng.normal(size=(2000, 16)) + 1e4).astype(np.float32)
+    nb = knn(X, k=2)
+    td, ti = brute(X, 2)
+    np.testing.assert_array_equal(nb.indices, ti)
+    ratio, true_ratio = nb.distances[:, 1] / nb.distances[:, 0], td[:, 1] / td[:, 0]
+    assert np.max(np.abs(ratio / true_ratio - 1)) < 1e-12
+    # the naive float32 product formula is far off here (shows what the refinement fixes)
+    X32 = torch.from_numpy(X)
+    sq = (X32 * X32).sum(1)
+    naive = (sq[:, None] + sq[None, :] - 2 * X32 @ X32.T).clamp_min(0).sqrt().numpy()
+    assert np.max(np.abs(naive[np.arange(2000), ti[:, 0]] / td[:, 0] - 1)) > 1e-3
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.20])
+def test_duplicates_are_exactly_zero_and_flagged(rng, fraction):
+    n = 2000
+    X = (rng.normal(size=(n, 10)) * 3 + 1e3).astype(np.float32)
+    targets = rng.choice(n, size=int(fraction * n), replace=False)
+    X[targets] = X[rng.integers(0, n, size=len(targets))]
+    _, inverse, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
+    truth_mask = counts[inverse.ravel()] > 1
+    assert truth_mask.sum() > 0.5 * fraction * n  # the data really hold that many repeated rows
+
+    nb = knn(X, k=2)
+    np.testing.assert_array_equal(nb.duplicate_mask, truth_mask)
+    assert np.all(nb.distances[truth_mask, 0] == 0.0)  # exactly zero, not ~1e-3 from products
+    assert np.all(nb.distances[~truth_mask, 0] > 0.0)
+    assert nb.n_duplicates == truth_mask.sum()
+    td, _ = brute(X, 2)
+    np.testing.assert_allclose(nb.distances, td, rtol=RTOL, atol=0)
+    for j in range(2):  # each neighbour's recorded distance is its true distance (ties allowed)
+        np.testing.assert_allclose(
+            np.linalg.norm(X[nb.indices[:, j]].astype(np.float64) - X, axis=1), nb.distances[:, j], rtol=RTOL, atol=0
+        )
+
+    rep = duplicate_groups(X)
+    first_of_group = np.full(len(counts), n)
+    np.minimum.at(first_of_group, inverse.ravel(), np.arange(n))
+    np.testing.assert_array_equal(rep, first_of_group[inverse.ravel()])
+    np.testing.assert_array_equal(np.bincount(rep, minlength=n)[rep] > 1, nb.duplicate_mask)
+
+
+def test_duplicate_groups_compares_values_not_bytes():
+    X = np.array([[1.0, -0.0], [2.0, 3.0], [1.0, 0.0], [2.0, 3.0000001], [2.0, 3.0]])  # 3.0000001 is distinct in float64
+    np.testing.assert_array_equal(duplicate_groups(X), [0, 1, 0, 3, 1])
+    # in float32 3.0000001 rounds to 3.0, so row 3 joins row 1's group
+    np.testing.assert_array_equal(duplicate_groups(torch.tensor(X, dtype=torch.float32)), [0, 1, 0, 1, 1])
+
+
+def test_memmap_streams_and_matches_in_memory(rng, tmp_path):
+    X = rng.normal(size=(600, 300)).astype(np.float32) + 50
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=X.shape)
+    mm[:] = X
+    mm.flush()
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    budget = 600 * 4 * 150  # slabs of 150 query rows, feature chunks of ≤ 64 columns
+    a = knn(mm, k=3, block_features=64, memory_bytes=budget)
+    b = knn(X, k=3, block_features=64, memory_bytes=budget)
+    np.testing.assert_array_equal(a.distances, b.distances)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    td, ti = brute(X, 3)
+    np.testing.assert_allclose(a.distances, td, rtol=RTOL, atol=0)
+    np.testing.assert_array_equal(a.indices, ti)
+
+
+def test_block_sizes_do_not_change_results(rng):
+    X = rng.normal(size=(400, 40)).astype(np.float32)
+    ref = knn(X, k=4)
+    for block_rows, block_features in [(29, None), (64, 7), (333, 40), (5000, 1)]:
+        nb = knn(X, k=4, block_rows=block_rows, block_features=block_features)
+        np.testing.assert_array_equal(nb.distances, ref.distances)
+        np.testing.assert_array_equal(nb.indices, ref.indices)
+
+
+def test_unprovable_margin_falls_back_to_float64_and_stays_exact(rng):
+    # a tight cluster (spacing 1e-5) next to a point 1e3 away: the float32 error bound c·u·max|x|²
+    # exceeds the cluster's distances, so the margin cannot be proven and rows are searched in float64
+    X = np.concatenate([rng.normal(size=(300, 4)) * 1e-5, [[1e3, 0, 0, 0]]])
+    nb = knn(X, k=2)
+    assert nb.n_fallback > 250
+    td, ti = brute(X, 2)
+    np.testing.assert_allclose(nb.distances, td, rtol=RTOL, atol=0)
+    np.testing.assert_array_equal(nb.indices, ti)
+
+
+def test_inputs_torch_float64_int_and_small_n(rng):
+    X = rng.normal(size=(50, 3))
+    ref = brute(X, 2)[0]
+    for data in (X, torch.from_numpy(X), torch.from_numpy(X).float().numpy().astype(np.float64)):
+        np.testing.assert_allclose(knn(data, 2).distances[:, :1], brute(np.asarray(data), 2)[0][:, :1], rtol=RTOL)
+    np.testing.assert_allclose(knn(X, 2, device="auto").distances, ref, rtol=RTOL, atol=0)
+    Xi = rng.integers(-5, 5, size=(40, 2))
+    np.testing.assert_allclose(knn(Xi, 3).distances, brute(Xi, 3)[0], rtol=RTOL, atol=0)
+    # N = k + 1: every other point is a neighbour
+    nb = knn(np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]]), k=2)
+    np.testing.assert_array_equal(nb.distances, [[5.0, 10.0], [5.0, 5.0], [5.0, 10.0]])
+    np.testing.assert_array_equal(nb.indices, [[1, 2], [0, 2], [1, 0]])
+
+
+@given(
+    n=st.integers(3, 40),
+    d=st.integers(1, 6),
+    k_frac=st.floats(0, 1),
+    block_rows=st.integers(1, 50),
+    margin=st.integers(0, 4),
+    grid=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_matches_brute_force(n, d, k_frac, block_rows, margin, grid, seed):
+    r = np.random.default_rng(seed)
+    X = r.integers(-3, 4, size=(n, d)).astype(np.float32) if grid else r.normal(size=(n, d)).astype(np.float32)
+    k = 1 + int(k_frac * (n - 2))
+    nb = knn(X, k, block_rows=block_rows, margin=margin)
+    td, _ = brute(X, k)
+    np.testing.assert_allclose(nb.distances, td, rtol=RTOL, atol=0)
+    got = np.linalg.norm(X[nb.indices].astype(np.float64) - X[:, None, :].astype(np.float64), axis=2)
+    np.testing.assert_allclose(got, nb.distances, rtol=RTOL, atol=0)
+    assert np.all(nb.indices != np.arange(n)[:, None])
+    assert all(len(set(row)) == k for row in nb.indices.tolist())
+
+
+@pytest.mark.parametrize(
+    "X, k, match",
+    [
+        (np.zeros(5), 2, r"2-D .*reshape"),
+        (np.array([[0.0, 1.0], [np.nan, 1.0], [2.0, 2.0]]), 1, r"NaN or Inf \(first in row 1\)"),
+        (np.array([[0.0], [np.inf], [1.0]]), 1, r"NaN or Inf"),
+        (np.zeros((3, 2)), 3, r"at least k\+1 = 4 points"),
+        (np.zeros((3, 2)), 0, r"k must be an integer >= 1"),
+    ],
+)
+def test_errors(X, k, match):
+    with pytest.raises(InputError, match=match):
+        knn(X, k)
+
+
+def test_nan_in_memmap_is_reported(tmp_path):
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(10, 3))
+    mm[:] = 1.0
+    mm[7, 2] = np.nan
+    with pytest.raises(InputError, match=r"row 7"):
+        knn(mm, 2)
+
+
+def test_precomputed_neighbors_serve_several_k(rng):
+    X = rng.normal(size=(200, 5))
+    nb = knn(X, k=6)
+    two = ensure_neighbors(nb, 2)
+    np.testing.assert_array_equal(two.distances, nb.distances[:, :2])
+    np.testing.assert_array_equal(two.distances, knn(X, 2).distances)
+    assert ensure_neighbors(nb, 6) is nb
+    np.testing.assert_array_equal(ensure_neighbors(X, 3).indices, nb.indices[:, :3])
+    with pytest.raises(InputError, match="k=6 per point; cannot take k=7"):
+        ensure_neighbors(nb, 7)
+    wrapped = Neighbors.from_arrays(nb.distances, nb.indices)
+    np.testing.assert_array_equal(wrapped.indices, nb.indices)
+    assert nb.to_dict()["n_fallback"] == 0
+    with pytest.raises(InputError, match="sorted ascending"):
+        Neighbors.from_arrays(nb.distances[:, ::-1], nb.indices)
+    with pytest.raises(InputError, match="exclude the point itself"):
+        Neighbors.from_arrays(nb.distances, np.tile(np.arange(200)[:, None], (1, 6)))
