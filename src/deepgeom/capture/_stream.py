@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -79,6 +80,11 @@ def _is_pair(data: Any) -> bool:
             and all(isinstance(d, (torch.Tensor, np.ndarray, Mapping)) for d in data))
 
 
+def _is_dataset(data: Any) -> bool:
+    return (hasattr(data, "__getitem__") and hasattr(data, "__len__")
+            and not isinstance(data, (str, bytes, Mapping, tuple, list)))
+
+
 def n_examples(data: Any) -> int | None:
     """How many examples ``data`` holds, when that is known before iterating (else None)."""
     if isinstance(data, (torch.Tensor, np.ndarray)):
@@ -93,7 +99,7 @@ def n_examples(data: Any) -> int | None:
             return len(data.dataset)  # type: ignore[arg-type]
         except TypeError:
             return None
-    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+    if _is_dataset(data):
         return len(data)
     return None
 
@@ -145,7 +151,7 @@ def _iter_batches(data: Any, batch_size: int) -> Iterator[_Batch]:
             sl = slice(start, min(start + batch_size, n))
             yield _Batch(_slice_inputs(x, sl), None if y is None else y[sl], sl.stop - sl.start)
         return
-    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):  # a map-style torch Dataset
+    if _is_dataset(data):  # a map-style torch Dataset
         yield from _iter_batches(DataLoader(data, batch_size=batch_size, shuffle=False), batch_size)
         return
     raise InputError(
@@ -176,24 +182,26 @@ def first_tensor(out: Any, *, prefer_float: bool = True) -> torch.Tensor | None:
     unless there is no floating-point one.
     """
     found: list[torch.Tensor] = []
-
-    def walk(o: Any) -> bool:
-        if isinstance(o, torch.Tensor):
-            if o.is_floating_point() or not prefer_float:
-                found.append(o)
-                return True
-            if not found:
-                found.append(o)  # remember the first integer tensor as a fallback
-            return False
-        if isinstance(o, Mapping):
-            return any(walk(v) for v in o.values())
-        if isinstance(o, (tuple, list)):
-            return any(walk(v) for v in o)
-        return False
-
-    if walk(out):
+    # a module-level walker, not a recursive closure: a closure that calls itself is a reference cycle
+    # that would keep every module output alive until the cyclic garbage collector runs
+    if _walk(out, found, prefer_float):
         return found[-1]
     return found[0] if found else None
+
+
+def _walk(o: Any, found: list[torch.Tensor], prefer_float: bool) -> bool:
+    if isinstance(o, torch.Tensor):
+        if o.is_floating_point() or not prefer_float:
+            found.append(o)
+            return True
+        if not found:
+            found.append(o)  # remember the first integer tensor as a fallback
+        return False
+    if isinstance(o, Mapping):
+        return any(_walk(v, found, prefer_float) for v in o.values())
+    if isinstance(o, (tuple, list)):
+        return any(_walk(v, found, prefer_float) for v in o)
+    return False
 
 
 def _reduce(t: torch.Tensor, mode: str, mask: torch.Tensor | None, layer: str) -> torch.Tensor:
@@ -381,8 +389,11 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
                         output = model(**arg) if _call_style(model, arg) == "kwargs" else model(arg)
                     else:
                         output = model(inputs)
-                except _StopForward:
-                    pass
+                except _StopForward as stop:
+                    # the traceback's frames hold the aborted forward's tensors in a reference cycle that
+                    # only the cyclic GC would free: clear them now so memory stays at one batch
+                    traceback.clear_frames(stop.__traceback__)
+                    del stop
             missing = [n for n in modules if n not in collected]
             if missing:
                 raise InputError(f"layer(s) {missing} did not run in the forward pass (unused modules, or a "
