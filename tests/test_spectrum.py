@@ -135,11 +135,12 @@ def test_etf_gives_exactly_c_minus_1_dominant_centred(rng):
     Phi, y = etf_features(C, per_class=12, p=20, rng=rng)
     sp = feature_spectrum(Phi, center=True, targets=y)
     assert sp.rank == C - 1
-    # a simplex ETF has C−1 equal eigenvalues: ‖μ_c‖² C/(C−1) / C ... all equal
+    # a simplex ETF has C−1 equal eigenvalues, then exact zeros
     np.testing.assert_allclose(sp.eigenvalues[: C - 1], sp.eigenvalues[0], rtol=1e-10)
+    assert sp.eigenvalues[C - 1] < 1e-14 * sp.eigenvalues[0]
     dc = dominant_count(sp)
-    assert (dc.count, dc.rule, dc.gap_k) == (C - 1, "gap", C - 1)
-    assert dc.gap_decades > 10  # the next eigenvalue is numerically zero
+    assert (dc.count, dc.rule) == (C - 1, "rank")  # no gap inside the block; the rank edge decides
+    assert dc.log_gaps[C - 2] > 10  # ... and it is > 10 decades deep
     assert dc.k90_targets == dc.k99_targets == C - 1  # centred one-hot targets lie in the ETF's span
     assert regime(dc, C) == "MF"
 
@@ -153,7 +154,7 @@ def test_etf_uncentred_count(rng):
     Phi, y = etf_features(C, per_class=12, p=20, rng=rng, offset=4.0)
     sp = feature_spectrum(Phi, targets=y)
     dc = dominant_count(sp)
-    assert sp.rank == C and (dc.count, dc.rule) == (C, "gap")
+    assert sp.rank == C and (dc.count, dc.rule) == (C, "rank")
     assert dc.k99_targets == C  # uncentred one-hot targets: constant + class directions
 
 
@@ -168,6 +169,28 @@ def test_power_law_spectrum_has_no_dominant_block(rng):
     assert dc.gap_decades == pytest.approx(np.log10(3 / 2), rel=1e-8)
     assert dc.count == 1 + round(effective_dimension(rho[1:]))
     assert regime(dc, 10) == "EF"
+
+
+def test_steep_power_law_is_not_a_gap(rng):
+    # α = 3: g_2 = 3·log10(3/2) = 0.53 decades, above min_gap, but every slope equals α: no cliff
+    rho = np.arange(1, 81, dtype=float) ** -3.0
+    Phi = np.sqrt(200) * orthonormal(rng, 200, 80) @ np.diag(np.sqrt(rho))
+    dc = dominant_count(feature_spectrum(Phi))
+    assert dc.gap_decades > dc.min_gap_decades
+    assert dc.gap_slope == pytest.approx(3.0, rel=1e-6) and dc.median_slope == pytest.approx(3.0, rel=1e-6)
+    assert dc.rule == "effective_dim"
+
+
+def test_block_gap_beats_rank_edge_of_dead_units(rng):
+    # 10 strong modes, 30 weak ones, then 24 exactly-zero directions (dead units): count 10, not 40
+    n, d = 300, 64
+    rho = np.r_[np.linspace(1.0, 0.6, 10), 0.02 * np.linspace(1.0, 0.3, 30), np.zeros(24)]
+    Phi = np.sqrt(n) * orthonormal(rng, n, d) @ np.diag(np.sqrt(rho)) @ orthonormal(rng, d, d).T
+    sp = feature_spectrum(Phi)
+    dc = dominant_count(sp)
+    assert sp.rank == 40
+    assert (dc.count, dc.rule, dc.gap_k) == (10, "gap", 10)
+    assert dc.gap_decades == pytest.approx(np.log10(0.6 / 0.02), rel=1e-6)
 
 
 def test_effective_dimension_closed_forms():
