@@ -283,3 +283,65 @@ def test_rbf_minibatch_heatmap(data):
         m.update([acts[0][s:s + 100], acts[2][s:s + 100]])
     np.testing.assert_allclose(r.values, m.compute(), rtol=0, atol=TOL)
     assert r.kernel == "rbf" and r.sigma == 0.5
+
+
+# ---------------------------------------------------------------------------------- figures + CLI
+def test_heatmap_figure_marks_blocks(rng):
+    from matplotlib.patches import Rectangle
+
+    from deepgeom.viz.similarity import plot_cka_heatmap, plot_pc1_fraction
+
+    layers = _dominant_block_layers(rng)
+    r = cka_matrix_from_captures(layers, batch_size=100, remove_pc1=False)
+    fig = plot_cka_heatmap(r)
+    ax = fig.axes[0]
+    rects = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(rects) == 1 and rects[0].get_xy() == (0.5, 0.5) and rects[0].get_width() == 3  # l1..l3
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(layers)
+    assert ax.images[0].origin == "lower" and len(fig.axes) == 2  # heatmap + colorbar
+    rp = cka_matrix_from_captures(layers, batch_size=100, remove_pc1=True)
+    fig2 = plot_pc1_fraction(rp)
+    ys = fig2.axes[0].lines[0].get_ydata()
+    np.testing.assert_allclose(ys, [rp.pc1_fraction_a[k] for k in layers])
+
+
+def test_cli_pair_and_heatmap(tmp_path, capsys):
+    import json
+
+    from deepgeom.cli import main
+
+    np.random.seed(1337)
+    X = np.random.randn(100, 10)
+    Y = np.random.randn(100, 10) + X
+    np.save(tmp_path / "a.npy", X)
+    np.save(tmp_path / "b.npy", Y)
+    assert main(["cka", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert round(out["cka"], 5) == 0.55761 and out["n"] == 100 and out["kernel"] == "linear"
+    assert main(["cka", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--debiased", "--json"]) == 0
+    assert round(json.loads(capsys.readouterr().out)["cka"], 5) == 0.51346
+    assert main(["cka", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--kernel", "rbf", "--sigma", "0.5",
+                 "--json"]) == 0
+    assert round(json.loads(capsys.readouterr().out)["cka"], 5) == 0.65483
+    assert main(["cka", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--batch-size", "25", "--json"]) == 0
+    mb = json.loads(capsys.readouterr().out)
+    assert mb["minibatch"] and mb["batch_size"] == 25
+    assert abs(mb["cka"] - ref_minibatch_cka(batches_of(X, 25), batches_of(Y, 25))) < TOL
+    np.save(tmp_path / "c.npy", Y[:50])
+    assert main(["cka", str(tmp_path / "a.npy"), str(tmp_path / "c.npy")]) == 2
+    assert "same examples" in capsys.readouterr().err
+    # heatmap from a capture directory
+    from deepgeom.capture import capture
+
+    net = mlp([6, 16, 16, 4], 0)
+    data = torch.randn(200, 6, generator=torch.Generator().manual_seed(1))
+    capture(net, data, ["0", "1", "2", "3", "4"], progress=False).save(tmp_path / "cap")
+    assert main(["cka", "heatmap", "--capture-a", str(tmp_path / "cap"), "--batch-size", "50",
+                 "--out", str(tmp_path / "hm"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    csv = pd.read_csv(tmp_path / "hm" / "cka_matrix.csv", index_col=0)
+    direct = cka_matrix(net, data=data, layers_a=["0", "1", "2", "3", "4"], batch_size=50, progress=False)
+    np.testing.assert_allclose(csv.to_numpy(), direct.values, atol=1e-12)
+    assert (tmp_path / "hm" / "cka_heatmap.png").is_file() and (tmp_path / "hm" / "blocks.json").is_file()
+    assert summary["layers_a"] == ["0", "1", "2", "3", "4"]
+    assert main(["cka", "heatmap", "--out", str(tmp_path / "x")]) == 2
