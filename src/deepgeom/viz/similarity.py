@@ -118,7 +118,7 @@ def plot_pc1_fraction(data: CKAResult | pd.DataFrame | Mapping[str, float], *, a
         fig, ax = plt.subplots(figsize=(6.0, 3.6))
     else:
         fig = ax.figure
-    for name, layers, depth, frac in series:
+    for name, _layers, depth, frac in series:
         ax.plot(depth, frac, marker="o", label=name or None)
     if len(series) == 1:
         layers, depth = series[0][1], series[0][2]
