@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -501,3 +500,24 @@ def test_cli_capture_family_model(tmp_path, capsys):
     assert cap.layers[0] == "input" and cap.layers[-1] == "output" and cap.n == 64
     assert cap.shapes["input"] == (64, 64) and cap.labels.shape == (64,)
     assert cap.meta["family"] == "vgg" and cap.meta["split"] == "test"
+
+
+def test_cli_capture_from_training_run(tmp_path, capsys):
+    train = pytest.importorskip("deepgeom.train")
+    cfg = train.TrainConfig(dataset="digits", family="mlp", width=8, depth=1, epochs=1, seed=0)
+    train.train(cfg, tmp_path / "run", progress=False)
+    assert cli_main(["layers", "--run", str(tmp_path / "run"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    defaults = [r["name"] for r in rows if r["default"]]
+    out = tmp_path / "cap"
+    assert cli_main(["capture", "--run", str(tmp_path / "run"), "--epoch", "1", "--n", "40", "--out", str(out),
+                     "--no-progress"]) == 0
+    cap = load_capture(out)
+    assert cap.layers == defaults and cap.meta["epoch"] == 1
+    from deepgeom.data import load
+
+    ds = load("digits", seed=0)
+    model = train.load_model(tmp_path / "run", 1)
+    with torch.no_grad():
+        np.testing.assert_array_equal(cap["output"], model(ds.x_test[:40]).numpy())
+    np.testing.assert_array_equal(cap.labels, ds.y_test[:40].numpy())

@@ -45,7 +45,7 @@ def _load_data(name: str, seed: int, options: dict[str, Any] | None = None, shuf
 def load_model_source(*, family: str | None = None, data: str | None = None, width: int | None = None,
                       depth: int | None = None, seed: int = 0, run: str | Path | None = None,
                       epoch: int | None = None, module: str | Path | None = None,
-                      torchscript: str | Path | None = None) -> ModelSource:
+                      torchscript: str | Path | None = None, need_data: bool = True) -> ModelSource:
     """Build or load the model for the CLI: exactly one of ``family``, ``run``, ``module``, ``torchscript``.
 
     * ``family`` (+ ``data`` for the input shape and classes, ``width``, ``depth``, ``seed``):
@@ -56,6 +56,9 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
       ``weights_only=False``, so only for files you trust.
     * ``torchscript``: ``torch.jit.load`` — layers can be listed, but sub-module hooks of a scripted
       model do not fire, so only ``input``/``output`` capture.
+
+    ``need_data=False`` skips loading the dataset where the model does not need it for its shape
+    (``run``, ``module``, ``torchscript``), e.g. to list layers.
     """
     given = [k for k, v in (("--family", family), ("--run", run), ("--module", module),
                             ("--torchscript", torchscript)) if v is not None]
@@ -77,11 +80,11 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
         info = load_run(run_dir)
         model = load_model(run_dir, epoch)
         cfg = info.config
-        ds = (_load_data(data, seed) if data is not None else
+        ds = (None if not need_data else _load_data(data, seed) if data is not None else
               _load_data(cfg.dataset, cfg.seed, cfg.dataset_options, cfg.shuffle_fraction))
         used_epoch = epoch if epoch is not None else (max(info.checkpoints) if info.checkpoints else None)
         return ModelSource(model, ds, {"source": "run", "run": str(run_dir), "epoch": used_epoch,
-                                       "data": ds.name, "model_config": info.model_config})
+                                       "data": getattr(ds, "name", None), "model_config": info.model_config})
     path = Path(module if module is not None else torchscript)  # type: ignore[arg-type]
     if not path.is_file():
         raise InputError(f"model file {path} does not exist")
@@ -98,7 +101,7 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
         if not isinstance(model, nn.Module):
             raise InputError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module (save the whole "
                              "model with torch.save(model, path), not its state_dict)")
-    ds = _load_data(data, seed) if data is not None else None
+    ds = _load_data(data, seed) if data is not None and need_data else None
     return ModelSource(model, ds, {"source": "torchscript" if torchscript is not None else "module",
                                    "file": str(path), "data": getattr(ds, "name", None)})
 

@@ -86,8 +86,8 @@ class _NpyAppender:
         self._header()
 
     def _header(self) -> None:
-        d = ("{'descr': %r, 'fortran_order': False, 'shape': (%d, %d), }"
-             % (np.lib.format.dtype_to_descr(self.dtype), self.rows, self.ncols))
+        descr = np.lib.format.dtype_to_descr(self.dtype)
+        d = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': ({self.rows}, {self.ncols}), }}"
         body = d.encode("latin1").ljust(self.HEADER - 10 - 1) + b"\n"
         self.f.seek(0)
         self.f.write(b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body)
@@ -438,6 +438,7 @@ def capture(
                 target_dir.mkdir(parents=True, exist_ok=True)
                 big.spill(target_dir / files[big.name])
                 ram.remove(big)
+            del batch, v  # drop this batch's tensors before the next forward pass allocates its own
         if not stores:
             raise InputError("data holds no examples")
         arrays = {k: s.finish() for k, s in stores.items()}

@@ -435,7 +435,10 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
             start += B
             if bar is not None:
                 bar.update(B)
+            output = t = inputs = None  # keep no tensor of this batch alive while the caller works
+            collected.clear()
             yield result
+            result = None
     finally:
         for h in handles:
             h.remove()

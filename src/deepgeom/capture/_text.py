@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from torch import nn
+
 from ..errors import InputError
 
 __all__ = ["tokenize_texts"]
@@ -36,8 +38,9 @@ def tokenize_texts(tokenizer: Any, texts: Sequence[str], *, max_length: int | No
         if max_length is not None:
             tokenizer.max_seq_length = int(max_length)
         out = tokenizer.preprocess(texts)
-    elif hasattr(tokenizer, "tokenize") and hasattr(tokenizer, "encode") and not callable(
-            getattr(tokenizer, "__call__", None)):  # pragma: no cover - older sentence-transformers
+    elif isinstance(tokenizer, nn.Module) and hasattr(tokenizer, "tokenize"):  # older SentenceTransformer
+        if max_length is not None:
+            tokenizer.max_seq_length = int(max_length)
         out = tokenizer.tokenize(texts)
     elif callable(tokenizer):
         out = tokenizer(texts, padding=True, truncation=max_length is not None, max_length=max_length,

@@ -25,12 +25,12 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed for the data split and --family weights (default 0)")
 
 
-def load_source(args: argparse.Namespace):
+def load_source(args: argparse.Namespace, need_data: bool = True):
     from ..capture._sources import load_model_source
 
     return load_model_source(family=args.family, data=args.data, width=args.width, depth=args.depth,
                              seed=args.seed, run=args.run, epoch=args.epoch, module=args.module,
-                             torchscript=args.torchscript)
+                             torchscript=args.torchscript, need_data=need_data)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ..capture import default_layers, list_layers
 
-    src = load_source(args)
+    src = load_source(args, need_data=False)
     rows = list_layers(src.model, with_types=True)
     defaults = set(default_layers(src.model))
     out = [{"name": n, "type": t, "n_params": k, "default": n in defaults} for n, t, k in rows]
