@@ -507,7 +507,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
                 loss = _loss_sum(model(xb), yb, config.loss) / idx.shape[0]
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
-                        f"loss became {float(loss)} in epoch {epoch}; lower the learning rate (lr={config.lr})")
+                        f"loss became {float(loss.detach())} in epoch {epoch}; lower the learning rate (lr={config.lr})")
                 loss.backward()
                 opt.step()
             row = record(epoch)
