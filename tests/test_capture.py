@@ -30,6 +30,15 @@ from deepgeom.cli import main as cli_main
 from deepgeom.errors import InputError, UnknownNameError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny forward passes: on a loaded 2-core machine, 2 OpenMP threads make them ~20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------------ models
 class Block(nn.Module):
     """A residual block whose output is relu(x + f(x)); its children run in a different order than defined."""
@@ -382,7 +391,7 @@ RSS_SCRIPT = textwrap.dedent("""
     import numpy as np, torch
     from torch import nn
     from deepgeom.capture import capture
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     N, D = 2000, 65536
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, D))
