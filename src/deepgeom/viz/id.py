@@ -31,7 +31,7 @@ def _as_profiles(profiles: Any, labels: Sequence[str] | None) -> list[tuple[str,
         if missing or not ({"twonn_id", "pca_id"} & set(df.columns)):
             raise InputError("a profile table needs relative_depth and twonn_id and/or pca_id columns "
                              "(from deepgeom.analysis.id_profile.id_profile)")
-    return list(zip(labels, profiles))
+    return list(zip(labels, profiles, strict=True))
 
 
 def plot_id_profile(

@@ -10,7 +10,7 @@ dead ReLU units, quantised inputs, repeated embeddings.  Distances computed from
 misses it and the copy's huge :math:`\mu` drags the estimate towards 0 (this is how DADApy and
 scikit-dimension fail with a few percent of duplicated rows).  Here duplicates are found *exactly*,
 by hashing the bits of each row and then comparing the candidate rows element by element
-(:func:`find_duplicates`); the estimators then keep one representative of each group of identical
+(:func:`find_duplicates`, on top of :func:`deepgeom.functional.neighbors.duplicate_groups`); the estimators then keep one representative of each group of identical
 rows and search neighbours among the distinct points only.
 """
 
@@ -26,7 +26,7 @@ import torch
 from ..._validation import check_matrix, is_memmap
 from ...errors import InputError
 from ..matrix import block_size_for, iter_blocks
-from ..neighbors import Neighbors, knn
+from ..neighbors import Neighbors, duplicate_groups, knn
 
 __all__ = [
     "DuplicateInfo",
@@ -115,39 +115,12 @@ def _as_numpy_block(blk: Any) -> np.ndarray:
     return np.asarray(blk)
 
 
-def _fingerprints(X: Any, block_rows: int | None = None) -> np.ndarray:
-    """Two 64-bit multilinear hashes of the bits of each row (as float64, with -0.0 made +0.0).
-
-    Equal rows always get equal hashes (the arithmetic is exact integer arithmetic modulo 2**64);
-    unequal rows collide with negligible probability, and collisions are resolved by exact
-    comparison in :func:`find_duplicates`.
-    """
-    n, d = X.shape
-    rng = np.random.default_rng(0x5EED)
-    w = rng.integers(1, 2**63, size=(d, 2), dtype=np.uint64) | np.uint64(1)
-    block_rows = block_rows or block_size_for(d, 8 * 3, budget_bytes=64 * 2**20)
-    out = np.empty((n, 2), dtype=np.uint64)
-    for start, stop, blk in iter_blocks(X, block_rows, axis=0):
-        b = _as_numpy_block(blk).astype(np.float64) + 0.0  # exact widening; -0.0 + 0.0 = +0.0
-        bits = b.view(np.uint64)
-        bits = bits ^ (bits >> np.uint64(29))  # fold float32's zero low mantissa bits into the mix
-        out[start:stop, 0] = (bits * w[:, 0]).sum(1)
-        out[start:stop, 1] = (bits * w[:, 1]).sum(1)
-    return out
-
-
-def _rows(X: Any, idx: np.ndarray) -> np.ndarray:
-    if isinstance(X, torch.Tensor):
-        return X[torch.as_tensor(idx)].detach().cpu().numpy()
-    return np.asarray(X[idx])
-
-
 def find_duplicates(X: Any, *, block_rows: int | None = None) -> DuplicateInfo:
-    """Find groups of exactly identical rows (bitwise equal values, treating -0.0 as 0.0).
+    """Find groups of exactly identical rows (equal values, treating -0.0 as 0.0).
 
-    Rows are hashed block by block (a memmap is streamed, never loaded whole), rows with equal
-    hashes are compared element by element, so the answer is exact: no tolerance, no rounding.
-    Cost: one pass over X plus the comparison of the candidate rows only.
+    Uses :func:`deepgeom.functional.neighbors.duplicate_groups` (rows hashed block by block — a
+    memmap is streamed — then rows with equal hashes compared element by element), so the answer is
+    exact: no tolerance, no rounding, no distance threshold.
 
     Example:
         >>> import numpy as np
@@ -155,46 +128,9 @@ def find_duplicates(X: Any, *, block_rows: int | None = None) -> DuplicateInfo:
         >>> info.group.tolist(), info.n_duplicates
         ([0, 1, 0, 0], 2)
     """
-    n = X.shape[0]
-    group = np.arange(n, dtype=np.int64)
-    if n < 2:
-        return DuplicateInfo(group=group, keep=group.copy(), n_duplicates=0)
-    h = _fingerprints(X, block_rows)
-    order = np.lexsort((h[:, 1], h[:, 0]))
-    hs = h[order]
-    same_as_prev = np.zeros(n, dtype=bool)
-    same_as_prev[1:] = (hs[1:] == hs[:-1]).all(1)
-    if not same_as_prev.any():
-        return DuplicateInfo(group=group, keep=group.copy(), n_duplicates=0)
-    # runs of equal hashes: run id per sorted position; leader = the lowest row index in the run
-    run = np.cumsum(~same_as_prev) - 1
-    in_multi = np.zeros(n, dtype=bool)
-    in_multi[1:] |= same_as_prev[1:]
-    in_multi[:-1] |= same_as_prev[1:]
-    cand_pos = np.flatnonzero(in_multi)
-    cand_rows = order[cand_pos]
-    cand_run = run[cand_pos]
-    # lowest row index of each run (np.minimum.reduceat over contiguous run segments)
-    starts = np.flatnonzero(np.r_[True, cand_run[1:] != cand_run[:-1]])
-    leaders = np.minimum.reduceat(cand_rows, starts)
-    leader_of = np.repeat(leaders, np.diff(np.r_[starts, len(cand_rows)]))
-    # verify exactly, in chunks bounded in memory
-    d = X.shape[1]
-    chunk = max(1, block_size_for(d, 16, budget_bytes=64 * 2**20))
-    equal = np.empty(len(cand_rows), dtype=bool)
-    for s in range(0, len(cand_rows), chunk):
-        a = _rows(X, cand_rows[s : s + chunk])
-        b = _rows(X, leader_of[s : s + chunk])
-        equal[s : s + chunk] = (a == b).all(1)
-    group[cand_rows[equal]] = leader_of[equal]
-    # hash collisions (rows that differ from their run's leader): resolve those runs exactly
-    for r in np.unique(cand_run[~equal]):
-        members = np.sort(cand_rows[cand_run == r])
-        rows = _rows(X, members) + 0.0
-        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-        group[members] = members[first[inverse.ravel()]]
-    keep = np.flatnonzero(group == np.arange(n))
-    return DuplicateInfo(group=group, keep=keep, n_duplicates=int(n - len(keep)))
+    group = np.asarray(duplicate_groups(X, block_rows=block_rows), dtype=np.int64)
+    keep = np.flatnonzero(group == np.arange(group.size))
+    return DuplicateInfo(group=group, keep=keep, n_duplicates=int(group.size - keep.size))
 
 
 def _warn_duplicates(n_dup: int, n: int, duplicates: str, where: str) -> None:

@@ -31,7 +31,7 @@ import torch
 from ..._results import ResultMixin
 from ..._validation import check_fraction
 from ...errors import InputError
-from ..matrix import column_mean, covariance, gram, iter_blocks, as_tensor, block_size_for
+from ..matrix import as_tensor, block_size_for, column_mean, covariance, gram, iter_blocks
 from ._common import check_points, is_constant
 
 __all__ = ["PCAIDResult", "pca_id"]

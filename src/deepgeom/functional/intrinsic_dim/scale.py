@@ -26,7 +26,16 @@ from ..._results import ResultMixin
 from ..._validation import check_fraction, check_positive_int
 from ...errors import InputError
 from ..neighbors import Neighbors
-from ._common import HIGH_ID_NOTE, HIGH_ID_THRESHOLD, _subset, check_duplicates_policy, check_points, distinct_neighbors, find_duplicates, _warn_duplicates
+from ._common import (
+    HIGH_ID_NOTE,
+    HIGH_ID_THRESHOLD,
+    _subset,
+    _warn_duplicates,
+    check_duplicates_policy,
+    check_points,
+    distinct_neighbors,
+    find_duplicates,
+)
 from .twonn import _check_method, twonn_from_mu
 
 __all__ = ["TwoNNScaleResult", "TwoNNBootstrapResult", "twonn_scale", "twonn_bootstrap"]
@@ -113,6 +122,8 @@ def twonn_scale(
     X = check_points(X)
     n = X.shape[0]
     info = find_duplicates(X)
+    if n - info.n_duplicates == 1:
+        raise InputError(f"X is constant: all {n} rows are identical, so it has no intrinsic dimension")
     if n - info.n_duplicates < 3:
         raise InputError(f"X has {n - info.n_duplicates} distinct rows; TwoNN needs at least 3")
     _warn_duplicates(info.n_duplicates, n, duplicates, "the TwoNN scale analysis")
