@@ -1,1 +1,330 @@
-"""Built-in analyses of a study (registered on import)."""
+"""The built-in analyses of a study, each a thin adapter from a trained run to a library function.
+
+=============================  =======  ==========================================================
+name                           scope    what (tables)
+=============================  =======  ==========================================================
+``id_profile``                 run      TwoNN / PC-ID of every analysis layer, untrained and trained
+                                        (Ansuini et al. 2019) → ``id_profiles``
+``id_during_training``         run      ID of the last hidden layer at every checkpoint, beside the
+                                        accuracy → ``id_training``
+``cka_matrix``                 run      minibatch CKA between all layer pairs of the trained network,
+                                        block structure, first-PC variance fractions (Nguyen et al.
+                                        2021) → ``cka_pairs``, ``cka_blocks``, ``cka_pc1``
+``cka_across``                 study    CKA between the layers of every pair of trained models on the
+                                        same test data, and each layer's best match → ``cka_across``,
+                                        ``cka_best_match``
+``spectrum_through_training``  run      feature-kernel spectrum, dominant count, MF/EF, Π, NC1–NC4 per
+                                        checkpoint (Nam et al. 2024; Papyan et al. 2020) → ``spectra``,
+                                        ``spectrum_eigenvalues``, ``spectrum_alignment``
+``predictions``                study    per-example agreement, per-class accuracy and the
+                                        architecture-vs-seed test of trained models (Nguyen et al.
+                                        2021 §6) → ``prediction_pairs``, ``per_class_accuracy``,
+                                        ``architecture_test``
+=============================  =======  ==========================================================
+
+Subsets of examples are drawn with a seeded generator (``seed`` + the run's seed), the same for every
+checkpoint of a run, so a change across epochs is never a change of sample.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .registry import register_analysis
+
+__all__ = ["subsample_indices", "select_epochs"]
+
+_SPLITS = ("train", "test")
+
+
+def subsample_indices(n_total: int, n: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``n`` of ``n_total`` examples (all if ``n`` is None
+    or at least ``n_total``)."""
+    if n is None or n >= n_total:
+        return np.arange(n_total)
+    if n < 1:
+        raise InputError(f"n_points must be >= 1 or null (all); got {n!r}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_total, size=int(n), replace=False))
+
+
+def select_epochs(available: list[int], which: Any) -> list[int]:
+    """``"all"`` → every checkpoint; ``"first_last"`` → untrained and final; ``"last"``; or a list."""
+    available = sorted(available)
+    if which == "all":
+        return available
+    if which == "first_last":
+        return sorted({available[0], available[-1]})
+    if which == "last":
+        return [available[-1]]
+    if isinstance(which, (list, tuple)):
+        missing = [e for e in which if e not in available]
+        if missing:
+            raise InputError(f"epochs {missing} have no checkpoint; checkpoints exist at {available}")
+        return sorted(set(which))
+    raise InputError(f"epochs must be 'all', 'first_last', 'last' or a list of epochs; got {which!r}")
+
+
+def _split(run, split: str, n_points: int | None, seed: int):
+    if split not in _SPLITS:
+        raise InputError(f"split must be 'train' or 'test'; got {split!r}")
+    ds = run.dataset
+    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
+    if x.shape[0] == 0:
+        raise InputError(f"dataset {ds.name!r} has no {split} examples")
+    idx = subsample_indices(int(x.shape[0]), n_points, seed)
+    return x[idx], (None if y is None else y[idx]), idx
+
+
+def _condition(run_spec, epoch: int) -> str:
+    if epoch == 0:
+        return "untrained"
+    return "shuffled labels" if run_spec.shuffle_fraction > 0 else "trained"
+
+
+def _history_at(run, epochs: list[int]) -> pd.DataFrame:
+    h = run.history
+    keep = [c for c in ("epoch", "train_acc", "test_acc", "train_loss", "test_loss") if c in h.columns]
+    return h[keep][h["epoch"].isin(epochs)]
+
+
+# ------------------------------------------------------------------------------------- intrinsic dim
+@register_analysis(
+    "id_profile",
+    defaults={"n_points": 1000, "split": "train", "epochs": "first_last", "estimators": ["twonn", "pca"],
+              "batch_size": 512, "seed": 0},
+    table="id_profiles",
+)
+def id_profile_analysis(ctx) -> pd.DataFrame:
+    """ID of every analysis layer (TwoNN and PC-ID by default) at the chosen checkpoints (Ansuini et al. 2019).
+
+    Columns: those of :func:`deepgeom.analysis.id_profile.id_profile` plus ``epoch``, ``layer_index``,
+    ``condition`` (``untrained`` at epoch 0, else ``trained`` or ``shuffled labels``), ``split``.
+    """
+    from ..analysis.id_profile import id_profile
+
+    p = ctx.params
+    x, _, _ = _split(ctx.run, p["split"], p["n_points"], ctx.seed)
+    frames = []
+    for epoch in select_epochs(ctx.run.epochs, p["epochs"]):
+        model = ctx.run.model(epoch)
+        df = id_profile(model, x, layers=list(model.analysis_layers), estimators=tuple(p["estimators"]),
+                        batch_size=p["batch_size"], progress=False)
+        df.insert(0, "layer_index", np.arange(len(df)))
+        df.insert(0, "condition", _condition(ctx.run.spec, epoch))
+        df.insert(0, "epoch", epoch)
+        df["split"] = p["split"]
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+@register_analysis(
+    "id_during_training",
+    defaults={"n_points": 1000, "split": "train", "epochs": "all", "layers": "penultimate",
+              "estimators": ["twonn", "pca"], "batch_size": 512, "seed": 0},
+    table="id_training",
+)
+def id_during_training(ctx) -> pd.DataFrame:
+    """ID of the last hidden layer (``layers="penultimate"``) or of every analysis layer (``"all"``) at
+    each checkpoint, with that epoch's train/test accuracy (Ansuini et al. 2019 tracked ID over epochs)."""
+    from ..analysis.id_profile import id_profile
+
+    p = ctx.params
+    if p["layers"] not in ("penultimate", "all"):
+        raise InputError(f"id_during_training layers must be 'penultimate' or 'all'; got {p['layers']!r}")
+    x, _, _ = _split(ctx.run, p["split"], p["n_points"], ctx.seed)
+    epochs = select_epochs(ctx.run.epochs, p["epochs"])
+    frames = []
+    for epoch in epochs:
+        model = ctx.run.model(epoch)
+        layers = [model.penultimate] if p["layers"] == "penultimate" else list(model.analysis_layers)
+        df = id_profile(model, x, layers=layers, estimators=tuple(p["estimators"]), batch_size=p["batch_size"],
+                        progress=False)
+        df.insert(0, "epoch", epoch)
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    return out.merge(_history_at(ctx.run, epochs), on="epoch", how="left")
+
+
+# ------------------------------------------------------------------------------------- CKA
+def _pairs_frame(res) -> pd.DataFrame:
+    M = res.values
+    i, j = np.meshgrid(np.arange(M.shape[0]), np.arange(M.shape[1]), indexing="ij")
+    return pd.DataFrame({
+        "i": i.ravel(), "j": j.ravel(),
+        "layer_a": np.asarray(res.layers_a, dtype=object)[i.ravel()],
+        "layer_b": np.asarray(res.layers_b, dtype=object)[j.ravel()],
+        "depth_a": np.asarray(res.depth_a)[i.ravel()], "depth_b": np.asarray(res.depth_b)[j.ravel()],
+        "cka": M.ravel(),
+    })
+
+
+@register_analysis(
+    "cka_matrix",
+    defaults={"n_points": 2000, "split": "test", "batch_size": 256, "threshold": 0.9, "min_size": 2,
+              "remove_pc1": True, "epoch": None, "seed": 0},
+)
+def cka_within(ctx) -> dict[str, pd.DataFrame]:
+    """Minibatch CKA between every pair of analysis layers of one trained network (Nguyen et al. 2021),
+    its block structure (:func:`deepgeom.analysis.similarity.find_blocks`), each layer's first-PC
+    variance fraction, and (``remove_pc1``) the heatmap with each layer's first PC projected out."""
+    from ..analysis.similarity import cka_matrix, find_blocks
+
+    p = ctx.params
+    x, _, _ = _split(ctx.run, p["split"], p["n_points"], ctx.seed)
+    model = ctx.run.model(p["epoch"])
+    res = cka_matrix(model, data=x, batch_size=p["batch_size"], progress=False, remove_pc1=p["remove_pc1"])
+    frames = []
+    if p["remove_pc1"]:
+        plain = cka_matrix(model, data=x, batch_size=p["batch_size"], progress=False)
+        frames = [_pairs_frame(plain).assign(pc1_removed=False), _pairs_frame(res).assign(pc1_removed=True)]
+    else:
+        plain = res
+        frames = [_pairs_frame(res).assign(pc1_removed=False)]
+    pairs = pd.concat(frames, ignore_index=True)
+    pairs.insert(0, "epoch", ctx.run.epochs[-1] if p["epoch"] is None else p["epoch"])
+    pairs["n"] = res.n
+    blocks = find_blocks(plain, threshold=p["threshold"], min_size=p["min_size"])
+    bt = pd.DataFrame([{"start": b.start, "stop": b.stop, "size": b.size, "first_layer": b.layers[0],
+                        "last_layer": b.layers[-1], "min_cka": b.min_cka, "mean_cka": b.mean_cka,
+                        "threshold": p["threshold"]} for b in blocks],
+                      columns=["start", "stop", "size", "first_layer", "last_layer", "min_cka", "mean_cka",
+                               "threshold"])
+    out = {"cka_pairs": pairs, "cka_blocks": bt}
+    if res.pc1_fraction_a:
+        out["cka_pc1"] = pd.DataFrame({"layer": res.layers_a, "relative_depth": res.depth_a,
+                                       "pc1_fraction": [res.pc1_fraction_a[n] for n in res.layers_a]})
+    return out
+
+
+def _comparable_runs(runs, include_shuffled: bool) -> dict[tuple, list]:
+    """Trained runs grouped by identical test data (dataset, options, split seed)."""
+    import json
+
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        if r.spec.shuffle_fraction > 0 and not include_shuffled:
+            continue
+        key = (r.spec.dataset, json.dumps(r.spec.data_options, sort_keys=True), r.spec.data_seed)
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
+@register_analysis(
+    "cka_across",
+    scope="study",
+    defaults={"n_points": 2000, "split": "test", "batch_size": 256, "include_shuffled": False, "max_pairs": 12,
+              "seed": 0},
+)
+def cka_across(ctx) -> dict[str, pd.DataFrame]:
+    """CKA between every layer of model A and every layer of model B, for pairs of trained runs on the
+    same test examples (fed in one pass, same batches — Nguyen et al. 2021), plus each layer's best
+    match in the other model. At most ``max_pairs`` pairs (in sweep order)."""
+    from ..analysis.similarity import best_match, cka_matrix
+
+    p = ctx.params
+    pairs_out, best_out = [], []
+    n_done = 0
+    for group in _comparable_runs(ctx.runs, p["include_shuffled"]).values():
+        if len(group) < 2:
+            continue
+        x, _, _ = _split(group[0], p["split"], p["n_points"], ctx.seed)
+        for a, b in itertools.combinations(group, 2):
+            if n_done >= p["max_pairs"]:
+                break
+            res = cka_matrix(a.model(), b.model(), data=x, batch_size=p["batch_size"], progress=False)
+            tag = {"run_a": a.key, "run_b": b.key, "label_a": a.spec.label, "label_b": b.spec.label,
+                   "dataset": a.spec.dataset}
+            pairs_out.append(_pairs_frame(res).assign(**tag, n=res.n))
+            best_out.append(best_match(res).assign(**tag))
+            n_done += 1
+    if not pairs_out:
+        raise InputError("cka_across needs at least two trained runs on the same dataset")
+    return {"cka_across": pd.concat(pairs_out, ignore_index=True),
+            "cka_best_match": pd.concat(best_out, ignore_index=True)}
+
+
+# ------------------------------------------------------------------------------------- spectra
+@register_analysis(
+    "spectrum_through_training",
+    defaults={"n_points": 1000, "epochs": "all", "center": False, "keep_eigenvalues": 64, "batch_size": 512,
+              "seed": 0},
+)
+def spectrum_through_training(ctx) -> dict[str, pd.DataFrame]:
+    """Feature-kernel spectrum of the penultimate layer Φ at every checkpoint, on a fixed subset of the
+    training set with the labels trained on: eigenvalues, dominant count and MF/EF regime, Π of targets
+    and outputs, eigenbasis overlap, NC1–NC4 (Nam et al. 2024; Papyan et al. 2020), via
+    :func:`deepgeom.analysis.kernel_dynamics.spectra_through_training`."""
+    from ..analysis.kernel_dynamics import spectra_through_training
+
+    p = ctx.params
+    x, y, _ = _split(ctx.run, "train", p["n_points"], ctx.seed)
+    if y is None:
+        raise InputError("spectrum_through_training needs labelled data")
+    epochs = select_epochs(ctx.run.epochs, p["epochs"])
+    checkpoints = [(e, ctx.run.model(e)) for e in epochs]
+    res = spectra_through_training(checkpoints, (x, y), center=p["center"], keep_eigenvalues=p["keep_eigenvalues"],
+                                   batch_size=p["batch_size"])
+    summary = res.summary.copy()
+    hist = _history_at(ctx.run, epochs)[["epoch", "train_acc", "test_acc"]]
+    summary = summary.drop(columns=[c for c in ("train_acc", "test_acc") if c in summary.columns])
+    summary = summary.merge(hist, on="epoch", how="left")
+    summary["centered"] = res.centered
+    summary["k_top"] = res.k_top
+    return {"spectra": summary, "spectrum_eigenvalues": res.eigenvalues, "spectrum_alignment": res.alignment}
+
+
+# ------------------------------------------------------------------------------------- predictions
+@register_analysis(
+    "predictions",
+    scope="study",
+    defaults={"split": "test", "include_shuffled": False, "n_permutations": 2000, "alpha": 0.05, "seed": 0},
+)
+def prediction_comparisons(ctx) -> dict[str, pd.DataFrame]:
+    """Per-example agreement and per-class accuracy of the trained models on the same test set, and —
+    when two or more model families have two or more seeds each — the architecture-vs-seed test of
+    Nguyen et al. (2021, §6) (:mod:`deepgeom.analysis.predictions`)."""
+    from ..analysis.predictions import architecture_test, pairwise_comparisons, per_class_accuracy, predictions
+
+    p = ctx.params
+    pair_frames, class_frames, test_rows = [], [], []
+    for group in _comparable_runs(ctx.runs, p["include_shuffled"]).values():
+        x, y, _ = _split(group[0], p["split"], None, 0)
+        if y is None:
+            continue
+        preds = {r.spec.label: predictions(r.model(), x)[0] for r in group}
+        n_classes = group[0].dataset.n_classes
+        for r in group:
+            acc = per_class_accuracy(preds[r.spec.label], y, n_classes)
+            class_frames.append(pd.DataFrame({**r.spec.columns(), "label": r.spec.label,
+                                              "class": np.arange(len(acc)), "accuracy": acc}))
+        if len(group) >= 2:
+            pair_frames.append(pairwise_comparisons(preds, y, n_classes=n_classes).assign(dataset=group[0].spec.dataset))
+        by_arch: dict[str, list] = {}
+        for r in group:
+            arch = f"{r.spec.model} w{r.spec.width} d{r.spec.depth}"
+            by_arch.setdefault(arch, []).append(preds[r.spec.label])
+        eligible = {a: v for a, v in by_arch.items() if len(v) >= 2}
+        if len(eligible) >= 2:
+            t = architecture_test(eligible, y, n_permutations=p["n_permutations"], alpha=p["alpha"], seed=p["seed"],
+                                  n_classes=n_classes)
+            test_rows.append({"dataset": group[0].spec.dataset, "architectures": " | ".join(eligible),
+                              "statistic": t.statistic, "between": t.between, "within": t.within,
+                              "p_value": t.p_value, "n_permutations": t.n_permutations, "exact": t.exact,
+                              "n_significant": t.n_significant, "expected_significant": t.expected_significant,
+                              "binom_p": t.binom_p})
+    out = {}
+    if pair_frames:
+        out["prediction_pairs"] = pd.concat(pair_frames, ignore_index=True)
+    if class_frames:
+        out["per_class_accuracy"] = pd.concat(class_frames, ignore_index=True)
+    if test_rows:
+        out["architecture_test"] = pd.DataFrame(test_rows)
+    if not out:
+        raise InputError("predictions needs trained classifiers with labelled test data")
+    return out
