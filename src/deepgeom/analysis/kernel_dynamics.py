@@ -39,9 +39,11 @@ from ..functional.collapse import (
     power_law_alpha,
     richness,
 )
+from ..functional import matrix
 from ..functional.spectrum import Spectrum, dominant_count, feature_spectrum, regime
 
-__all__ = ["SpectraThroughTraining", "spectra_through_training", "checkpoint_spectrum", "subspace_overlap"]
+__all__ = ["SpectraThroughTraining", "spectra_through_training", "checkpoint_spectrum", "feature_report",
+           "subspace_overlap"]
 
 
 @dataclass
@@ -130,25 +132,38 @@ def checkpoint_spectrum(
     """Spectrum and the summary row for one checkpoint's features Φ, outputs and targets.
 
     Classification when ``targets`` are integer labels (NC metrics, regime, accuracy), regression when
-    they are floats (Π of the target at ``k_top``, mean squared error). Returns ``(spectrum, row)``.
+    they are floats (Π of the target at ``k_top``, mean squared error). ``outputs`` may be None: then
+    they are ``Φ Wᵀ + b`` when ``weights`` are given, else the output columns are left out.
+    Returns ``(spectrum, row)``.
     """
     t = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
     classification = np.issubdtype(t.dtype, np.integer)
-    out = np.asarray(outputs.detach().cpu() if isinstance(outputs, torch.Tensor) else outputs, dtype=np.float64)
-    if out.ndim == 1:
-        out = out[:, None]
+    if outputs is None and weights is not None:
+        W = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, dtype=np.float64)
+        if W.ndim != 2 or W.shape[1] != features.shape[1]:
+            raise InputError(f"weights must have shape (C, {features.shape[1]}) like nn.Linear.weight; got {W.shape}")
+        outputs = matrix.gram(features, torch.from_numpy(W)).numpy()
+        if bias is not None:
+            outputs = outputs + np.asarray(bias.detach().cpu() if isinstance(bias, torch.Tensor) else bias,
+                                           dtype=np.float64).reshape(1, -1)
+    out = None
+    if outputs is not None:
+        out = np.asarray(outputs.detach().cpu() if isinstance(outputs, torch.Tensor) else outputs, dtype=np.float64)
+        if out.ndim == 1:
+            out = out[:, None]
     sp = feature_spectrum(features, center=center, targets=t, outputs=out, n_classes=n_classes)
     dc = dominant_count(sp, k_max=k_max_count, min_gap_decades=min_gap_decades, min_slope_ratio=min_slope_ratio)
     C = sp.n_classes if classification else None
     k = int(k_top or (C if classification else (t.shape[1] if t.ndim == 2 else 1) + 1))
     kk = min(k, sp.n_modes)
+    nan = float("nan")
     row: dict[str, Any] = {
         "n_samples": sp.n_samples, "n_features": sp.n_features, "rank": sp.rank,
         "dominant": dc.count, "rule": dc.rule, "gap_k": dc.gap_k, "gap_decades": dc.gap_decades,
         "gap_slope": dc.gap_slope, "median_slope": dc.median_slope,
         "effective_dim": dc.effective_dim, "top_eigenvalue": float(sp.eigenvalues[0]),
-        "pi_targets_top_k": float(sp.target_alignment[kk - 1]) if kk else float("nan"),
-        "pi_outputs_top_k": float(sp.output_alignment[kk - 1]) if kk else float("nan"),
+        "pi_targets_top_k": float(sp.target_alignment[kk - 1]) if kk else nan,
+        "pi_outputs_top_k": float(sp.output_alignment[kk - 1]) if kk and out is not None else nan,
         "k90_targets": dc.k90_targets, "k99_targets": dc.k99_targets,
         "k90_outputs": dc.k90_outputs, "k99_outputs": dc.k99_outputs,
         "effective_rank": effective_rank(sp),
@@ -157,26 +172,57 @@ def checkpoint_spectrum(
     try:
         row["alpha"] = power_law_alpha(sp, k_min=1 if center else 2).alpha
     except InputError:
-        row["alpha"] = float("nan")
-    try:
-        row["richness"] = richness(features, out)
-    except InputError:
-        row["richness"] = float("nan")
+        row["alpha"] = nan
+    row["richness"] = nan
+    if out is not None:
+        try:
+            row["richness"] = richness(features, out)
+        except InputError:
+            pass
     if classification:
         row["n_classes"] = C
         row["regime"] = regime(dc, C) if C and C >= 2 else None
-        row["accuracy"] = float(np.mean(out.argmax(1) == t)) if out.shape[1] == C else float("nan")
+        row["accuracy"] = float(np.mean(out.argmax(1) == t)) if out is not None and out.shape[1] == C else nan
         try:
-            nc = neural_collapse(features, t, weights=weights, bias=bias,
-                                 predictions=None if weights is not None else out.argmax(1), n_classes=C)
+            preds = out.argmax(1) if (weights is None and out is not None and out.shape[1] == C) else None
+            nc = neural_collapse(features, t, weights=weights, bias=bias, predictions=preds, n_classes=C)
             row.update(nc1=nc.nc1, nc2=nc.nc2, nc2_equinorm=nc.nc2_equinorm, nc2_equiangular=nc.nc2_equiangular,
                        nc3=nc.nc3, nc4=nc.nc4)
         except InputError as exc:  # e.g. a class absent from a subsample: say so in the row, not silently
-            row.update(nc1=float("nan"), nc2=float("nan"), nc3=float("nan"), nc4=float("nan"), nc_error=str(exc))
+            row.update(nc1=nan, nc2=nan, nc3=nan, nc4=nan, nc_error=str(exc))
     else:
         y = t[:, None] if t.ndim == 1 else t
-        row["mse"] = float(((out - y) ** 2).sum(1).mean()) if out.shape == y.shape else float("nan")
+        row["mse"] = float(((out - y) ** 2).sum(1).mean()) if out is not None and out.shape == y.shape else nan
     return sp, row
+
+
+def feature_report(
+    features: Any,
+    labels: Any,
+    *,
+    weights: Any = None,
+    bias: Any = None,
+    outputs: Any = None,
+    center: bool = False,
+    n_eigenvalues: int = 20,
+) -> dict[str, Any]:
+    """Everything ``deepgeom spectrum FEATURES.npy --labels LABELS.npy`` prints, as a plain dict.
+
+    The row of :func:`checkpoint_spectrum` (dominant count and its rule's numbers, regime, Π, NC1–NC4,
+    RankMe, α, participation ratio, richness) plus the top ``n_eigenvalues`` eigenvalues and
+    ``centered``. ``labels`` must be integer class labels; NC3/NC4 need ``weights`` (or ``outputs`` for NC4).
+    """
+    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"labels must be integer class labels; got dtype {y.dtype}"
+                         + (" (cast them with labels.astype(int))" if np.issubdtype(y.dtype, np.floating) else ""))
+    if y.ndim != 1:
+        raise InputError(f"labels must be 1-D, one class per example; got shape {y.shape}")
+    sp, row = checkpoint_spectrum(features, outputs, y, weights=weights, bias=bias, center=center,
+                                  n_classes=None if weights is None else int(np.shape(weights)[0]))
+    row["centered"] = bool(center)
+    row["eigenvalues"] = sp.eigenvalues[:n_eigenvalues].tolist()
+    return row
 
 
 def _checkpoint_list(checkpoints: Any, build: Callable[[], nn.Module] | None) -> tuple[list[tuple[int, Any]], Any]:
