@@ -41,6 +41,15 @@ from deepgeom.functional.neighbors import knn
 FIXTURE = Path(__file__).parent / "fixtures" / "dadapy" / "dadapy_twonn.json"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small problems: on the loaded 2-core machine, 2 OpenMP threads make them several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def quiet(fn, *args, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

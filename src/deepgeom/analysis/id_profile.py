@@ -175,7 +175,10 @@ def load_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"table {path} does not exist")
     if path.suffix.lower() == ".csv":
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
+        if "note" in df:  # CSV cannot tell an empty note from a missing one
+            df["note"] = df["note"].fillna("").astype(str)
+        return df
     if path.suffix.lower() in (".parquet", ".pq"):
         return pd.read_parquet(path)
     raise InputError(f"table path must end in .csv or .parquet; got {path.name!r}")
