@@ -476,6 +476,7 @@ def test_minilm_per_token_and_mean_pooled(minilm):
 
 
 # --------------------------------------------------------------------------------------------------- CLI
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_cli_layers_and_capture_on_a_module_file(tmp_path, capsys):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))
@@ -497,6 +498,20 @@ def test_cli_layers_and_capture_on_a_module_file(tmp_path, capsys):
     assert cli_main(["capture", "--module", str(tmp_path / "m.pt"), "--input", str(tmp_path / "x.npy"),
                      "--layers", "relu9", "--out", str(out)]) == 2
     assert "unknown layer 'relu9'" in capsys.readouterr().err
+    # TorchScript: layers are listed; input/output capture; sub-module hooks cannot fire → clear error
+    torch.jit.save(torch.jit.script(model), tmp_path / "ts.pt")
+    ts = ["--torchscript", str(tmp_path / "ts.pt"), "--input", str(tmp_path / "x.npy"), "--no-progress"]
+    assert cli_main(["capture", *ts, "--out", str(tmp_path / "ts")]) == 0
+    capsys.readouterr()
+    cap = load_capture(tmp_path / "ts")
+    assert cap.layers == ["input", "output"]
+    with torch.no_grad():
+        np.testing.assert_array_equal(cap["output"], model(torch.from_numpy(X)).numpy())
+    assert cli_main(["capture", *ts, "--layers", "1", "--out", str(tmp_path / "ts1")]) == 2
+    assert "TorchScript" in capsys.readouterr().err
+    np.save(tmp_path / "sd.pt", X)
+    assert cli_main(["layers", "--module", str(tmp_path / "sd.pt.npy")]) == 2
+    assert "torch.save(model)" in capsys.readouterr().err
 
 
 def test_cli_capture_family_model(tmp_path, capsys):

@@ -71,7 +71,10 @@ def list_layers(model: nn.Module, *, with_types: bool = False) -> list[str] | li
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """``model.analysis_layers`` when the model declares them, else input + every leaf module + output."""
+    """``model.analysis_layers`` when the model declares them, else input + every leaf module + output
+    (only input + output for a TorchScript model)."""
+    if isinstance(model, torch.jit.ScriptModule):  # hooks on scripted sub-modules never fire
+        return [INPUT, OUTPUT]
     declared = getattr(model, "analysis_layers", None)
     if declared:
         return resolve_layers(model, list(declared))
@@ -149,10 +152,10 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
 
 def module_for(model: nn.Module, name: str) -> nn.Module:
     """The sub-module called ``name`` (not for the pseudo-layers)."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError as exc:
-        raise _unknown(name, list_layers(model), model) from exc
+    modules = dict(model.named_modules())  # (get_submodule is not supported on TorchScript modules)
+    if name in (INPUT, OUTPUT) or name not in modules:
+        raise _unknown(name, list_layers(model), model)
+    return modules[name]
 
 
 def parameter_device(model: nn.Module) -> torch.device | None:

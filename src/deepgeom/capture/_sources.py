@@ -6,7 +6,6 @@ arguments; each helper returns plain objects that :func:`capture` accepts.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +95,7 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
     else:
         try:
             model = torch.load(path, map_location="cpu", weights_only=False)
-        except (zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways (UnpicklingError, EOF, zip)
             raise InputError(f"{path} is not a file written by torch.save(model): {exc}") from exc
         if not isinstance(model, nn.Module):
             raise InputError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module (save the whole "

@@ -324,6 +324,10 @@ def stream(
                          "first, or pass the model's device")
     float_dtype = parameter_dtype(model)
     modules = {n: module_for(model, n) for n in names if n not in (INPUT, OUTPUT)}
+    if modules and isinstance(model, torch.jit.ScriptModule):
+        raise InputError(f"{type(model).__name__} is a TorchScript model: its sub-modules run inside compiled "
+                         f"code where forward hooks do not fire, so only 'input' and 'output' can be captured "
+                         f"(asked for {list(modules)}); capture the original nn.Module instead")
     return _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduce, repeated,
                        forward, progress)
 
