@@ -332,6 +332,25 @@ def test_spilled_arrays_equal_in_memory_arrays(net, x, tmp_path):
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_error_mid_capture_leaves_no_partial_files(tmp_path):
+    class FailsOnThirdBatch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.calls = nn.Linear(3, 4), 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("boom")
+            return self.fc(x)
+
+    m = FailsOnThirdBatch()
+    with pytest.raises(RuntimeError, match="boom"):
+        capture(m, torch.randn(30, 3), ["input", "fc"], batch_size=10, memory_budget=0, spill_dir=tmp_path,
+                progress=False)
+    assert list(tmp_path.iterdir()) == [] and _hooks(m) == 0 and m.training
+
+
 def test_save_load_round_trip_and_manifest(net, x, tmp_path):
     y = torch.arange(50) % 3
     net.analysis_layers = ["input", "stem", "block", "pair", "output"]
