@@ -9,7 +9,6 @@ and the output 1); Ansuini et al. plot the layer index over the number of analys
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ import pandas as pd
 
 from ..errors import InputError, UnknownNameError
 from ..functional.intrinsic_dim import find_duplicates, gride, levina_bickel, pca_id, twonn
-from ..functional.intrinsic_dim._common import is_constant
+from ..functional.intrinsic_dim._common import _subset, is_constant
+from ..functional.neighbors import knn
 
 __all__ = ["id_profile", "save_table", "load_table", "ESTIMATORS"]
 
@@ -122,34 +122,39 @@ def id_profile(
         row: dict[str, Any] = dict(layer=name, relative_depth=float(depth[name]), D=int(X.shape[1]),
                                    n=int(X.shape[0]))
         info = find_duplicates(X)
+        n_unique = X.shape[0] - info.n_duplicates
         row["n_duplicates"] = info.n_duplicates
         note = ""
-        degenerate = X.shape[0] - info.n_duplicates < 5 or is_constant(X)
+        degenerate = n_unique < 5 or is_constant(X)
+        nb = None
         if degenerate:
             note = "constant or nearly all-duplicate layer: no ID"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # duplicates are reported in n_duplicates
-            for est in estimators:
-                if est in ("twonn", "twonn_mle"):
-                    r = None if degenerate else twonn(X, fraction=fraction, method="lsq" if est == "twonn" else "mle",
-                                                      device=device)
-                    row[f"{est}_id"] = np.nan if r is None else r.id
-                    row[f"{est}_err"] = np.nan if r is None else r.error
-                    if est == "twonn":
-                        row["twonn_underestimate"] = False if r is None else r.likely_underestimate
-                elif est == "pca":
-                    r = None if degenerate else pca_id(X, threshold=threshold, standardize=standardize, device=device)
-                    row["pca_id"] = np.nan if r is None else r.id
-                    row["pca_pr"] = np.nan if r is None else r.participation_ratio
-                elif est == "gride":
-                    r = None if degenerate else gride(X, n1=2, n2=4, device=device)
-                    row["gride_id"] = np.nan if r is None else r.id
-                    row["gride_err"] = np.nan if r is None else r.error
-                else:
-                    k2 = min(20, X.shape[0] - info.n_duplicates - 1)
-                    r = None if degenerate else levina_bickel(X, k1=min(10, k2), k2=k2, device=device)
-                    row["levina_bickel_id"] = np.nan if r is None else r.id
-                    row["levina_bickel_err"] = np.nan if r is None else r.error
+        else:
+            # one exact neighbour search on the distinct rows serves every neighbour-based estimator
+            k_lb = min(20, n_unique - 1)
+            k = max([2] + [4 for e in estimators if e == "gride"] + [k_lb for e in estimators if e == "levina_bickel"])
+            if any(e != "pca" for e in estimators):
+                nb = knn(X if info.n_duplicates == 0 else _subset(X, info.keep), k, device=device)
+        for est in estimators:
+            if est in ("twonn", "twonn_mle"):
+                r = None if nb is None else twonn(neighbors=nb, fraction=fraction,
+                                                  method="lsq" if est == "twonn" else "mle")
+                row[f"{est}_id"] = np.nan if r is None else r.id
+                row[f"{est}_err"] = np.nan if r is None else r.error
+                if est == "twonn":
+                    row["twonn_underestimate"] = False if r is None else r.likely_underestimate
+            elif est == "pca":
+                r = None if degenerate else pca_id(X, threshold=threshold, standardize=standardize, device=device)
+                row["pca_id"] = np.nan if r is None else r.id
+                row["pca_pr"] = np.nan if r is None else r.participation_ratio
+            elif est == "gride":
+                r = None if nb is None else gride(neighbors=nb, n1=2, n2=4)
+                row["gride_id"] = np.nan if r is None else r.id
+                row["gride_err"] = np.nan if r is None else r.error
+            else:
+                r = None if nb is None else levina_bickel(neighbors=nb, k1=min(10, k_lb), k2=k_lb)
+                row["levina_bickel_id"] = np.nan if r is None else r.id
+                row["levina_bickel_err"] = np.nan if r is None else r.error
         row["note"] = note
         rows.append(row)
     return pd.DataFrame(rows)
@@ -177,7 +182,7 @@ def load_table(path: str | Path) -> pd.DataFrame:
     if path.suffix.lower() == ".csv":
         df = pd.read_csv(path)
         if "note" in df:  # CSV cannot tell an empty note from a missing one
-            df["note"] = df["note"].fillna("").astype(str)
+            df["note"] = df["note"].astype(object).where(df["note"].notna(), "").astype(str)
         return df
     if path.suffix.lower() in (".parquet", ".pq"):
         return pd.read_parquet(path)
