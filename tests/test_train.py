@@ -146,6 +146,11 @@ def test_checkpoints_round_trip(digits, tmp_path):
     pd.testing.assert_frame_equal(run.history, res.history, check_exact=False, rtol=1e-15)
     info = json.loads((run_dir / "config.json").read_text())
     assert info["epochs_done"] == 3 and info["data"]["n_train"] == 200
+    # the same config may be redone in place (deterministic); a different one may not mix into it
+    again = train(cfg, run_dir, dataset=subset(digits, 200), progress=False)
+    pd.testing.assert_frame_equal(again.history, res.history, check_exact=True)
+    with pytest.raises(InputError, match="already holds a different training run"):
+        train(small_cnn(epochs=1), run_dir, dataset=subset(digits, 200), progress=False)
     with pytest.raises(UnknownNameError, match="checkpoint epoch 2"):
         load_model(run_dir, 2)
     with pytest.raises(InputError, match="not a deepgeom run directory"):
@@ -208,6 +213,10 @@ def test_progress_bar_on_stderr(digits, capsys):
     (dict(momentum=-1), InputError, "momentum"),
     (dict(epochs=-1), InputError, "epochs"),
     (dict(batch_size=0), InputError, "batch_size"),
+    (dict(batch_size="many"), InputError, "batch_size must be an integer >= 1; got 'many'"),
+    (dict(width=2.5), InputError, "width"),
+    (dict(depth=0), InputError, "depth"),
+    (dict(seed=True), InputError, "seed"),
     (dict(shuffle_fraction=1.5), InputError, r"shuffle_fraction must be in \[0.0, 1.0\]; got 1.5"),
     (dict(epochs=5, checkpoint_epochs=[2, 9]), InputError, r"checkpoint epochs \[9\] lie beyond epochs=5"),
     (dict(checkpoint_epochs=["x"]), InputError, "checkpoint"),

@@ -58,6 +58,18 @@ class TrainingDivergedError(DeepgeomError):
     """The loss became NaN or Inf (usually a learning rate too large for the model and loss)."""
 
 
+def _whole(value: Any, name: str, minimum: int) -> int:
+    """An integer >= minimum (bools and non-integral numbers refused), else InputError naming it."""
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    try:
+        return check_positive_int(value, name, minimum=minimum)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}") from exc
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; saved as ``config.json`` and enough to repeat it.
@@ -114,18 +126,21 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise InputError(f"{name} must be a number >= 0; got {v!r}")
-        self.epochs = check_positive_int(self.epochs, "epochs", minimum=0)
-        self.batch_size = check_positive_int(self.batch_size, "batch_size")
-        self.eval_batch_size = check_positive_int(self.eval_batch_size, "eval_batch_size")
-        self.seed = check_positive_int(self.seed, "seed", minimum=0)
+        self.epochs = _whole(self.epochs, "epochs", 0)
+        self.batch_size = _whole(self.batch_size, "batch_size", 1)
+        self.eval_batch_size = _whole(self.eval_batch_size, "eval_batch_size", 1)
+        self.seed = _whole(self.seed, "seed", 0)
+        self.width = None if self.width is None else _whole(self.width, "width", 1)
+        self.depth = None if self.depth is None else _whole(self.depth, "depth", 1)
         self.shuffle_fraction = check_fraction(self.shuffle_fraction, "shuffle_fraction")
         if not isinstance(self.dataset_options, dict) or not isinstance(self.model_options, dict):
             raise InputError("dataset_options and model_options must be dicts")
         epochs = [0, self.epochs] if self.checkpoint_epochs is None else [0, *self.checkpoint_epochs]
         try:
-            ck = sorted({check_positive_int(e, "checkpoint epoch", minimum=0) for e in epochs})
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"checkpoint_epochs must be whole epoch numbers; got {self.checkpoint_epochs!r}") from exc
+            ck = sorted({_whole(e, "checkpoint epoch", 0) for e in epochs})
+        except InputError as exc:
+            raise InputError(f"checkpoint_epochs must be whole epoch numbers >= 0; got "
+                             f"{self.checkpoint_epochs!r}") from exc
         if ck[-1] > self.epochs:
             raise InputError(f"checkpoint epochs {[e for e in ck if e > self.epochs]} lie beyond "
                              f"epochs={self.epochs}")
@@ -406,6 +421,26 @@ def _deterministic(seed: int, device: torch.device) -> Iterator[None]:
 
 # ----------------------------------------------------------------------------- training
 
+def _check_out_dir(out_path: Path, config: TrainConfig) -> None:
+    """Refuse to mix two runs in one directory: an existing run there must have the same config
+    (then it is simply redone, e.g. after an interruption; training is deterministic)."""
+    if out_path.exists() and not out_path.is_dir():
+        raise InputError(f"out_dir {out_path} exists and is not a directory")
+    cfg_file = out_path / "config.json"
+    if not cfg_file.is_file():
+        if _list_checkpoints(out_path):
+            raise InputError(f"{out_path} holds checkpoints but no config.json; choose an empty directory")
+        return
+    try:
+        previous = json.loads(cfg_file.read_text(encoding="utf-8")).get("train")
+    except (json.JSONDecodeError, AttributeError):
+        previous = None
+    if previous != json.loads(json.dumps(config.to_dict())):
+        raise InputError(f"{out_path} already holds a different training run (see its config.json); "
+                         "choose another output directory or delete that one")
+
+
+
 def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, dataset: Any = None,
           progress: bool = True) -> TrainResult:
     """Train a model family on a dataset with true or shuffled labels; record and checkpoint it.
@@ -451,6 +486,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
     device = torch.device(config.device)
     data = _prepare_data(config, dataset)
     out_path = Path(out_dir) if out_dir is not None else None
+    if out_path is not None:
+        _check_out_dir(out_path, config)
     from tqdm.auto import tqdm
 
     with _deterministic(config.seed, device):
