@@ -316,6 +316,9 @@ def test_tokens_without_mask_keeps_every_token():
 def test_spilled_arrays_equal_in_memory_arrays(net, x, tmp_path):
     ram = capture(net, x, "*", batch_size=8, memory_budget="1GB", progress=False)
     assert ram.spilled == {}
+    assert "head" in ram and "nope" not in ram and ram.get("nope") is None
+    with pytest.raises(UnknownNameError, match="unknown captured layer 'nope'; known: input, stem.0"):
+        ram["nope"]
     disk = capture(net, x, "*", batch_size=8, memory_budget=0, progress=False)
     assert set(disk.spilled) == set(disk.layers)
     # a budget for ~3 of the 12 layers: the largest spill, the rest stay in RAM

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, UnknownNameError
 from ._layers import LayerSpec
 from ._stream import n_examples, stream
 
@@ -38,6 +38,13 @@ _FORMAT = "deepgeom-capture"
 _RESERVED = {"manifest", "labels"}
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+class UnknownLayerError(UnknownNameError, KeyError):
+    """A layer that is not in the capture: an :class:`UnknownNameError` that is also a ``KeyError``, so
+    ``Mapping.get`` and ``in`` work as for any mapping."""
+
+    __str__ = Exception.__str__  # KeyError would print the message with quotes around it
 
 
 def parse_bytes(value: int | float | str) -> int:
@@ -187,8 +194,7 @@ class Capture(Mapping):
         try:
             return self._arrays[layer]
         except KeyError:
-            from ..errors import UnknownNameError
-            raise UnknownNameError("captured layer", layer, list(self._arrays)) from None
+            raise UnknownLayerError("captured layer", layer, list(self._arrays)) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._arrays)
