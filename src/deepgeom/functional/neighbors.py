@@ -178,33 +178,39 @@ def _merge(cand_v: torch.Tensor, cand_i: torch.Tensor, s: slice, new_v: torch.Te
     cand_i[s] = torch.gather(i, 1, pos)
 
 
-def _symmetric_search(Xc: torch.Tensor, sq: torch.Tensor, K: int, B: int, Dc: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """K smallest approximate squared distances per row, each block pair (bi ≤ bj) computed once."""
+def _symmetric_search(Xc: torch.Tensor, sq: torch.Tensor, K: int, B: int, W: int, Dc: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K smallest approximate squared distances per row, each unordered pair computed once.
+
+    Row block i (B rows) is multiplied with the columns from its own first row onwards, in chunks
+    of W columns: the upper triangle of the distance matrix plus the B×B diagonal squares (a
+    fraction B/N of extra work).  Each chunk updates its rows (along rows) and, transposed, the rows
+    of its columns (the diagonal square only along rows, so no pair is counted twice).
+    """
     n, d = Xc.shape
     dev = Xc.device
     sq32 = sq.to(torch.float32)
     cand_v = torch.full((n, K), math.inf, dtype=torch.float32, device=dev)
     cand_i = torch.full((n, K), -1, dtype=torch.int64, device=dev)
-    starts = list(range(0, n, B))
-    for a, i0 in enumerate(starts):
+    for i0 in range(0, n, B):
         i1 = min(n, i0 + B)
         Xi = Xc[i0:i1]
-        for j0 in starts[a:]:
-            j1 = min(n, j0 + B)
+        for j0 in range(i0, n, W):
+            j1 = min(n, j0 + W)
             Xj = Xc[j0:j1]
-            # d2 = s_j - 2 Xi Xjᵀ (+ s_i below), accumulated over feature chunks of at most Dc
+            # d2 = s_j - 2 Xi Xjᵀ + s_i, the product accumulated over feature chunks of at most Dc
             d2 = torch.addmm(sq32[None, j0:j1], Xi[:, :Dc], Xj[:, :Dc].T, beta=1.0, alpha=-2.0)
             for c0 in range(Dc, d, Dc):
                 d2.addmm_(Xi[:, c0 : c0 + Dc], Xj[:, c0 : c0 + Dc].T, alpha=-2.0)
             d2.add_(sq32[i0:i1, None])
-            if j0 == i0:
-                d2.fill_diagonal_(math.inf)
-            # the block serves rows i0:i1 (along its rows) and rows j0:j1 (along its columns)
+            skip = 0
+            if j0 == i0:  # the diagonal square: exclude each point itself
+                d2[:, : i1 - i0].fill_diagonal_(math.inf)
+                skip = i1 - i0
             v, p = torch.topk(d2, min(K, j1 - j0), dim=1, largest=False, sorted=False)
             _merge(cand_v, cand_i, slice(i0, i1), v, p + j0)
-            if j0 != i0:
-                v, p = torch.topk(d2.T.contiguous(), min(K, i1 - i0), dim=1, largest=False, sorted=False)
-                _merge(cand_v, cand_i, slice(j0, j1), v, p + i0)
+            if j1 > j0 + skip:
+                v, p = torch.topk(d2[:, skip:].T.contiguous(), min(K, i1 - i0), dim=1, largest=False, sorted=False)
+                _merge(cand_v, cand_i, slice(j0 + skip, j1), v, p + i0)
     return cand_v, cand_i
 
 
@@ -267,11 +273,14 @@ def _pair_sqdist(X: Any, r: torch.Tensor, c: torch.Tensor, dev: torch.device, bu
     for c0 in range(0, d, Dc):
         c1 = min(d, c0 + Dc)
         A = X[:, c0:c1].to(dev) if in_memory else torch.from_numpy(np.ascontiguousarray(X[:, c0:c1])).to(dev)
+        if A.dtype == torch.bool:
+            A = A.to(torch.uint8)
         pb = max(1, budget // max(1, (c1 - c0) * 8 * 3))
         for p0 in range(0, P, pb):
             p1 = min(P, p0 + pb)
-            diff = A[r[p0:p1]].to(torch.float64) - A[c[p0:p1]].to(torch.float64)
-            out[p0:p1] += diff.square_().sum(1)
+            diff = torch.index_select(A, 0, r[p0:p1]).to(torch.float64)
+            diff.sub_(torch.index_select(A, 0, c[p0:p1]))  # exact: float32 → float64 differences
+            out[p0:p1] += torch.linalg.vector_norm(diff, dim=1).square_()
         del A
     return out
 
@@ -378,7 +387,8 @@ def knn(
         X: (N, D) numpy array, torch tensor or numpy memmap (streamed).
         k: neighbours per point (1 ≤ k ≤ N−1).
         device: ``None``/``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when present; same results).
-        block_rows: rows per block of the distance matrix (default: 2048, capped by ``memory_bytes``).
+        block_rows: rows per block of the distance matrix (default 1024; the row block meets column
+            chunks of up to ``memory_bytes``/(12·B) columns).
         block_features: feature columns per product chunk (bounds h above; default 4096).
         margin: extra candidates m kept per row beyond k (more → fewer fallback rows).
         memory_bytes: working-memory budget for one block/slab.
@@ -410,29 +420,35 @@ def knn(
         src = X
         cand_v, cand_i, sq, h = _slab_search(X, torch.arange(n), mean, K, torch.float32, dev, memory_bytes, Dc, None)
     else:
-        src = as_tensor(X)
-        check_finite_values(src, "X")
-        src = src.to(dev)
-        mean = torch.zeros(d, dtype=torch.float64, device=dev)
+        src = as_tensor(X).to(dev)
         br = block_size_for(d, 8, memory_bytes)
+        mean = torch.zeros(d, dtype=torch.float64, device=dev)
         for s0 in range(0, n, br):
-            mean += src[s0 : s0 + br].to(torch.float64).sum(0)
+            mean += torch.sum(src[s0 : s0 + br], 0, dtype=torch.float64)
+        if not bool(torch.isfinite(mean).all()):  # a NaN/Inf anywhere makes its column sum non-finite
+            check_finite_values(src, "X")
+            raise InputError("X has values too large to sum in float64; rescale it")
         mean /= n
-        Xc = torch.empty((n, d), dtype=torch.float32, device=dev)
-        sq = torch.empty(n, dtype=torch.float64, device=dev)
-        for s0 in range(0, n, br):
-            blk = (src[s0 : s0 + br].to(torch.float64) - mean).to(torch.float32)
-            Xc[s0 : s0 + br] = blk
-            sq[s0 : s0 + br] = blk.to(torch.float64).square().sum(1)
-        B = block_rows or 2048
-        B = max(1, min(n, check_positive_int(B, "block_rows"), int(math.sqrt(memory_bytes / 12))))
-        cand_v, cand_i = _symmetric_search(Xc, sq, K, B, Dc)
+        # any common shift leaves distances unchanged, so float32 data are centred in float32
+        # (one correctly rounded subtraction, the same error model as rounding a float64 difference)
+        if src.dtype == torch.float32:
+            Xc = src - mean.to(torch.float32)
+        else:
+            Xc = torch.empty((n, d), dtype=torch.float32, device=dev)
+            for s0 in range(0, n, br):
+                Xc[s0 : s0 + br] = (src[s0 : s0 + br].to(torch.float64) - mean).to(torch.float32)
+        sq = torch.linalg.vector_norm(Xc, dim=1, dtype=torch.float64).square_()
+        B = max(1, min(n, check_positive_int(block_rows or 1024, "block_rows"), int(math.sqrt(memory_bytes / 12))))
+        W = max(B, min(n, memory_bytes // (12 * B)))
+        cand_v, cand_i = _symmetric_search(Xc, sq, K, B, W, Dc)
         del Xc
     # refinement streams feature chunks of this width in both paths, so memmap and in-memory agree bitwise
     Dr = max(1, min(d, memory_bytes // (n * 8)))
     u = _matmul_unit(torch.float32, dev)
     dist, idx, ok = _refine(src, torch.arange(n, device=dev), cand_v, cand_i, sq, k, u, h, U32, dev,
                             memory_bytes, Dr, complete)
+    if float(sq.max()) > 1e36:  # squares beyond float32's range: the float32 search proves nothing
+        ok = torch.zeros_like(ok)
     n_fallback = int((~ok).sum())
     if n_fallback:
         rows = (~ok).nonzero()[:, 0]
