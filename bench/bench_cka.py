@@ -1,0 +1,204 @@
+"""All-pairs CKA heatmap of two models: deepgeom vs torch-cka vs ckatorch, same models, same data, same run.
+
+    python bench/bench_cka.py            # N = 5,120 (heatmap) + the 2 models × 20+ layers × 10,000 case
+    python bench/bench_cka.py --quick    # N = 2,048, scale case at 4,000
+
+Models: a 12-hidden-layer MLP (width 256) and an 8-layer 1-D CNN (32 channels on length-40 inputs,
+D = 1,280 per layer), every ReLU output plus the logits (13 × 9 layers), on mnist1d-shaped Gaussian
+inputs; minibatch CKA with batch 256 (Nguyen et al. 2021), one pass in a fixed order.
+
+* deepgeom: ``cka_matrix(model_a, model_b, x, batch_size=256)`` — one pass, U-centred kernels per
+  batch, all pairs from one matrix product, float64 accumulation.
+* torch-cka 0.21: ``CKA(...).compare(loader)`` with an unshuffled loader and the layers listed (its
+  defaults would hook every module and zip a shuffled loader with itself). It computes HSIC₁ in
+  float32 on uncentred Grams, pair by pair (three n×n×n products per pair per batch).
+* ckatorch 1.0.3: its ``CKA`` class cannot take (B, D) layer outputs (``torch.bmm`` needs 3-D) and
+  overwrites its matrix every batch (only the last batch of each epoch counts), so the anchor is its
+  own minibatch function ``ckatorch.core.cka_batch`` on every layer pair, with all activations held as
+  (n_batches, B, D) stacks (captured with forward hooks in the same single pass).
+
+Each method runs in a fresh subprocess (fair peak memory: anonymous RSS above the level after the
+models and data are loaded, sampled every 20 ms). Prints times, ratios, peak memory and the largest
+|difference| of the matrices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import PeakMemory, cpu_info, loadavg, print_table  # noqa: E402
+
+BATCH = 256
+
+
+def models(scale: bool = False):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    depth_a, depth_b = (22, 20) if scale else (12, 8)
+    mods = [nn.Linear(40, 256), nn.ReLU()]
+    for _ in range(depth_a - 1):
+        mods += [nn.Linear(256, 256), nn.ReLU()]
+    a = nn.Sequential(*mods, nn.Linear(256, 10))
+    convs = [nn.Conv1d(1, 32, 3, padding=1), nn.ReLU()]
+    for _ in range(depth_b - 1):
+        convs += [nn.Conv1d(32, 32, 3, padding=1), nn.ReLU()]
+    b = nn.Sequential(nn.Unflatten(1, (1, 40)), *convs, nn.Flatten(), nn.Linear(32 * 40, 10))
+    la = [n for n, m in a.named_modules() if isinstance(m, nn.ReLU)] + [str(len(a) - 1)]
+    lb = [n for n, m in b.named_modules() if isinstance(m, nn.ReLU)] + [str(len(b) - 1)]
+    return a.eval(), b.eval(), la, lb
+
+
+def data(n: int):
+    import torch
+
+    return torch.randn(n, 40, generator=torch.Generator().manual_seed(1))
+
+
+# ----------------------------------------------------------------------------------------- methods
+def run_deepgeom(a, b, la, lb, x):
+    from deepgeom.analysis.similarity import cka_matrix
+
+    return cka_matrix(a, b, x, layers_a=la, layers_b=lb, batch_size=BATCH, progress=False).values
+
+
+def run_deepgeom32(a, b, la, lb, x):
+    import torch
+
+    from deepgeom.analysis.similarity import cka_matrix
+
+    return cka_matrix(a, b, x, layers_a=la, layers_b=lb, batch_size=BATCH, progress=False,
+                      compute_dtype=torch.float32).values
+
+
+def run_torch_cka(a, b, la, lb, x):
+    import warnings
+
+    from torch.utils.data import DataLoader, TensorDataset
+    from torch_cka import CKA
+
+    loader = DataLoader(TensorDataset(x), batch_size=BATCH, shuffle=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c = CKA(a, b, model1_name="A", model2_name="B", model1_layers=la, model2_layers=lb)
+        try:
+            c.compare(loader)
+        except AssertionError:  # "HSIC computation resulted in NANs": keep the matrix it computed
+            pass
+    M = c.hsic_matrix.numpy()
+    order_a, order_b = c.model1_info["Layers"], c.model2_info["Layers"]
+    # torch-cka labels rows by named_modules order; values come in hook-firing order (same here)
+    return M[[order_a.index(n) for n in la]][:, [order_b.index(n) for n in lb]]
+
+
+def run_ckatorch(a, b, la, lb, x):
+    import torch
+    from ckatorch.core import cka_batch
+
+    feats = {("a", n): [] for n in la} | {("b", n): [] for n in lb}
+    hooks = []
+    for side, model, names in (("a", a, la), ("b", b, lb)):
+        mods = dict(model.named_modules())
+        for n in names:
+            hooks.append(mods[n].register_forward_hook(
+                lambda _m, _i, out, key=(side, n): feats[key].append(out.detach().flatten(1))))
+    nfull = (x.shape[0] // BATCH) * BATCH  # cka_batch needs equal batch sizes
+    with torch.no_grad():
+        for s in range(0, nfull, BATCH):
+            a(x[s:s + BATCH])
+            b(x[s:s + BATCH])
+    for h in hooks:
+        h.remove()
+    stacks = {k: torch.stack(v) for k, v in feats.items()}  # (n_batches, B, D)
+    M = torch.zeros(len(la), len(lb), dtype=torch.float64)
+    for i, na in enumerate(la):
+        for j, nb in enumerate(lb):
+            M[i, j] = cka_batch(stacks[("a", na)], stacks[("b", nb)])
+    return M.numpy()
+
+
+METHODS = {"deepgeom": run_deepgeom, "deepgeom-f32": run_deepgeom32, "torch-cka": run_torch_cka,
+           "ckatorch": run_ckatorch}
+
+
+def worker(method: str, n: int, scale: bool, out: str) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    a, b, la, lb = models(scale)
+    x = data(n)
+    with torch.no_grad():
+        a(x[:BATCH])
+        b(x[:BATCH])
+    with PeakMemory() as pm:
+        base = pm.peak_mb
+        t0 = time.perf_counter()
+        M = METHODS[method](a, b, la, lb, x)
+        secs = time.perf_counter() - t0
+    np.save(out, np.asarray(M, dtype=np.float64))
+    print(json.dumps({"method": method, "seconds": secs, "peak_mb": pm.peak_mb - base, "layers": [len(la), len(lb)]}))
+
+
+def call(method: str, n: int, scale: bool, out: Path) -> dict:
+    p = subprocess.run([sys.executable, __file__, "--worker", method, "--n", str(n), "--out", str(out)]
+                       + (["--scale"] if scale else []), capture_output=True, text=True, check=False)
+    if p.returncode:
+        return {"method": method, "error": (p.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller N")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--scale", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.n, args.scale, args.out)
+        return 0
+    import numpy as np
+
+    out = HERE / "out" / "cka"
+    out.mkdir(parents=True, exist_ok=True)
+    n = 2048 if args.quick else 5120  # whole batches: ckatorch's cka_batch needs equal batch sizes
+    print(f"bench_cka: {cpu_info()}; load {loadavg()}; N = {n}, batch {BATCH}")
+    rows, mats = [], {}
+    for m in METHODS:
+        r = call(m, n, False, out / f"{m}.npy")
+        if "error" not in r:
+            mats[m] = np.load(out / f"{m}.npy")
+        rows.append(r)
+    ref = mats.get("deepgeom")
+    base = next(r for r in rows if r["method"] == "deepgeom")
+    for r in rows:
+        if "error" in r or ref is None:
+            continue
+        M = mats[r["method"]]
+        r["max_abs_diff"] = float(np.nanmax(np.abs(M - ref))) if M.shape == ref.shape else None
+        r["nan"] = int(np.isnan(M).sum())  # torch-cka: float32 HSIC of ReLU features goes negative → NaN
+        r["time_ratio"] = r["seconds"] / base["seconds"]
+        r["memory_ratio"] = r["peak_mb"] / max(base["peak_mb"], 1.0)
+    print_table(rows, ["method", "seconds", "time_ratio", "peak_mb", "memory_ratio", "max_abs_diff", "nan", "error"],
+                title=f"two models ({rows[0].get('layers')} layers), N = {n}: ratios relative to deepgeom")
+    ns = 4000 if args.quick else 10000
+    r = call("deepgeom", ns, True, out / "scale.npy")
+    print_table([r], ["method", "seconds", "peak_mb", "layers", "error"],
+                title=f"scale: 2 models × 20+ layers × {ns} examples (deepgeom only), load {loadavg()}")
+    (out / "results.json").write_text(json.dumps({"heatmap": rows, "scale": r, "n": n, "load": loadavg()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
