@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 __all__ = [
     "resolve_device",
     "as_tensor",
@@ -120,7 +122,7 @@ def gram(
     n, d = X.shape
     m = Y.shape[0]
     if Y.shape[1] != d:
-        raise ValueError(f"X and Y need the same number of features for a Gram matrix; got {d} and {Y.shape[1]}")
+        raise InputError(f"X and Y need the same number of features for a Gram matrix; got {d} and {Y.shape[1]}")
     mx = column_mean(X) if center else None
     my = (mx if same else column_mean(Y)) if center else None
     itemsize = torch.tensor([], dtype=compute_dtype).element_size()
