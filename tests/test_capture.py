@@ -177,6 +177,15 @@ def test_capture_equals_manual_forward_exactly(net, x):
     assert _hooks(net) == 0 and net.training and net.drop.training
 
 
+def test_package_is_callable_as_capture(net, x):
+    import deepgeom
+    import deepgeom.capture as dc
+
+    a = deepgeom.capture(net, x, "head", progress=False)
+    np.testing.assert_array_equal(a["head"], dc.capture(net, x, "head", progress=False)["head"])
+    assert dc.stream is stream and isinstance(a, Capture)
+
+
 def test_batched_stream_equals_per_batch_forward(net, x):
     got = list(stream(net, x.numpy(), ["stem.1", "output"], batch_size=16))
     assert [len(b["output"]) for b in got] == [16, 16, 16, 2]

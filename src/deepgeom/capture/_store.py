@@ -30,7 +30,7 @@ from ..errors import InputError, UnknownNameError
 from ._layers import LayerSpec
 from ._stream import n_examples, stream
 
-__all__ = ["Capture", "capture", "load_capture", "parse_bytes", "MANIFEST", "LABELS_FILE"]
+__all__ = ["Capture", "UnknownLayerError", "capture", "load_capture", "parse_bytes", "MANIFEST", "LABELS_FILE"]
 
 MANIFEST = "manifest.json"
 LABELS_FILE = "labels.npy"
