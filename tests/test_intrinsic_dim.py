@@ -142,18 +142,22 @@ def test_pca_id_invariant_to_rotation_translation_scaling(seed, scale, shift):
 # ----------------------------------------------------------------------------- references
 
 def test_agrees_with_scikit_dimension_twonn():
-    """Same fit (origin, int(0.9 N) points, F = i/N); only pairwise_distances rounding differs."""
+    """Same fit (origin, int(0.9 N) points, F = i/N) on the same distances: measured ≤ 1e-15 apart."""
     skdim = pytest.importorskip("skdim")
     for seed, (d, D) in enumerate([(2, 10), (6, 30), (10, 40)]):
         X = hypersphere(1000, d, D, seed=seed)
         ref = skdim.id.TwoNN().fit(X).dimension_
-        assert twonn(X).id == pytest.approx(ref, rel=1e-6)
+        assert twonn(X).id == pytest.approx(ref, rel=1e-9)
 
 
 def _dadapy_data(recipe):
     """Identical copy of make_data in tests/fixtures/dadapy/make_fixtures.py."""
     rng = np.random.default_rng(recipe["seed"])
     n, d, D = recipe["n"], recipe["d"], recipe["D"]
+    if recipe["kind"] == "linear_dup":
+        X = (rng.standard_normal((n, d)) @ rng.standard_normal((d, D)) + 3.0).astype(np.float32)
+        copies = rng.permutation(n)[: int(recipe["share"] * n)]
+        return np.vstack([X, X[copies]])
     if recipe["kind"] == "linear":
         return rng.standard_normal((n, d)) @ rng.standard_normal((d, D))
     Z = rng.standard_normal((n, d + 1))
@@ -195,6 +199,20 @@ def test_agrees_with_dadapy_fixtures():
 
 
 # ----------------------------------------------------------------------------- duplicates
+
+def test_dadapy_fails_on_duplicates_where_we_do_not():
+    """DADApy's stored values on float32 data with 2% / 20% exact copies vs ours (true ID 5)."""
+    doc = json.loads(FIXTURE.read_text())
+    assert len(doc["duplicate_cases"]) == 2
+    for case in doc["duplicate_cases"]:
+        X = _dadapy_data(case["recipe"])
+        n = case["recipe"]["n"]
+        r = quiet(twonn, X)
+        assert r.n_duplicates == X.shape[0] - n
+        assert r.id == pytest.approx(twonn(X[:n]).id, rel=1e-12)
+        assert abs(r.id - 5) < 0.5
+    assert doc["duplicate_cases"][1]["twonn_base"] < 0.5  # DADApy at 20% copies: 0.10
+
 
 @pytest.mark.parametrize("share", [0.02, 0.20])
 def test_duplicated_rows_float32(share):
