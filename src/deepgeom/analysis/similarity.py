@@ -186,7 +186,8 @@ def _model_batches(model_a: nn.Module, model_b: nn.Module | None, data: Any, lay
 
     names_a = resolve_layers(model_a, layers_a)
     names_b = resolve_layers(model_b, layers_b) if model_b is not None else None
-    req_a = names_a if "input" in names_a else ["input", *names_a]
+    # with two models the batch inputs are recorded too, to check both streams saw the same examples
+    req_a = names_a if ("input" in names_a or model_b is None) else ["input", *names_a]
     sa = stream(model_a, data, req_a, batch_size=batch_size, device=device, reduce=reduce, progress=progress)
     sb = None
     if model_b is not None:
