@@ -106,6 +106,9 @@ def test_memmap_streams_and_matches_in_memory(rng, tmp_path):
     td, ti = brute(X, 3)
     np.testing.assert_allclose(a.distances, td, rtol=RTOL, atol=0)
     np.testing.assert_array_equal(a.indices, ti)
+    c = knn(mm, k=3)  # default budget: one N×N slab, only its upper block triangle multiplied
+    np.testing.assert_array_equal(c.distances, knn(X, k=3).distances)
+    np.testing.assert_array_equal(c.indices, ti)
 
 
 def test_block_sizes_do_not_change_results(rng):

@@ -236,14 +236,25 @@ def _slab_search(
         q = rows[g0 : g0 + R]
         G = torch.zeros((len(q), n), dtype=dtype, device=dev)
         acc = torch.zeros(n, dtype=torch.float64, device=dev) if sq_all is None else None
+        # all rows at once: G is symmetric, so only its upper block triangle is multiplied
+        full = len(q) == n and bool((q == torch.arange(n, device=dev)).all())
+        Bs = max(1, -(-n // 8))
         for c0 in range(0, d, Dc):
             c1 = min(d, c0 + Dc)
             A64 = _col_chunk(X, c0, c1, dev) - mean[c0:c1].to(dev)
             A = A64.to(dtype)
+            del A64
             if acc is not None:
                 acc += A.to(torch.float64).square().sum(1)
-            G.addmm_(A[q], A.T)
-            del A64, A
+            if full:
+                for b0 in range(0, n, Bs):
+                    G[b0 : b0 + Bs, b0:].addmm_(A[b0 : b0 + Bs], A[b0:].T)
+            else:
+                G.addmm_(A[q], A.T)
+            del A
+        if full:
+            for b0 in range(Bs, n, Bs):  # mirror the upper blocks into the lower triangle
+                G[b0 : b0 + Bs, :b0] = G[:b0, b0 : b0 + Bs].T
         if sq_all is None:
             sq_all = acc
         s = sq_all.to(dtype)
