@@ -151,7 +151,7 @@ def _col_chunk(X: Any, c0: int, c1: int, dev: torch.device) -> torch.Tensor:
     """Columns c0:c1 of X as a float64 tensor on dev (for a memmap only that strip is read)."""
     if isinstance(X, torch.Tensor):
         return X[:, c0:c1].to(device=dev, dtype=torch.float64)
-    return torch.from_numpy(np.ascontiguousarray(X[:, c0:c1], dtype=np.float64)).to(dev)
+    return torch.from_numpy(np.array(X[:, c0:c1], dtype=np.float64)).to(dev)
 
 
 def _stats_pass(X: Any, block_rows: int) -> torch.Tensor:
@@ -283,7 +283,7 @@ def _pair_sqdist(X: Any, r: torch.Tensor, c: torch.Tensor, dev: torch.device, bu
     in_memory = isinstance(X, torch.Tensor)
     for c0 in range(0, d, Dc):
         c1 = min(d, c0 + Dc)
-        A = X[:, c0:c1].to(dev) if in_memory else torch.from_numpy(np.ascontiguousarray(X[:, c0:c1])).to(dev)
+        A = X[:, c0:c1].to(dev) if in_memory else torch.from_numpy(np.array(X[:, c0:c1])).to(dev)
         if A.dtype == torch.bool:
             A = A.to(torch.uint8)
         pb = max(1, budget // max(1, (c1 - c0) * 8 * 3))
