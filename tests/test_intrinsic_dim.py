@@ -404,6 +404,16 @@ def test_bad_parameters():
         quiet(twonn, np.vstack([X[:2]] * 5))  # only two distinct points
 
 
+@pytest.mark.parametrize("fn", [twonn, gride, levina_bickel, pca_id, twonn_bootstrap])
+def test_numpy_torch_and_memmap_inputs_agree(tmp_path, fn):
+    X = linear_subspace(300, 3, 12, seed=0).astype(np.float32)
+    X = np.vstack([X, X[:5]])
+    np.save(tmp_path / "x.npy", X)
+    ref = quiet(fn, X).id
+    assert quiet(fn, torch.from_numpy(X)).id == ref
+    assert quiet(fn, np.load(tmp_path / "x.npy", mmap_mode="r")).id == ref
+
+
 def test_result_to_dict_is_json_ready():
     r = twonn(hypersphere(300, 2, 5, seed=0))
     d = r.to_dict(max_array=10)
