@@ -79,15 +79,17 @@ def test_mlp_on_mnist1d_beats_chance(mnist1d):
     res = train(cfg, dataset=mnist1d, progress=False)
     h = res.history
     # untrained ≈ chance; 1,000 test examples: binomial sd at chance ≈ 0.0095, so 0.45 is > 30 sd above it
+    # (measured test accuracy 0.60-0.62 over seeds 0-4)
     assert abs(h["test_acc"].iloc[0] - CHANCE) < 0.06
     assert h["test_acc"].iloc[-1] > 0.45 and h["train_acc"].iloc[-1] > 0.5
     assert h["train_loss"].iloc[-1] < 0.6 * h["train_loss"].iloc[0]
 
 
 def test_cnn_on_digits_beats_chance(digits):
-    cfg = TrainConfig(dataset="digits", family="resnet", width=8, depth=2, epochs=3, batch_size=64, lr=0.05, seed=0)
+    cfg = TrainConfig(dataset="digits", family="resnet", width=8, depth=2, epochs=3, batch_size=64, optimizer="adam",
+                      lr=1e-2, seed=0)
     res = train(cfg, dataset=digits, progress=False)
-    # 450 test images, chance 0.1 (sd ≈ 0.014): 0.7 is far beyond chance; measured ≈ 0.80 here
+    # 450 test images, chance 0.1 (sd ≈ 0.014): 0.7 is far beyond chance; measured 0.78-0.93 over seeds 0-4
     assert res.history["test_acc"].iloc[-1] > 0.7
 
 
@@ -98,7 +100,8 @@ def test_shuffled_labels_fit_on_train_but_test_stays_at_chance(digits):
     res = train(cfg, dataset=ds, progress=False)
     h = res.history
     assert h["train_acc"].iloc[-1] >= 0.98  # memorised the random labels (measured 1.0)
-    assert abs(h["test_acc"].iloc[-1] - CHANCE) < 0.06  # 450 test images: sd ≈ 0.014 at chance (measured 0.07)
+    # 450 test images: sd ≈ 0.014 at chance; measured 0.069-0.109 over seeds 0-4
+    assert abs(h["test_acc"].iloc[-1] - CHANCE) < 0.06
     # the labels it fit really were shuffled: against the true labels its train predictions are ~chance
     with torch.no_grad():
         pred = res.model(ds.x_train).argmax(1)
@@ -135,6 +138,11 @@ def test_checkpoints_round_trip(digits, tmp_path):
         at0 = load_model(run_dir, 0)
         assert torch.equal(at0(x), res.model_at(0)(x))
         assert not torch.allclose(at0(x), final)  # training changed the weights
+    # the untrained network is exactly the seeded build from the saved model config
+    from deepgeom.models import from_config
+
+    init = from_config(res.model_config).state_dict()
+    assert all(torch.equal(init[k], v) for k, v in res.states[0].items())
     # epoch 0 of the history is the untrained network the checkpoint holds
     tl, ta = evaluate(at0, digits.x_test, digits.y_test)
     assert math.isclose(tl, res.history["test_loss"].iloc[0], rel_tol=1e-12)

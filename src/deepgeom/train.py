@@ -14,9 +14,11 @@ Every file is written atomically (a temporary file in the same directory, then `
 an interrupted run never leaves a half-written checkpoint. :func:`load_run` reads a run back and
 :func:`load_model` rebuilds the network at any saved epoch.
 
-Determinism: the initial weights come from ``torch.manual_seed(seed)``, the minibatch order from a
-``torch.Generator`` seeded with ``seed``, dropout from the same seeded stream inside a forked RNG (the
-caller's global RNG is left as it was), and ``torch.use_deterministic_algorithms(True)`` is on while
+Determinism: the initial weights come from ``torch.manual_seed(seed)`` (so
+``models.from_config(result.model_config)`` rebuilds the untrained network exactly), the minibatch order
+and dropout from two further streams derived from ``seed`` with ``numpy.random.SeedSequence([seed, k])``
+(independent of the weights' stream), drawn inside a forked RNG (the caller's global RNG is left as it
+was), and ``torch.use_deterministic_algorithms(True)`` is on while
 training (restored afterwards). On CPU with the same torch build and thread count, the same config
 gives bit-identical weights and history.
 """
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -411,7 +414,7 @@ def _deterministic(seed: int, device: torch.device) -> Iterator[None]:
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.manual_seed(_stream_seed(seed, 2))  # dropout and any other global-RNG draw
         torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
         try:
             yield
@@ -439,6 +442,10 @@ def _check_out_dir(out_path: Path, config: TrainConfig) -> None:
         raise InputError(f"{out_path} already holds a different training run (see its config.json); "
                          "choose another output directory or delete that one")
 
+
+def _stream_seed(seed: int, stream: int) -> int:
+    """An independent 63-bit seed for one random stream of a run (numpy SeedSequence([seed, stream]))."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, dataset: Any = None,
@@ -502,7 +509,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
                                                          weight_decay=config.weight_decay)
         else:
             opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        gen = torch.Generator().manual_seed(config.seed)
+        gen = torch.Generator().manual_seed(_stream_seed(config.seed, 1))  # minibatch order
         rows: list[dict[str, float]] = []
         checkpoints: dict[int, Path] = {}
         states: dict[int, dict[str, torch.Tensor]] = {}
