@@ -44,8 +44,10 @@ class StreamBatch(dict):
     labels: torch.Tensor | None
 
 
-class _StopForward(Exception):
-    """Raised from a hook once every requested layer has fired, to skip the rest of the forward."""
+class _StopForward(BaseException):
+    """Raised from a hook once every requested layer has fired, to skip the rest of the forward.
+
+    A ``BaseException`` so that a model's own ``except Exception`` cannot swallow it."""
 
 
 @dataclasses.dataclass
