@@ -32,6 +32,7 @@ from torch import nn
 
 from .._results import ResultMixin
 from ..errors import InputError
+from ..functional import matrix
 from ..functional.collapse import (
     effective_rank,
     neural_collapse,
@@ -39,7 +40,6 @@ from ..functional.collapse import (
     power_law_alpha,
     richness,
 )
-from ..functional import matrix
 from ..functional.spectrum import Spectrum, dominant_count, feature_spectrum, regime
 
 __all__ = ["SpectraThroughTraining", "spectra_through_training", "checkpoint_spectrum", "feature_report",

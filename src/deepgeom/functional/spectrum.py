@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .._results import ResultMixin
-from .._validation import check_matrix, check_positive_int, check_same_n
+from .._validation import check_matrix, check_positive_int
 from ..errors import InputError
 from . import matrix
 
@@ -254,8 +254,8 @@ def feature_spectrum(
         out = outputs.detach().cpu().numpy() if isinstance(outputs, torch.Tensor) else np.asarray(outputs)
         if np.issubdtype(out.dtype, np.integer):
             raise InputError("outputs must be the network's real-valued outputs (logits), not integer labels")
-        O, _ = as_target_matrix(out, n, "outputs")
-        o_align = alignment_curve(E_np, O, center=center)
+        out_matrix, _ = as_target_matrix(out, n, "outputs")
+        o_align = alignment_curve(E_np, out_matrix, center=center)
     return Spectrum(
         eigenvalues=all_vals,
         eigenfunctions=E_np,
