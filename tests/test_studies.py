@@ -302,3 +302,40 @@ def test_environment_is_quiet_about_tmp_dirs(tmp_path, fake):
     run_study(_cfg(t_per_run={}), tmp_path, progress=False, trainer=trainer)
     assert not stale.exists()
     assert os.path.isfile(tmp_path / "config.yaml") and os.path.isfile(tmp_path / "study.json")
+
+
+# ------------------------------------------------------------------------------------ end to end (real)
+TINY = {
+    "name": "tiny",
+    "sweep": {"dataset": "digits", "model": "mlp", "width": 12, "depth": 2},
+    "train": {"epochs": 2, "lr": 0.01, "batch_size": 64},
+    "analyses": {"id_profile": {"n_points": 200}, "spectrum_through_training": {"n_points": 200}},
+}
+
+
+def test_real_tiny_study_tables_and_resume(tmp_path):
+    res = run_study(TINY, tmp_path, progress=False)
+    assert [u.status for u in res.units] == ["computed"] * 3
+    hist = pd.read_csv(tmp_path / "tables" / "history.csv")
+    assert list(hist["epoch"]) == [0, 1, 2]
+    assert {"train_acc", "test_acc", "train_loss", "test_loss"} <= set(hist.columns)
+    assert hist["test_acc"].iloc[-1] > 0.2  # 10 classes: chance is 0.1; a 2-epoch MLP on digits beats it
+    prof = pd.read_parquet(tmp_path / "tables" / "id_profiles.parquet")
+    # input, two hidden ReLUs, output; untrained (epoch 0) and trained (epoch 2)
+    assert list(prof["layer"][:4]) == ["input", "hidden.relu1", "hidden.relu2", "output"]
+    assert sorted(set(zip(prof["epoch"], prof["condition"]))) == [(0, "untrained"), (2, "trained")]
+    assert prof["relative_depth"].between(0, 1).all() and (prof["n"] == 200).all()
+    # digits live on a low-dimensional set in 64 pixels: TwoNN well below D, PC-ID at least TwoNN-ish
+    inp = prof[prof["layer"] == "input"].iloc[0]
+    assert inp["D"] == 64 and 3 < inp["twonn_id"] < 30
+    spec = pd.read_parquet(tmp_path / "tables" / "spectra.parquet")
+    assert list(spec["epoch"]) == [0, 1, 2] and set(spec["regime"]) <= {"MF", "EF"}
+    assert (spec["n_classes"] == 10).all() and {"dominant", "nc1", "test_acc"} <= set(spec.columns)
+    ev = pd.read_parquet(tmp_path / "tables" / "spectrum_eigenvalues.parquet")
+    for _, d in ev.groupby("epoch"):
+        assert (d.sort_values("k")["eigenvalue"].diff().dropna() <= 1e-12).all()  # descending
+    # a rerun reuses everything; the model checkpoint files are where the manifest says
+    res2 = run_study(TINY, tmp_path, progress=False)
+    assert res2.n_computed == 0 and res2.n_skipped == 3
+    ck = json.loads((tmp_path / "runs" / res.config.runs[0].key / "train.json").read_text())["checkpoints"]
+    assert sorted(map(int, ck)) == [0, 1, 2]

@@ -349,8 +349,9 @@ def run_study(
             final = runs_dir / rec.key
             bar.set_postfix_str(rec.label[:60], refresh=False)
             if resume and _is_done(final):
-                rec.status = "skipped"
-                rec.tables = json.loads((final / DONE).read_text()).get("tables", [])
+                done = json.loads((final / DONE).read_text())
+                rec.status, rec.tables = "skipped", done.get("tables", [])
+                rec.seconds = float(done.get("seconds", 0.0))  # what it cost when it was computed
                 bar.update(1)
                 continue
             needs = [rec.run] if rec.scope == "run" else (list(handles) if rec.scope == "study" else [])
