@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import ScalarFormatter
 
 from ..analysis.kernel_dynamics import SpectraThroughTraining
 from ..errors import InputError
@@ -65,6 +66,8 @@ def plot_dominant_count(result: SpectraThroughTraining, *, ax: Any = None):
     ax.set_xlabel("epoch")
     ax.set_ylabel("dominant eigenfunctions", color="C0")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax2 = ax.twinx()
     if "accuracy" in s:
         ax2.plot(s["epoch"], s["accuracy"], "s-", color="C1", ms=3, label="train accuracy")
