@@ -176,3 +176,14 @@ def test_cli_profile_from_capture(tmp_path, capsys, data):
         [r["twonn_id"] for r in records])
     assert main(["id", "profile", "--capture", str(tmp_path / "cap"), "--family", "mlp",
                  "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_cli_profile_from_model_family(tmp_path, capsys):
+    rc = main(["id", "profile", "--family", "mlp", "--n", "200", "--estimators", "twonn",
+               "--out", str(tmp_path / "o"), "--json"])
+    assert rc == 0
+    records = json.loads(capsys.readouterr().out)
+    assert records[0]["layer"] == "input" and records[-1]["layer"] == "output"
+    assert records[0]["relative_depth"] == 0 and records[-1]["relative_depth"] == 1
+    assert all(r["n"] == 200 and r["twonn_id"] > 0 for r in records)
+    assert (tmp_path / "o" / "id_profile.svg").exists()

@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_source_arguments(pr)
     pr.add_argument("--layers", help="comma-separated layers (default: the model's analysis layers / all captured)")
     pr.add_argument("--split", choices=("train", "test"), default="test", help="dataset split (default test)")
-    pr.add_argument("--n", type=int, default=2000, help="examples to use (default 2000)")
+    pr.add_argument("--n", type=int, help="use the first N examples (default: the first 2000, or all if fewer)")
     pr.add_argument("--estimators", default="twonn,pca",
                     help="comma-separated: twonn, twonn_mle, pca, gride, levina_bickel (default twonn,pca)")
     pr.add_argument("--fraction", type=float, default=0.9, help="TwoNN fit fraction (default 0.9)")
@@ -138,6 +138,8 @@ def _profile(args: argparse.Namespace) -> int:
 
         src = load_source(args)
         x, _ = select_inputs(src, split=args.split, n=args.n)
+        if args.n is None:
+            x = x[:2000]  # the ID papers' sample size; TwoNN needs no more
         df = id_profile(src.model, x, layers=layers, estimators=estimators, fraction=args.fraction,
                         threshold=args.threshold, batch_size=args.batch_size)
         title = "ID profile: " + ", ".join(f"{k}={v}" for k, v in src.info.items()
