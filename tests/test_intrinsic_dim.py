@@ -150,6 +150,19 @@ def test_agrees_with_scikit_dimension_twonn():
         assert twonn(X).id == pytest.approx(ref, rel=1e-9)
 
 
+def test_levina_bickel_agrees_with_scikit_dimension_mle():
+    """skdim.id.MLE: m_k(x) = (k-1)/sum_j log(T_k/T_j); comb='mle' averages inverses, 'mean' directly."""
+    skdim = pytest.importorskip("skdim")
+    X = hypersphere(800, 4, 10, seed=0)
+    for k in (5, 12):
+        for comb, average in (("mle", "inverse"), ("mean", "direct")):
+            ref = skdim.id.MLE().fit(X, n_neighbors=k, comb=comb).dimension_
+            assert levina_bickel(X, k1=k, k2=k, average=average).id == pytest.approx(ref, rel=1e-9)
+    # the k range is the mean of the single-k estimates (both papers)
+    per_k = [levina_bickel(X, k1=k, k2=k).id for k in range(6, 11)]
+    assert levina_bickel(X, k1=6, k2=10).id == pytest.approx(np.mean(per_k), rel=1e-12)
+
+
 def _dadapy_data(recipe):
     """Identical copy of make_data in tests/fixtures/dadapy/make_fixtures.py."""
     rng = np.random.default_rng(recipe["seed"])
