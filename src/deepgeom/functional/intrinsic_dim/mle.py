@@ -18,6 +18,9 @@ of the delta-method standard error of :math:`\hat m_k`
 (:math:`\hat m_k^2\,\mathrm{sd}_x(\hat m_k(x)^{-1})/\sqrt N` for ``"inverse"``;
 :math:`\mathrm{sd}_x(\hat m_k(x))/\sqrt N` for ``"direct"``) — a per-k statistical error that ignores the
 correlation between neighbouring points.
+
+For one k this equals scikit-dimension's ``skdim.id.MLE().fit(X, n_neighbors=k, comb="mle")``
+(``"inverse"``) or ``comb="mean"`` (``"direct"``); tested to 1e-9.
 """
 
 from __future__ import annotations
