@@ -193,4 +193,9 @@ def test_cli_run_writes_tables_and_figures(tmp_path, capsys, run):
     for name in ("spectrum_summary.csv", "spectrum_eigenvalues.csv", "spectrum_alignment.csv",
                  "spectrum_eigenvalues.png", "spectrum_dominant.svg", "spectrum_last.png"):
         assert (tmp_path / "sp" / name).stat().st_size > 0
+    # the run directory as the positional, tables as Parquet, no figures
+    assert main(["spectrum", str(out_dir), "--out", str(tmp_path / "pq"), "--format", "parquet", "--no-figures"]) == 0
+    assert "MF" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == [
+        "spectrum_alignment.parquet", "spectrum_eigenvalues.parquet", "spectrum_summary.parquet"]
     assert isinstance(spectra_through_training(out_dir, max_points=300), SpectraThroughTraining)

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "FEATURES.npy with --labels, or --run RUN_DIR for every checkpoint of a training run.",
     )
     p.add_argument("features", nargs="?", default=None, metavar="FEATURES.npy",
-                   help="(N, D) feature matrix (.npy), e.g. a layer captured by `deepgeom capture`")
+                   help="(N, D) feature matrix (.npy), e.g. a layer captured by `deepgeom capture` "
+                   "(a directory here is read as --run)")
     p.add_argument("--labels", metavar="LABELS.npy", help="(N,) integer class labels (.npy)")
     p.add_argument("--weights", metavar="W.npy", help="(C, D) classifier weights, as nn.Linear.weight (.npy)")
     p.add_argument("--bias", metavar="b.npy", help="(C,) classifier bias (.npy)")
@@ -70,6 +71,8 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.run is None and args.features is not None and Path(args.features).is_dir():
+        args.run, args.features = args.features, None  # a run directory given as the positional
     if (args.run is None) == (args.features is None):
         raise InputError("give either FEATURES.npy (with --labels) or --run RUN_DIR, not both or neither")
     if args.run is not None:
