@@ -193,6 +193,17 @@ def test_block_gap_beats_rank_edge_of_dead_units(rng):
     assert dc.gap_decades == pytest.approx(np.log10(0.6 / 0.02), rel=1e-6)
 
 
+def test_first_significant_gap_bounds_the_top_block(rng):
+    # 10 strong modes, 50 bulk modes, then 4 nearly dead ones (1e-6, above the rank tolerance): two
+    # significant gaps, 1.5 decades at k=10 and 4 decades at k=60; the count is the first
+    n, d = 300, 64
+    rho = np.r_[np.linspace(1.0, 0.6, 10), np.geomspace(0.02, 0.01, 50), np.full(4, 1e-6)]
+    Phi = np.sqrt(n) * orthonormal(rng, n, d) @ np.diag(np.sqrt(rho))
+    dc = dominant_count(feature_spectrum(Phi))
+    assert dc.significant_ks == (10, 60)
+    assert (dc.count, dc.rule, dc.gap_k) == (10, "gap", 10)
+
+
 def test_effective_dimension_closed_forms():
     assert effective_dimension(np.ones(7)) == pytest.approx(7.0)
     assert effective_dimension(np.array([1.0, 0, 0])) == pytest.approx(1.0)
