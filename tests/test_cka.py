@@ -404,6 +404,8 @@ def test_errors(rng):
         m.update([X[:3]])
     with pytest.raises(InputError, match="same examples"):
         m.update([X, X[:8]])
+    with pytest.raises(InputError, match=r"ys\[1\].*NaN or Inf"):
+        m.update([X], [X, bad])
     m.update([X, X])
     with pytest.raises(InputError, match="same layers"):
         m.update([X])

@@ -165,6 +165,9 @@ class _PC1:
         for name in self.names:
             mean = self.sum[name] / self.n
             C = self.sq[name] - self.n * torch.outer(mean, mean)
+            if not bool(torch.isfinite(C).all()):
+                raise InputError(f"layer {name!r} has NaN or Inf activations: its first principal component "
+                                 "is undefined")
             evals, evecs = torch.linalg.eigh(C)
             total = float(evals.clamp_min(0).sum())
             self.mean[name] = mean

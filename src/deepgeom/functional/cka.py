@@ -447,7 +447,9 @@ class MinibatchCKA:
             x = as_tensor(x)
             if x.ndim > 2:
                 x = x.reshape(x.shape[0], -1)
-            x = check_matrix(x, f"{side}[{i}]")
+            # finiteness is checked once per batch on the HSIC self-terms (NaN/Inf in x propagate there),
+            # not by a separate pass over every activation
+            x = check_matrix(x, f"{side}[{i}]", check_finite=False)
             if n is None:
                 n = int(x.shape[0])
             elif x.shape[0] != n:
@@ -466,6 +468,11 @@ class MinibatchCKA:
             raise InputError(f"a minibatch needs at least 4 examples for the unbiased HSIC estimator; got {n}")
         Kb = None if ys is None else self._kernels(ys, "ys", n)[0]
         kl, kk, ll = unbiased_hsic_pairs(Ka, Kb)
+        for side, terms in (("xs", kk), ("ys", ll if ys is not None else None)):
+            if terms is not None and not bool(torch.isfinite(terms).all()):
+                bad = torch.nonzero(~torch.isfinite(terms)).flatten().tolist()
+                raise InputError(f"{side}{bad} of this batch contain NaN or Inf (or overflow the kernel): "
+                                 "remove or impute those rows first")
         shape = (kl.shape[0], kl.shape[1])
         if self._shape is None:
             self._shape, self._within = shape, ys is None
