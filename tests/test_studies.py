@@ -51,6 +51,36 @@ def test_exclude_removes_matching_points_only():
     assert len(runs) == 16 - 2 - 8 + 0  # 2 vgg/shuffled w8 removed, all 8 w16 removed
 
 
+def test_a_list_of_sweeps_is_the_union_of_their_products_without_duplicates():
+    cfg = {**BASE, "sweep": [
+        {"dataset": "digits", "model": "mlp", "width": [8, 16], "seed": [0, 1]},
+        {"dataset": "digits", "model": "vgg", "width": 8, "shuffle_fraction": 1.0},
+        {"dataset": "digits", "model": "mlp", "width": 8, "seed": 0},  # already in the first product
+    ]}
+    runs = expand_sweep(load_config(cfg))
+    assert [(r.model, r.width, r.seed, r.shuffle_fraction) for r in runs] == [
+        ("mlp", 8, 0, 0.0), ("mlp", 8, 1, 0.0), ("mlp", 16, 0, 0.0), ("mlp", 16, 1, 0.0), ("vgg", 8, 0, 1.0)]
+    with pytest.raises(InputError, match=r"sweep\[1\].dataset is required"):
+        load_config({**BASE, "sweep": [{"dataset": "digits", "model": "mlp"}, {"model": "mlp"}]})
+    with pytest.raises(InputError, match="sweep is an empty list"):
+        load_config({**BASE, "sweep": []})
+
+
+def test_packaged_demo_configs_are_valid_and_configs_copy_matches():
+    from deepgeom.studies import default_config_path
+
+    demo = load_config(default_config_path())
+    quick = load_config(default_config_path(quick=True))
+    assert len(demo.runs) == 6 and len(quick.runs) == 3
+    for cfg in (demo, quick):
+        assert {r.shuffle_fraction for r in cfg.runs} == {0.0, 1.0}  # trained vs shuffled labels
+        assert {r.model for r in cfg.runs} == {"mlp", "resnet"}
+        assert set(cfg.analyses) == {"id_profile", "id_during_training", "cka_matrix", "cka_across",
+                                     "spectrum_through_training", "predictions"}
+    repo_copy = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    assert repo_copy.read_text() == default_config_path().read_text()
+
+
 def test_keys_are_stable_and_change_only_with_what_shapes_the_result():
     a = [r.key for r in expand_sweep(load_config(BASE))]
     b = [r.key for r in expand_sweep(load_config(json.loads(json.dumps(BASE))))]

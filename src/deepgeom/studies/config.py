@@ -1,7 +1,8 @@
 """Study configs: a YAML/JSON file describing a sweep, validated with errors that name the problem.
 
 A study is the cartesian product of the lists under ``sweep`` (datasets × model families × widths ×
-depths × seeds × label-shuffle fractions), minus the combinations matched by ``exclude``; every run is
+depths × seeds × label-shuffle fractions) — or the union of several such products when ``sweep`` is a
+list of them — minus the combinations matched by ``exclude``; every run is
 trained with the ``train`` settings and then measured by each entry of ``analyses``. The schema is
 documented in ``docs/studies.md``; :func:`load_config` is the only way in, so every key is checked once.
 
@@ -131,7 +132,7 @@ class StudyConfig:
 
     name: str
     description: str
-    sweep: dict[str, list]
+    sweep: list[dict[str, list]]  # one or more cartesian products (their union is the study)
     exclude: list[dict]
     data_seed: int
     data_options: dict[str, dict]
@@ -190,19 +191,19 @@ def _read(source: str | Path | Mapping) -> dict:
     return dict(data)
 
 
-def _check_axis_value(axis: str, value: Any) -> Any:
+def _check_axis_value(axis: str, value: Any, where: str = "sweep") -> Any:
     if axis in ("dataset", "model"):
         if not isinstance(value, str) or not value:
-            raise InputError(f"sweep.{axis} values must be non-empty names; got {value!r}")
+            raise InputError(f"{where}.{axis} values must be non-empty names; got {value!r}")
         return value
     if axis in ("width", "depth", "seed"):
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if axis == "seed" else 1):
             low = 0 if axis == "seed" else 1
-            raise InputError(f"sweep.{axis} values must be integers >= {low}; got {value!r}")
+            raise InputError(f"{where}.{axis} values must be integers >= {low}; got {value!r}")
         return int(value)
     # shuffle_fraction
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise InputError(f"sweep.shuffle_fraction values must be numbers in [0, 1]; got {value!r}")
+        raise InputError(f"{where}.shuffle_fraction values must be numbers in [0, 1]; got {value!r}")
     return float(value)
 
 
@@ -222,22 +223,14 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         raise InputError(f"name must be a non-empty string; got {name!r}")
     description = raw.get("description", "") or ""
 
-    sweep_in = _check_mapping(raw.get("sweep"), "sweep")
-    _check_keys(sweep_in, SWEEP_AXES, "sweep")
-    sweep: dict[str, list] = {}
-    for axis, default in SWEEP_AXES.items():
-        if axis not in sweep_in:
-            if default is None:
-                raise InputError(f"sweep.{axis} is required (a name or a list of names)")
-            sweep[axis] = [default]
-            continue
-        values = _as_list(sweep_in[axis])
-        if not values:
-            raise InputError(f"sweep.{axis} is an empty list; give at least one value")
-        checked = [_check_axis_value(axis, v) for v in values]
-        if len(set(checked)) != len(checked):
-            raise InputError(f"sweep.{axis} lists a value twice: {values!r}")
-        sweep[axis] = checked
+    sweep_raw = raw.get("sweep")
+    if isinstance(sweep_raw, list):  # a union of several cartesian products
+        if not sweep_raw:
+            raise InputError("sweep is an empty list; give a mapping of axes or a list of them")
+        sweeps = [_check_sweep(_check_mapping(sw, f"sweep[{i}]"), f"sweep[{i}]") for i, sw in enumerate(sweep_raw)]
+    else:
+        sweeps = [_check_sweep(_check_mapping(sweep_raw, "sweep"), "sweep")]
+    all_values = {axis: [v for sw in sweeps for v in sw[axis]] for axis in SWEEP_AXES}
 
     exclude = raw.get("exclude") or []
     if not isinstance(exclude, list):
@@ -246,7 +239,8 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
     for i, pattern in enumerate(exclude):
         pattern = _check_mapping(pattern, f"exclude[{i}]")
         _check_keys(pattern, SWEEP_AXES, f"exclude[{i}]")
-        excl.append({a: [_check_axis_value(a, v) for v in _as_list(val)] for a, val in pattern.items()})
+        excl.append({a: [_check_axis_value(a, v, f"exclude[{i}]") for v in _as_list(val)]
+                     for a, val in pattern.items()})
 
     data = _check_mapping(raw.get("data"), "data")
     _check_keys(data, DATA_KEYS, "data")
@@ -255,14 +249,16 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         raise InputError(f"data.seed must be an integer >= 0; got {data_seed!r}")
     data_options = _check_mapping(data.get("options"), "data.options")
     for ds, opts in data_options.items():
-        if ds not in sweep["dataset"]:
-            raise UnknownNameError("dataset in data.options", ds, sweep["dataset"], "options are per swept dataset")
+        if ds not in all_values["dataset"]:
+            raise UnknownNameError("dataset in data.options", ds, sorted(set(all_values["dataset"])),
+                                   "options are per swept dataset")
         data_options[ds] = _check_mapping(opts, f"data.options.{ds}")
 
     models = _check_mapping(raw.get("models"), "models")
     for fam, opts in models.items():
-        if fam not in sweep["model"]:
-            raise UnknownNameError("model in models", fam, sweep["model"], "options are per swept model family")
+        if fam not in all_values["model"]:
+            raise UnknownNameError("model in models", fam, sorted(set(all_values["model"])),
+                                   "options are per swept model family")
         models[fam] = _check_mapping(opts, f"models.{fam}")
 
     train_in = _check_mapping(raw.get("train"), "train")
@@ -305,7 +301,7 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
     cfg = StudyConfig(
         name=name,
         description=str(description),
-        sweep=sweep,
+        sweep=sweeps,
         exclude=excl,
         data_seed=int(data_seed),
         data_options=data_options,
@@ -329,22 +325,43 @@ def _excluded(point: dict, patterns: list[dict]) -> bool:
 
 
 def expand_sweep(config: StudyConfig) -> list[RunSpec]:
-    """The runs of a study: the cartesian product of the sweep lists (in ``SWEEP_AXES`` order), minus
-    the points matched by an ``exclude`` pattern (a point matches when each named axis holds one of
-    the pattern's values)."""
+    """The runs of a study: the cartesian product of the sweep lists (in ``SWEEP_AXES`` order) — or the
+    union of several products when ``sweep`` is a list, in order, each run once — minus the points
+    matched by an ``exclude`` pattern (a point matches when each named axis holds one of its values)."""
     axes = list(SWEEP_AXES)
-    runs = []
-    for values in itertools.product(*(config.sweep[a] for a in axes)):
-        point = dict(zip(axes, values))
-        if _excluded(point, config.exclude):
-            continue
-        runs.append(
-            RunSpec(
+    runs, seen = [], set()
+    for sweep in config.sweep:
+        for values in itertools.product(*(sweep[a] for a in axes)):
+            point = dict(zip(axes, values))
+            if _excluded(point, config.exclude):
+                continue
+            run = RunSpec(
                 **point,
                 data_options=config.data_options.get(point["dataset"], {}),
                 model_options=config.model_options.get(point["model"], {}),
                 train=config.train,
                 data_seed=config.data_seed,
             )
-        )
+            if run.key not in seen:
+                seen.add(run.key)
+                runs.append(run)
     return runs
+
+
+def _check_sweep(sweep_in: dict, where: str) -> dict[str, list]:
+    _check_keys(sweep_in, SWEEP_AXES, where)
+    sweep: dict[str, list] = {}
+    for axis, default in SWEEP_AXES.items():
+        if axis not in sweep_in:
+            if default is None:
+                raise InputError(f"{where}.{axis} is required (a name or a list of names)")
+            sweep[axis] = [default]
+            continue
+        values = _as_list(sweep_in[axis])
+        if not values:
+            raise InputError(f"{where}.{axis} is an empty list; give at least one value")
+        checked = [_check_axis_value(axis, v, where) for v in values]
+        if len(set(checked)) != len(checked):
+            raise InputError(f"{where}.{axis} lists a value twice: {values!r}")
+        sweep[axis] = checked
+    return sweep
