@@ -71,15 +71,6 @@ def run_deepgeom(a, b, la, lb, x):
     return cka_matrix(a, b, x, layers_a=la, layers_b=lb, batch_size=BATCH, progress=False).values
 
 
-def run_deepgeom32(a, b, la, lb, x):
-    import torch
-
-    from deepgeom.analysis.similarity import cka_matrix
-
-    return cka_matrix(a, b, x, layers_a=la, layers_b=lb, batch_size=BATCH, progress=False,
-                      compute_dtype=torch.float32).values
-
-
 def run_torch_cka(a, b, la, lb, x):
     import warnings
 
@@ -126,8 +117,7 @@ def run_ckatorch(a, b, la, lb, x):
     return M.numpy()
 
 
-METHODS = {"deepgeom": run_deepgeom, "deepgeom-f32": run_deepgeom32, "torch-cka": run_torch_cka,
-           "ckatorch": run_ckatorch}
+METHODS = {"deepgeom": run_deepgeom, "torch-cka": run_torch_cka, "ckatorch": run_ckatorch}
 
 
 def worker(method: str, n: int, scale: bool, out: str) -> None:

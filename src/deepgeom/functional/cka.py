@@ -172,7 +172,11 @@ def u_center(K: Any) -> torch.Tensor:
     :math:`\langle U(K), U(L)\rangle_F / (n(n-3))` is Song et al.'s unbiased HSIC. This is
     ``center_gram(gram, unbiased=True)`` of Kornblith et al.'s notebook.
     """
-    U = as_tensor(K).to(torch.float64).clone()
+    return _u_center_(as_tensor(K).to(torch.float64).clone())
+
+
+def _u_center_(U: torch.Tensor) -> torch.Tensor:
+    """:func:`u_center` in place on a float64 tensor (..., n, n) that the caller owns."""
     n = U.shape[-1]
     if n < 3:
         raise InputError(f"U-centring needs n >= 3; got n = {n}")
@@ -194,9 +198,9 @@ def unbiased_hsic_pairs(Ks: Sequence[Any] | torch.Tensor, Ls: Sequence[Any] | to
     are within ``Ks`` (and the U-centred stack is built once). All pairs come from one matrix
     product of the flattened U-centred kernels, :math:`U_K U_L^\top / (n(n-3))`.
     """
-    def stack(mats):
+    def stack(mats):  # a fresh float64 (L, n, n) tensor that may be U-centred in place
         if isinstance(mats, torch.Tensor) and mats.ndim == 3:
-            T = mats.to(torch.float64)
+            T = mats.to(torch.float64, copy=True)
         else:
             T = torch.stack([as_tensor(m).to(torch.float64) for m in mats])
         if T.ndim != 3 or T.shape[-1] != T.shape[-2]:
@@ -207,14 +211,14 @@ def unbiased_hsic_pairs(Ks: Sequence[Any] | torch.Tensor, Ls: Sequence[Any] | to
     n = A.shape[-1]
     if n < 4:
         raise InputError(f"the unbiased HSIC estimator divides by n(n-3) and needs n >= 4 examples; got n = {n}")
-    Ua = u_center(A).reshape(A.shape[0], -1)
+    Ua = _u_center_(A).reshape(A.shape[0], -1)
     if Ls is None:
         Ub = Ua
     else:
         B = stack(Ls)
         if B.shape[-1] != n:
             raise InputError(f"kernels from the two sides must be on the same n examples; got {n} and {B.shape[-1]}")
-        Ub = u_center(B).reshape(B.shape[0], -1)
+        Ub = _u_center_(B).reshape(B.shape[0], -1)
     scale = 1.0 / (n * (n - 3))
     kl = (Ua @ Ub.T) * scale
     kk = (Ua * Ua).sum(1) * scale
@@ -444,7 +448,7 @@ class MinibatchCKA:
             raise InputError(f"{side}: need at least one layer's activations per batch")
         mats = []
         for i, x in enumerate(xs):
-            x = as_tensor(x)
+            x = as_tensor(x).to(torch.float64)  # once here; the matrix core then needs no conversion
             if x.ndim > 2:
                 x = x.reshape(x.shape[0], -1)
             # finiteness is checked once per batch on the HSIC self-terms (NaN/Inf in x propagate there),
@@ -459,7 +463,7 @@ class MinibatchCKA:
                 mats.append(gram(x, center=True, compute_dtype=self.compute_dtype, device=self.device))
             else:
                 mats.append(gram_rbf(x, self.sigma, compute_dtype=self.compute_dtype, device=self.device))
-        return torch.stack(mats), int(n)
+        return mats, int(n)
 
     def update(self, xs: Sequence[Any], ys: Sequence[Any] | None = None) -> None:
         """Add one minibatch: per-layer activations ``xs`` (and ``ys`` of a second model), same B ≥ 4 rows."""
