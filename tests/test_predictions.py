@@ -13,6 +13,7 @@ from scipy import stats
 from deepgeom.analysis.predictions import (
     architecture_test,
     as_predictions,
+    compare_models,
     compare_predictions,
     pairwise_comparisons,
     per_class_accuracy,
@@ -121,6 +122,11 @@ def test_predictions_from_model():
     with torch.no_grad():
         assert np.array_equal(p, net(x).argmax(1).numpy())
     assert np.array_equal(labels, y.numpy())
+    other = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    table = compare_models({"net": net, "other": other}, (x, y), batch_size=16)
+    with torch.no_grad():
+        ref = compare_predictions(net(x), other(x), y)
+    assert table.loc[0, "agreement"] == ref.agreement and table.loc[0, "a_only"] == ref.a_only
 
 
 def test_errors():

@@ -3,7 +3,8 @@ r"""Do two classifiers get the same examples right? (Nguyen, Raghu, Kornblith, I
 * :func:`predictions` — predicted labels (and labels) of a model over data, streamed.
 * :func:`compare_predictions` — per-example agreement between two classifiers on the same test set,
   how often one is right where the other is wrong, and per-class accuracy differences.
-* :func:`pairwise_comparisons` — the same for every pair of ≥ 2 classifiers, as one table.
+* :func:`pairwise_comparisons` — the same for every pair of ≥ 2 classifiers, as one table
+  (:func:`compare_models` runs the models on the data first).
 * :func:`architecture_test` — the paper's question: are per-class accuracy differences *between*
   architectures larger than those between seeds of the *same* architecture?
 
@@ -40,6 +41,7 @@ __all__ = [
     "predictions",
     "compare_predictions",
     "pairwise_comparisons",
+    "compare_models",
     "architecture_test",
 ]
 
@@ -190,6 +192,25 @@ def pairwise_comparisons(preds: Mapping[str, Any], labels: Any, *, n_classes: in
                      "b_only": c.b_only, "both_wrong": c.both_wrong, "mcnemar_p": c.mcnemar_p,
                      "mean_abs_class_diff": float(np.nanmean(np.abs(c.per_class["diff"])))})
     return pd.DataFrame(rows)
+
+
+def compare_models(models: Mapping[str, Any], data: Any, labels: Any = None, *, batch_size: int = 256,
+                   device: str | torch.device = "cpu", n_classes: int | None = None) -> pd.DataFrame:
+    """:func:`pairwise_comparisons` for ≥ 2 named models run on the same ``data`` (streamed, fixed order).
+
+    ``labels`` default to the labels carried by ``data`` (e.g. an ``(x, y)`` pair); the table is the
+    one :func:`pairwise_comparisons` returns.
+    """
+    if len(models) < 2:
+        raise InputError(f"need at least 2 classifiers to compare; got {len(models)}")
+    preds = {}
+    for name, model in models.items():
+        preds[name], carried = predictions(model, data, batch_size=batch_size, device=device)
+        if labels is None:
+            labels = carried
+    if labels is None:
+        raise InputError("no labels: pass labels=, or data as an (inputs, labels) pair")
+    return pairwise_comparisons(preds, labels, n_classes=n_classes)
 
 
 # --------------------------------------------------------------------------- architecture vs seeds
