@@ -369,3 +369,20 @@ def test_real_tiny_study_tables_and_resume(tmp_path):
     assert res2.n_computed == 0 and res2.n_skipped == 3
     ck = json.loads((tmp_path / "runs" / res.config.runs[0].key / "train.json").read_text())["checkpoints"]
     assert sorted(map(int, ck)) == [0, 1, 2]
+
+
+def test_threads_are_set_during_the_study_and_restored(tmp_path, fake):
+    import torch
+
+    _, _, trainer = fake
+    seen = []
+
+    def spy(run, out_dir):
+        seen.append(torch.get_num_threads())
+        return trainer(run, out_dir)
+
+    before = torch.get_num_threads()
+    run_study(_cfg(t_per_run={}), tmp_path, progress=False, trainer=spy, threads=1)
+    assert seen == [1, 1, 1] and torch.get_num_threads() == before
+    with pytest.raises(InputError, match="threads must be an integer >= 1"):
+        run_study(_cfg(), tmp_path, threads=0)

@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a smaller, faster study (smoke test)")
     p.add_argument("--no-resume", action="store_true", help="recompute everything")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the demo's small models train fastest on one)")
     p.set_defaults(func=_run)
 
 
@@ -29,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     res = run_study(default_config_path(args.quick), args.out, progress=not args.quiet,
-                    resume=not args.no_resume)
+                    resume=not args.no_resume, threads=args.threads)
     print(f"demo study: {res.n_computed} units computed, {res.n_skipped} reused, "
           f"{time.perf_counter() - t0:.0f} s")
     path = build_report(args.out)

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-going", action="store_true", help="record a failing unit and carry on")
     p.add_argument("--report", action="store_true", help="build the HTML report when done")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads while running (default: torch's own setting)")
     p.set_defaults(func=_run)
 
 
@@ -31,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         resume=not args.no_resume,
         on_error="continue" if args.keep_going else "raise",
+        threads=args.threads,
     )
     print(f"study {res.config.name!r}: {res.n_computed} units computed, {res.n_skipped} skipped, "
           f"{len(res.failed)} failed; tables in {res.out_dir / 'tables'}")

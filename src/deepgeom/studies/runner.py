@@ -287,6 +287,7 @@ def run_study(
     resume: bool = True,
     on_error: str = "raise",
     trainer: Callable[..., Any] | None = None,
+    threads: int | None = None,
 ) -> StudyResult:
     """Run every unit of a study (training + analyses) and aggregate tidy tables under ``out_dir``.
 
@@ -300,6 +301,10 @@ def run_study(
         trainer: replaces the training step (``trainer(run: RunHandle, out_dir) -> (history DataFrame,
             {epoch: checkpoint file name relative to out_dir})``); default
             :func:`deepgeom.studies.training.train_run`.
+        threads: torch CPU threads while the study runs (restored afterwards); None leaves torch's
+            setting. Small models train fastest on one thread: on this project's shared 2-core machine
+            an MLP 256×3 on mnist1d took 9.9 s for 5 epochs on 1 thread and 31.2 s on 2 (thread
+            contention under load).
 
     Returns:
         :class:`StudyResult` with each unit's status (``computed``/``skipped``/``failed``/``blocked``)
@@ -313,6 +318,18 @@ def run_study(
         raise InputError(f"on_error must be 'raise' or 'continue'; got {on_error!r}")
     cfg = config if isinstance(config, StudyConfig) else load_config(config)
     trainer = trainer or train_run
+    if threads is not None:
+        import torch
+
+        from .._validation import check_positive_int
+
+        threads = check_positive_int(threads, "threads")
+        saved_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return run_study(cfg, out_dir, progress=progress, resume=resume, on_error=on_error, trainer=trainer)
+        finally:
+            torch.set_num_threads(saved_threads)
     out = Path(out_dir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
