@@ -151,7 +151,8 @@ def checkpoint_spectrum(
         out = np.asarray(outputs.detach().cpu() if isinstance(outputs, torch.Tensor) else outputs, dtype=np.float64)
         if out.ndim == 1:
             out = out[:, None]
-    sp = feature_spectrum(features, center=center, targets=t, outputs=out, n_classes=n_classes)
+    # eigenvectors u_k are not needed here; on the N×N route they cost a second N²D product
+    sp = feature_spectrum(features, center=center, targets=t, outputs=out, n_classes=n_classes, eigenvectors=False)
     dc = dominant_count(sp, k_max=k_max_count, min_gap_decades=min_gap_decades, min_slope_ratio=min_slope_ratio)
     C = sp.n_classes if classification else None
     k = int(k_top or (C if classification else (t.shape[1] if t.ndim == 2 else 1) + 1))
