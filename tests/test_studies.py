@@ -353,7 +353,7 @@ def test_real_tiny_study_tables_and_resume(tmp_path):
     prof = pd.read_parquet(tmp_path / "tables" / "id_profiles.parquet")
     # input, two hidden ReLUs, output; untrained (epoch 0) and trained (epoch 2)
     assert list(prof["layer"][:4]) == ["input", "hidden.relu1", "hidden.relu2", "output"]
-    assert sorted(set(zip(prof["epoch"], prof["condition"]))) == [(0, "untrained"), (2, "trained")]
+    assert sorted(set(zip(prof["epoch"], prof["condition"], strict=True))) == [(0, "untrained"), (2, "trained")]
     assert prof["relative_depth"].between(0, 1).all() and (prof["n"] == 200).all()
     # digits live on a low-dimensional set in 64 pixels: TwoNN well below D, PC-ID at least TwoNN-ish
     inp = prof[prof["layer"] == "input"].iloc[0]

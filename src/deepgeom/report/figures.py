@@ -99,7 +99,7 @@ def plot_metric_through_training(table: pd.DataFrame, columns: list[str], ctx: A
                                  title: str = ""):
     """One panel per column of ``table`` (e.g. NC1..NC4) against epoch, one line per run."""
     fig, axes = plt.subplots(1, len(columns), figsize=(3.3 * len(columns), 3.4), squeeze=False)
-    for ax, col in zip(axes[0], columns):
+    for ax, col in zip(axes[0], columns, strict=True):
         for i, (run, d) in enumerate(table.groupby("run", sort=False)):
             d = d.sort_values("epoch")
             vals = d[col].astype(float)

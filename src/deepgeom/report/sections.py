@@ -56,7 +56,7 @@ def section_id_profile(ctx: ReportContext) -> str:
                 profiles.append(s.sort_values("layer_index"))
                 labels.append(cond if cond != "shuffled labels" else f"shuffled {frac:g}")
         parts.append(ctx.figure(f"id_profile_{_slug(arch)}_s{seed}",
-                                lambda p=profiles, lb=labels, a=arch: plot_id_profile(p, lb, title=f"{a} (seed {seed})"),
+                                lambda p=profiles, lb=labels, t=f"{arch} (seed {seed})": plot_id_profile(p, lb, title=t),
                                 f"ID profile of {arch}, seed {seed}: untrained, trained and shuffled-label networks."))
     trained = df[df["condition"] == "trained"]
     if trained["arch"].nunique() > 1:
@@ -109,8 +109,9 @@ def section_id_accuracy(ctx: ReportContext) -> str:
             f"<b>{r:.2f}</b>." if np.isfinite(r) else
             f"Pearson r needs at least 3 true-label runs (this study has {len(clean)}).")
     parts = [_p("Ansuini et al. (2019) found that the ID of the last hidden layer, measured on training data, "
-                "predicts test accuracy across architectures (lower ID, better generalisation; r = 0.94 on "
-                "ImageNet networks). " + text, "note"),
+                "predicts generalisation across architectures: correlation r = 0.94 with the top-5 test "
+                "<i>error</i> on ImageNet networks, so a lower ID goes with a higher accuracy and r below is "
+                "expected to be negative. " + text, "note"),
              ctx.figure("id_vs_accuracy", lambda: plot_id_vs_accuracy(pts),
                         "Last-hidden-layer TwoNN ID against test accuracy; hollow markers: shuffled labels."),
              html_table(pts)]
@@ -151,7 +152,7 @@ def _cka_result(d: pd.DataFrame, *, within: bool, pc1_removed: bool = False, pc1
                           columns=pd.Index(lb["layer_b"].tolist(), name="layer_b"))
     frac = None
     if pc1 is not None and len(pc1):
-        frac = dict(zip(pc1["layer"], pc1["pc1_fraction"]))
+        frac = dict(zip(pc1["layer"], pc1["pc1_fraction"], strict=True))
     return CKAResult(matrix=matrix, layers_a=la["layer_a"].tolist(), layers_b=lb["layer_b"].tolist(),
                      depth_a=la["depth_a"].astype(float).tolist(), depth_b=lb["depth_b"].astype(float).tolist(),
                      n=int(d["n"].iloc[0]) if "n" in d else 0, within=within, batch_size=None,
@@ -243,7 +244,11 @@ def _spectra_result(ctx: ReportContext, run: str):
 
 
 def section_spectrum(ctx: ReportContext) -> str:
-    from ..viz.spectrum import plot_checkpoint_spectrum, plot_dominant_count, plot_eigenvalues_through_training
+    from ..viz.spectrum import (
+        plot_checkpoint_spectrum,
+        plot_dominant_count,
+        plot_eigenvalues_through_training,
+    )
 
     s = ctx.table("spectra", "spectrum_through_training")
     parts = [_p("Eigenvalues of the feature kernel of the penultimate layer Φ (G = ΦᵀΦ/n on a fixed subset of "
@@ -270,7 +275,7 @@ def section_spectrum(ctx: ReportContext) -> str:
             "gap at k": last.get("gap_k"), "gap (decades)": last.get("gap_decades"),
             "effective dim": last.get("effective_dim"), "C": last.get("n_classes"), "regime": last.get("regime"),
             "Π targets top-k": last.get("pi_targets_top_k"), "test acc": last.get("test_acc"),
-            "count by epoch": " → ".join(f"{int(e)}:{int(c)}" for e, c in zip(d["epoch"], d["dominant"])),
+            "count by epoch": " → ".join(f"{int(e)}:{int(c)}" for e, c in zip(d["epoch"], d["dominant"], strict=True)),
         })
     parts.insert(1, "<h3>Dominant count and regime at the last checkpoint</h3>" + html_table(pd.DataFrame(rows)))
     return "\n".join(parts)

@@ -289,7 +289,12 @@ def prediction_comparisons(ctx) -> dict[str, pd.DataFrame]:
     """Per-example agreement and per-class accuracy of the trained models on the same test set, and —
     when two or more model families have two or more seeds each — the architecture-vs-seed test of
     Nguyen et al. (2021, §6) (:mod:`deepgeom.analysis.predictions`)."""
-    from ..analysis.predictions import architecture_test, pairwise_comparisons, per_class_accuracy, predictions
+    from ..analysis.predictions import (
+        architecture_test,
+        pairwise_comparisons,
+        per_class_accuracy,
+        predictions,
+    )
 
     p = ctx.params
     pair_frames, class_frames, test_rows = [], [], []

@@ -332,7 +332,7 @@ def expand_sweep(config: StudyConfig) -> list[RunSpec]:
     runs, seen = [], set()
     for sweep in config.sweep:
         for values in itertools.product(*(sweep[a] for a in axes)):
-            point = dict(zip(axes, values))
+            point = dict(zip(axes, values, strict=True))
             if _excluded(point, config.exclude):
                 continue
             run = RunSpec(
