@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deepgeom.errors import InputError, UnknownNameError
 from deepgeom.studies import (
@@ -49,6 +51,33 @@ def test_exclude_removes_matching_points_only():
     assert not any(r.model == "vgg" and r.shuffle_fraction == 1.0 for r in runs)
     assert not any(r.width == 16 for r in runs)
     assert len(runs) == 16 - 2 - 8 + 0  # 2 vgg/shuffled w8 removed, all 8 w16 removed
+
+
+@given(
+    widths=st.lists(st.integers(1, 512), min_size=1, max_size=3, unique=True),
+    depths=st.lists(st.integers(1, 6), min_size=1, max_size=3, unique=True),
+    seeds=st.lists(st.integers(0, 99), min_size=1, max_size=3, unique=True),
+    fracs=st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]), min_size=1, max_size=2, unique=True),
+    excluded_width=st.integers(1, 512),
+    order=st.randoms(use_true_random=False),
+)
+def test_sweep_size_and_keys_are_properties_of_the_lists(widths, depths, seeds, fracs, excluded_width, order):
+    sweep = {"dataset": "digits", "model": "mlp", "width": widths, "depth": depths, "seed": seeds,
+             "shuffle_fraction": fracs}
+    cfg = {"sweep": sweep, "train": {"epochs": 1}, "exclude": [{"width": excluded_width}]}
+    n_left = len(widths) - (excluded_width in widths)
+    if n_left == 0:
+        with pytest.raises(InputError, match="sweep is empty"):
+            load_config(cfg)
+        return
+    runs = expand_sweep(load_config(cfg))
+    assert len(runs) == n_left * len(depths) * len(seeds) * len(fracs)
+    assert len({r.key for r in runs}) == len(runs)
+    # the keys do not depend on the order keys are written in the file
+    items = list(sweep.items())
+    order.shuffle(items)
+    again = expand_sweep(load_config({"exclude": cfg["exclude"], "train": {"epochs": 1}, "sweep": dict(items)}))
+    assert [r.key for r in again] == [r.key for r in runs]
 
 
 def test_a_list_of_sweeps_is_the_union_of_their_products_without_duplicates():
