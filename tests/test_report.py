@@ -157,3 +157,21 @@ def test_cli_report_and_study_errors(bare, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown key in sweep 'widht'" in err and "width" in err
     assert main(["report", str(tmp_path / "o")]) == 2
+
+
+def test_cli_demo_runs_the_packaged_config_then_reports_and_resumes(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    import deepgeom.studies as studies
+
+    cfg = tmp_path / "demo.yaml"  # the real demo takes minutes: swap in a one-run study, same code path
+    cfg.write_text(yaml.safe_dump({"name": "mini-demo", "sweep": {"dataset": "digits", "model": "mlp", "width": 8,
+                                                                  "depth": 1}, "train": {"epochs": 1}}))
+    monkeypatch.setattr(studies, "default_config_path", lambda quick=False: cfg)
+    out = tmp_path / "out"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    first = capsys.readouterr().out
+    assert "1 units computed, 0 reused" in first and f"report: {out / 'report' / 'index.html'}" in first
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    assert "0 units computed, 1 reused" in capsys.readouterr().out
+    assert "mini-demo" in (out / "report" / "index.html").read_text()
