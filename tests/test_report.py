@@ -113,7 +113,7 @@ def test_report_tables_show_the_studys_numbers(study):
     last = spec[spec["epoch"] == 2]
     for regime in last["regime"]:
         assert f"<td>{regime}</td>" in text  # the MF/EF call
-    assert "Pearson r needs at least 3 true-label runs (this study has 1)" in text
+    assert "digits: Pearson r needs at least 3 true-label runs (this study has 1)" in text
     assert "needs two or more architectures with two or more seeds" in text
     # config and provenance
     assert "tiny-report" in text and "two small MLPs on digits" in text

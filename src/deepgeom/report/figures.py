@@ -51,7 +51,8 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
 
 def plot_id_vs_accuracy(points: pd.DataFrame):
     """Last-hidden-layer TwoNN ID against test accuracy (Ansuini et al. 2019, Fig. 4), one marker per
-    run; shuffled-label runs hollow. ``points`` has ``label, twonn_id, test_acc, shuffled``."""
+    run; shuffled-label runs hollow; Pearson r of the true-label runs printed when they share one
+    dataset. ``points`` has ``label, twonn_id, test_acc, shuffled`` (and optionally ``dataset``)."""
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     for i, row in enumerate(points.itertuples(index=False)):
         c = f"C{i % 10}"
@@ -59,7 +60,7 @@ def plot_id_vs_accuracy(points: pd.DataFrame):
                    label=row.label)
     clean = points[~points["shuffled"]]
     r = pearson_r(clean["test_acc"], clean["twonn_id"])
-    if np.isfinite(r):
+    if np.isfinite(r) and points.get("dataset", pd.Series([0])).nunique() == 1:
         ax.text(0.02, 0.96, f"Pearson r = {r:.2f} (n = {len(clean)} true-label runs)", transform=ax.transAxes,
                 va="top", fontsize=8)
     ax.set_xlabel("test accuracy")

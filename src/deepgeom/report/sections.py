@@ -97,17 +97,21 @@ def section_id_accuracy(ctx: ReportContext) -> str:
         raise NotRun("no trained checkpoint was profiled")
     lh = _last_hidden(final)
     pts = pd.DataFrame({
+        "dataset": lh["dataset"].to_numpy(),
         "label": [ctx.label_of(r) for r in lh["run"]],
         "layer": lh["layer"].to_numpy(),
         "twonn_id": lh["twonn_id"].to_numpy(),
         "test_acc": lh["run"].map(runs.set_index("run")["final_test_acc"]).to_numpy(),
         "shuffled": (lh["shuffle_fraction"] > 0).to_numpy(),
     })
-    clean = pts[~pts["shuffled"]]
-    r = pearson_r(clean["test_acc"].to_numpy(), clean["twonn_id"].to_numpy())
-    text = (f"Pearson r between last-hidden-layer ID and test accuracy over the {len(clean)} true-label runs: "
-            f"<b>{r:.2f}</b>." if np.isfinite(r) else
-            f"Pearson r needs at least 3 true-label runs (this study has {len(clean)}).")
+    texts = []
+    for ds, clean in pts[~pts["shuffled"]].groupby("dataset", sort=False):  # accuracies compare within a dataset
+        r = pearson_r(clean["test_acc"].to_numpy(), clean["twonn_id"].to_numpy())
+        texts.append(f"{html.escape(str(ds))}: Pearson r between last-hidden-layer ID and test accuracy over the "
+                     f"{len(clean)} true-label runs: <b>{r:.2f}</b>." if np.isfinite(r) else
+                     f"{html.escape(str(ds))}: Pearson r needs at least 3 true-label runs (this study has "
+                     f"{len(clean)}).")
+    text = " ".join(texts)
     parts = [_p("Ansuini et al. (2019) found that the ID of the last hidden layer, measured on training data, "
                 "predicts generalisation across architectures: correlation r = 0.94 with the top-5 test "
                 "<i>error</i> on ImageNet networks, so a lower ID goes with a higher accuracy and r below is "
