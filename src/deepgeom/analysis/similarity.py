@@ -378,6 +378,9 @@ def cka_matrix(
         (3, 3)
     """
     if not isinstance(model_a, nn.Module):
+        if data is not None:
+            raise InputError("data is not used with captures (their rows are the examples); pass models to run "
+                             "them on data, or leave data out")
         if model_b is not None and isinstance(model_b, nn.Module):
             raise InputError("model_a is a capture but model_b is a model: pass two captures or two models")
         return cka_matrix_from_captures(model_a, model_b, layers_a=layers_a, layers_b=layers_b,
