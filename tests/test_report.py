@@ -30,7 +30,7 @@ TINY = {
     },
 }
 
-SECTION_IDS = ["overview", "id-profile", "id-accuracy", "id-training", "cka", "cka-across", "spectrum", "collapse",
+SECTION_IDS = ["overview", "findings", "id-profile", "id-accuracy", "id-training", "cka", "cka-across", "spectrum", "collapse",
                "predictions", "config"]
 
 
@@ -115,6 +115,13 @@ def test_report_tables_show_the_studys_numbers(study):
         assert f"<td>{regime}</td>" in text  # the MF/EF call
     assert "digits: Pearson r needs at least 3 true-label runs (this study has 1)" in text
     assert "needs two or more architectures with two or more seeds" in text
+    # the findings table: one row per claim the tables speak to, with the measured numbers
+    prof = pd.read_csv(study / "tables" / "id_profiles.csv")
+    trained = prof[prof["condition"] == "trained"]
+    assert f"{(trained['twonn_id'] / trained['D']).max():.3f}" in text
+    for claim in ("hunchback", "PC-ID ≫ TwoNN", "shuffled labels: the late-layer ID", "block", "MF (dominant count",
+                  "NC1 → 0"):
+        assert claim in text, claim
     # config and provenance
     assert "tiny-report" in text and "two small MLPs on digits" in text
     versions = json.loads((study / "study.json").read_text())["versions"]
@@ -126,7 +133,7 @@ def test_sections_of_analyses_not_in_the_study_say_not_run(bare):
     assert "Not run: analysis &#x27;id_profile&#x27; is not part of this study" in text
     assert "Not run: analysis &#x27;cka_matrix&#x27; is not part of this study" in text
     assert "Not run: analysis &#x27;spectrum_through_training&#x27; is not part of this study" in text
-    assert text.count('class="notrun"') == 8  # every analysis section; overview and config are drawn
+    assert text.count('class="notrun"') == 9  # findings + every analysis section; overview and config drawn
     assert (bare / "report" / "figures" / "learning_curves.png").is_file()
 
 
@@ -139,7 +146,7 @@ def test_a_failing_section_does_not_hide_the_others(bare, monkeypatch):
     monkeypatch.setattr(sections, "section_config", boom)
     text = build_report(bare).read_text()
     assert "failed to draw (RuntimeError: plotting exploded)" in text
-    assert text.count('class="notrun"') == 9
+    assert text.count('class="notrun"') == 10
     assert (bare / "report" / "figures" / "learning_curves.png").is_file()  # the overview still drew
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from .builder import NotRun, ReportContext, _p, html_table
 
 __all__ = [
-    "section_id_profile", "section_id_accuracy", "section_id_training", "section_cka", "section_cka_across",
+    "section_findings", "section_id_profile", "section_id_accuracy", "section_id_training", "section_cka", "section_cka_across",
     "section_spectrum", "section_collapse", "section_predictions", "section_config",
 ]
 
@@ -30,6 +30,112 @@ def _last_hidden(df: pd.DataFrame) -> pd.DataFrame:
     """The row of the last hidden layer (the one before ``output``) of each (run, epoch) profile."""
     d = df[df["layer"] != "output"]
     return d.loc[d.groupby(["run", "epoch"])["layer_index"].idxmax()]
+
+
+# ------------------------------------------------------------------------------------- findings
+def _finding_rows(ctx: ReportContext) -> list[dict]:
+    """One row per published claim that this study's tables can speak to, with the measured numbers.
+
+    Nothing is judged against a hard-coded expectation of *this* study: each row states the paper's
+    claim and what the tables show (counts, medians, correlations), so the reader decides."""
+    rows: list[dict] = []
+
+    def add(paper: str, claim: str, measured: str) -> None:
+        rows.append({"paper": paper, "claim": claim, "measured here": measured})
+
+    if ctx.has_table("id_profiles"):
+        df = ctx.table("id_profiles")
+        hidden = df[(df["layer"] != "input") & (df["layer"] != "output")]
+        tr = df[df["condition"] == "trained"]
+        if len(tr):
+            ratio = (tr["twonn_id"] / tr["D"]).max()
+            add("Ansuini 2019", "ID ≪ number of units in every layer",
+                f"largest TwoNN ID / D over all layers of trained runs: {ratio:.3f}")
+            ok = pc = 0
+            for _, d in tr.groupby("run"):
+                d = d.sort_values("layer_index")
+                h = d[(d["layer"] != "input") & (d["layer"] != "output")]
+                if len(h):
+                    pc += 1
+                    ok += bool(h["twonn_id"].max() > d["twonn_id"].iloc[0] and h["twonn_id"].max() > d["twonn_id"].iloc[-1])
+            add("Ansuini 2019", "ID rises then falls with depth (hunchback) in trained networks",
+                f"{ok} of {pc} trained runs have a hidden layer above both input and output ID")
+            if "pca_id" in tr:
+                q = (tr["pca_id"] / tr["twonn_id"]).replace([np.inf, -np.inf], np.nan).dropna()
+                if len(q):
+                    add("Ansuini 2019", "PC-ID ≫ TwoNN ID (curved, not flat, representations)",
+                        f"PC-ID / TwoNN: median {q.median():.1f}, range {q.min():.1f}–{q.max():.1f}")
+        lh = _last_hidden(df[df["epoch"] > 0]) if (df["epoch"] > 0).any() else df.iloc[0:0]
+        un = _last_hidden(df[df["epoch"] == 0]) if (df["epoch"] == 0).any() else df.iloc[0:0]
+        if len(lh) and len(un):
+            m = lh.merge(un[["run", "twonn_id"]], on="run", suffixes=("", "_untrained"))
+            m = m[m["shuffle_fraction"] == 0]
+            if len(m):
+                drop = m["twonn_id_untrained"] - m["twonn_id"]
+                add("Ansuini 2019", "training lowers the last-hidden-layer ID (untrained profiles stay flat/high)",
+                    f"last-hidden ID untrained → trained: lower in {int((drop > 0).sum())} of {len(m)} true-label runs "
+                    f"(median change {-drop.median():+.2f})")
+        sh = lh[lh["shuffle_fraction"] > 0]
+        if len(sh):
+            parts = []
+            for row in sh.itertuples():
+                same = lh[(lh["shuffle_fraction"] == 0) & (lh["dataset"] == row.dataset) & (lh["model"] == row.model)
+                          & (lh["width"] == row.width) & (lh["depth"] == row.depth)]
+                if len(same):
+                    parts.append(f"{ctx.label_of(row.run)}: {row.twonn_id:.2f} vs {same['twonn_id'].mean():.2f} "
+                                 "with true labels")
+            if parts:
+                add("Ansuini 2019", "shuffled labels: the late-layer ID does not fall the same way",
+                    "last-hidden TwoNN ID " + "; ".join(parts))
+        del hidden
+    if ctx.has_table("cka_blocks") or ctx.has_table("cka_pairs"):
+        blocks = ctx.table("cka_blocks") if ctx.has_table("cka_blocks") else pd.DataFrame(columns=["run", "size"])
+        pairs = ctx.table("cka_pairs")
+        n_runs = pairs["run"].nunique()
+        with_block = blocks["run"].nunique() if len(blocks) else 0
+        biggest = int(blocks["size"].max()) if len(blocks) else 0
+        add("Nguyen 2021", "blocks of consecutive layers with high mutual CKA appear in larger models",
+            f"{with_block} of {n_runs} runs have a block at CKA ≥ {blocks['threshold'].iloc[0] if len(blocks) else 0.9:g}; "
+            f"largest block: {biggest} layers")
+        if ctx.has_table("cka_pc1") and len(blocks):
+            pc1 = ctx.table("cka_pc1")
+            inside, outside = [], []
+            for run, p in pc1.groupby("run"):
+                b = blocks[blocks["run"] == run]
+                names = set()
+                for r in b.itertuples():
+                    lay = p["layer"].tolist()
+                    if r.first_layer in lay and r.last_layer in lay:
+                        names |= set(lay[lay.index(r.first_layer): lay.index(r.last_layer) + 1])
+                inside += p[p["layer"].isin(names)]["pc1_fraction"].tolist()
+                outside += p[~p["layer"].isin(names)]["pc1_fraction"].tolist()
+            if inside and outside:
+                add("Nguyen 2021", "layers inside a block share a dominant first principal component",
+                    f"median PC1 variance fraction inside blocks {np.median(inside):.2f} vs outside {np.median(outside):.2f}")
+    if ctx.has_table("spectra"):
+        s = ctx.table("spectra")
+        last = s[s["epoch"] == s.groupby("run")["epoch"].transform("max")]
+        if "regime" in last:
+            calls = ", ".join(f"{ctx.label_of(r.run)}: {r.regime} ({int(r.dominant)})" for r in last.itertuples())
+            add("Nam 2024", "trained networks settle into MF (dominant count ≈ C) or stay EF",
+                f"last checkpoint (C = {int(last['n_classes'].iloc[0])}): {calls}")
+        if "nc1" in s and (s["epoch"] > 0).any():
+            first = s[s["epoch"] == s.groupby("run")["epoch"].transform("min")].set_index("run")["nc1"]
+            fin = last.set_index("run")["nc1"]
+            fell = int((fin < first.reindex(fin.index)).sum())
+            add("Papyan 2020", "within-class variability collapses during training (NC1 → 0)",
+                f"NC1 fell from the first to the last checkpoint in {fell} of {len(fin)} runs "
+                f"(last: {fin.min():.2f}–{fin.max():.2f})")
+    return rows
+
+
+def section_findings(ctx: ReportContext) -> str:
+    rows = _finding_rows(ctx)
+    if not rows:
+        raise NotRun("no analysis of this study speaks to the papers' claims")
+    return (_p("Each row states a published claim and what this study's tables show for it; small networks "
+               "on small data need not reproduce every claim. The sections below hold the figures and the "
+               "full numbers.", "note") + html_table(pd.DataFrame(rows)))
 
 
 # ------------------------------------------------------------------------------------- ID
