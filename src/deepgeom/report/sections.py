@@ -45,7 +45,6 @@ def _finding_rows(ctx: ReportContext) -> list[dict]:
 
     if ctx.has_table("id_profiles"):
         df = ctx.table("id_profiles")
-        hidden = df[(df["layer"] != "input") & (df["layer"] != "output")]
         tr = df[df["condition"] == "trained"]
         if len(tr):
             ratio = (tr["twonn_id"] / tr["D"]).max()
@@ -87,7 +86,6 @@ def _finding_rows(ctx: ReportContext) -> list[dict]:
             if parts:
                 add("Ansuini 2019", "shuffled labels: the late-layer ID does not fall the same way",
                     "last-hidden TwoNN ID " + "; ".join(parts))
-        del hidden
     if ctx.has_table("cka_blocks") or ctx.has_table("cka_pairs"):
         blocks = ctx.table("cka_blocks") if ctx.has_table("cka_blocks") else pd.DataFrame(columns=["run", "size"])
         pairs = ctx.table("cka_pairs")
