@@ -11,7 +11,7 @@ How (the argument is spelled out in :func:`knn`):
 1. **Centre** with float64 column means (distances do not change; the large-norm cancellation does).
 2. **Candidate search in float32**: :math:`\hat d^2 = s_i + s_j - 2\,\tilde x_i\cdot\tilde x_j` over
    row blocks, each symmetric block pair computed once, keeping the :math:`k+m` smallest per row
-   (``m`` = ``margin``).  Memory: one B×B block (in memory) or an R×N slab (memmap), never N×N×D.
+   (``m`` = ``margin``).  Memory: one B×W strip (in memory) or an R×N slab (memmap), never N×N×D.
 3. **Exact refinement**: the few candidate pairs that can still be among the k nearest get their
    distance recomputed in float64 *from differences* :math:`\sqrt{\sum_d (X_{id}-X_{jd})^2}` of the
    original rows (an exact duplicate gives exactly 0.0), then re-sorted.
@@ -390,9 +390,15 @@ def knn(
     their number is ``n_fallback``.  Only candidates that can still be among the k nearest
     (lower bound ≤ the k-th upper bound) are refined, so refinement costs about k+1 differences per row.
 
-    **Memory.** One B×B float32 block (``block_rows`` = B) plus the centred float32 copy of X in
-    memory; for a memmap an R×N slab accumulated over feature chunks (streamed from disk, never
-    loaded whole) with R×N×4 ≤ ``memory_bytes``.  Never an N×N×D tensor; no loop over points.
+    **Memory.** The centred float32 copy of X plus one B×W float32 strip of the distance matrix
+    (``block_rows`` = B, W ≤ ``memory_bytes``/(12·B)) in memory; for a memmap an R×N slab
+    accumulated over feature chunks (streamed from disk, never loaded whole) with
+    R×N×4 ≤ ``memory_bytes`` (one slab for all rows: only its upper block triangle is multiplied).
+    Refinement gathers pair batches within ``memory_bytes``.  Never an N×N×D tensor; no loop over
+    points (only over blocks).
+
+    **Cost.** About N²·D float32 flops (each unordered pair once, plus a fraction B/N for the
+    diagonal squares) and ≈ k·N·D float64 operations for the refinement.
 
     Args:
         X: (N, D) numpy array, torch tensor or numpy memmap (streamed).
