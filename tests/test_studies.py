@@ -415,3 +415,10 @@ def test_threads_are_set_during_the_study_and_restored(tmp_path, fake):
     assert seen == [1, 1, 1] and torch.get_num_threads() == before
     with pytest.raises(InputError, match="threads must be an integer >= 1"):
         run_study(_cfg(), tmp_path, threads=0)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_is_valid(path):
+    cfg = load_config(path)
+    assert cfg.runs and cfg.analyses
+    assert len({r.key for r in cfg.runs}) == len(cfg.runs)

@@ -29,7 +29,9 @@ def _arch(row) -> str:
 def _last_hidden(df: pd.DataFrame) -> pd.DataFrame:
     """The row of the last hidden layer (the one before ``output``) of each (run, epoch) profile."""
     d = df[df["layer"] != "output"]
-    return d.loc[d.groupby(["run", "epoch"])["layer_index"].idxmax()]
+    out = d.loc[d.groupby(["run", "epoch"])["layer_index"].idxmax()]
+    order = {r: i for i, r in enumerate(pd.unique(df["run"]))}  # keep the sweep's run order
+    return out.assign(_o=out["run"].map(order)).sort_values(["_o", "epoch"]).drop(columns="_o")
 
 
 # ------------------------------------------------------------------------------------- findings
