@@ -422,3 +422,11 @@ def test_every_example_config_is_valid(path):
     cfg = load_config(path)
     assert cfg.runs and cfg.analyses
     assert len({r.key for r in cfg.runs}) == len(cfg.runs)
+
+
+def test_analyses_as_a_list_or_with_true_false_use_the_defaults():
+    from deepgeom.studies import get_analysis
+
+    a = load_config({**BASE, "analyses": ["id_profile", "cka_matrix"]}).analyses
+    b = load_config({**BASE, "analyses": {"id_profile": True, "cka_matrix": None, "predictions": False}}).analyses
+    assert a == b == {"id_profile": get_analysis("id_profile").defaults, "cka_matrix": get_analysis("cka_matrix").defaults}
