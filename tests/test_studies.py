@@ -149,6 +149,12 @@ def test_config_from_yaml_and_json_files(tmp_path):
         ({"data": {"options": {"mnist1d": {}}}}, r"unknown dataset in data.options 'mnist1d'"),
         ({"models": {"resnet": {}}}, r"unknown model in models 'resnet'"),
         ({"name": ""}, r"name must be a non-empty string"),
+        ({"analyses": {"id_profile": {"split": "val"}}}, r"split must be 'train' or 'test'; got 'val'"),
+        ({"analyses": {"id_profile": {"n_points": 0}}}, r"n_points must be an integer >= 1 or null"),
+        ({"analyses": {"id_profile": {"epochs": "most"}}}, r"epochs must be 'all', 'first_last', 'last' or a list"),
+        ({"analyses": {"cka_across": {"pairs": "twins"}}}, r"pairs must be one of \['all', 'seeds', 'architectures'\]"),
+        ({"analyses": {"cka_matrix": {"threshold": 1.5}}}, r"threshold must be a number in \(0, 1\]; got 1.5"),
+        ({"analyses": {"id_during_training": {"layers": "first"}}}, r"layers must be 'penultimate' or 'all'"),
     ],
 )
 def test_config_errors_name_the_problem(patch, match):
@@ -430,3 +436,19 @@ def test_analyses_as_a_list_or_with_true_false_use_the_defaults():
     a = load_config({**BASE, "analyses": ["id_profile", "cka_matrix"]}).analyses
     b = load_config({**BASE, "analyses": {"id_profile": True, "cka_matrix": None, "predictions": False}}).analyses
     assert a == b == {"id_profile": get_analysis("id_profile").defaults, "cka_matrix": get_analysis("cka_matrix").defaults}
+
+
+def test_cka_across_pair_selection():
+    import itertools
+
+    from deepgeom.studies.builtin import _PAIRS
+
+    runs = expand_sweep(load_config({**BASE, "sweep": {"dataset": "digits", "model": "mlp", "width": [8, 16],
+                                                       "seed": [0, 1]}}))
+    pick = {name: [(a.width, a.seed, b.width, b.seed) for a, b in itertools.combinations(runs, 2) if rule(a, b)]
+            for name, rule in _PAIRS.items()}
+    assert len(pick["all"]) == 6
+    assert pick["seeds"] == [(8, 0, 8, 1), (16, 0, 16, 1)]
+    assert pick["architectures"] == [(8, 0, 16, 0), (8, 1, 16, 1)]
+    with pytest.raises(UnknownNameError, match="unknown parameter of analysis 'cka_across' 'pair'"):
+        load_config({**BASE, "analyses": {"cka_across": {"pair": "seeds"}}})

@@ -29,6 +29,7 @@ checkpoint of a run, so a change across epochs is never a change of sample.
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,30 @@ def select_epochs(available: list[int], which: Any) -> list[int]:
     raise InputError(f"epochs must be 'all', 'first_last', 'last' or a list of epochs; got {which!r}")
 
 
+def _check_common(p: dict) -> None:
+    """Value checks shared by the built-in analyses, run when the config is loaded."""
+    if "split" in p and p["split"] not in _SPLITS:
+        raise InputError(f"split must be 'train' or 'test'; got {p['split']!r}")
+    n = p.get("n_points")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise InputError(f"n_points must be an integer >= 1 or null (all); got {n!r}")
+    e = p.get("epochs", "all")
+    if not (e in ("all", "first_last", "last") or (isinstance(e, list) and all(isinstance(x, int) for x in e))):
+        raise InputError(f"epochs must be 'all', 'first_last', 'last' or a list of epochs; got {e!r}")
+    if p.get("layers", "penultimate") not in ("penultimate", "all"):
+        raise InputError(f"layers must be 'penultimate' or 'all'; got {p['layers']!r}")
+    if p.get("pairs", "all") not in _PAIRS:
+        raise InputError(f"pairs must be one of {list(_PAIRS)}; got {p['pairs']!r}")
+    for k in ("batch_size", "min_size", "keep_eigenvalues", "max_pairs", "n_permutations"):
+        v = p.get(k, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"{k} must be an integer >= 1; got {v!r}")
+    for k in ("threshold", "alpha"):
+        v = p.get(k, 0.5)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise InputError(f"{k} must be a number in (0, 1]; got {v!r}")
+
+
 def _split(run, split: str, n_points: int | None, seed: int):
     if split not in _SPLITS:
         raise InputError(f"split must be 'train' or 'test'; got {split!r}")
@@ -96,6 +121,7 @@ def _history_at(run, epochs: list[int]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------- intrinsic dim
 @register_analysis(
     "id_profile",
+    check=_check_common,
     defaults={"n_points": 1000, "split": "train", "epochs": "first_last", "estimators": ["twonn", "pca"],
               "batch_size": 512, "seed": 0},
     table="id_profiles",
@@ -125,6 +151,7 @@ def id_profile_analysis(ctx) -> pd.DataFrame:
 
 @register_analysis(
     "id_during_training",
+    check=_check_common,
     defaults={"n_points": 1000, "split": "train", "epochs": "all", "layers": "penultimate",
               "estimators": ["twonn", "pca"], "batch_size": 512, "seed": 0},
     table="id_training",
@@ -166,6 +193,7 @@ def _pairs_frame(res) -> pd.DataFrame:
 
 @register_analysis(
     "cka_matrix",
+    check=_check_common,
     defaults={"n_points": 2000, "split": "test", "batch_size": 256, "threshold": 0.9, "min_size": 2,
               "remove_pc1": True, "epoch": None, "seed": 0},
 )
@@ -202,10 +230,19 @@ def cka_within(ctx) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _architecture(spec) -> tuple:
+    return (spec.model, spec.width, spec.depth, json.dumps(spec.model_options, sort_keys=True), spec.shuffle_fraction)
+
+
+_PAIRS = {
+    "all": lambda a, b: True,
+    "seeds": lambda a, b: _architecture(a) == _architecture(b) and a.seed != b.seed,
+    "architectures": lambda a, b: _architecture(a) != _architecture(b) and a.seed == b.seed,
+}
+
+
 def _comparable_runs(runs, include_shuffled: bool) -> dict[tuple, list]:
     """Trained runs grouped by identical test data (dataset, options, split seed)."""
-    import json
-
     groups: dict[tuple, list] = {}
     for r in runs:
         if r.spec.shuffle_fraction > 0 and not include_shuffled:
@@ -217,17 +254,22 @@ def _comparable_runs(runs, include_shuffled: bool) -> dict[tuple, list]:
 
 @register_analysis(
     "cka_across",
+    check=_check_common,
     scope="study",
     defaults={"n_points": 2000, "split": "test", "batch_size": 256, "include_shuffled": False, "max_pairs": 12,
-              "seed": 0},
+              "pairs": "all", "seed": 0},
 )
 def cka_across(ctx) -> dict[str, pd.DataFrame]:
     """CKA between every layer of model A and every layer of model B, for pairs of trained runs on the
     same test examples (fed in one pass, same batches — Nguyen et al. 2021), plus each layer's best
-    match in the other model. At most ``max_pairs`` pairs (in sweep order)."""
+    match in the other model. ``pairs``: ``"all"``, ``"seeds"`` (same architecture and labels, different
+    seed: the paper's seed-to-seed comparison) or ``"architectures"`` (different architecture, same
+    seed). At most ``max_pairs`` pairs, in sweep order."""
     from ..analysis.similarity import best_match, cka_matrix
 
     p = ctx.params
+    if p["pairs"] not in _PAIRS:
+        raise InputError(f"cka_across pairs must be one of {list(_PAIRS)}; got {p['pairs']!r}")
     pairs_out, best_out = [], []
     n_done = 0
     for group in _comparable_runs(ctx.runs, p["include_shuffled"]).values():
@@ -237,6 +279,8 @@ def cka_across(ctx) -> dict[str, pd.DataFrame]:
         for a, b in itertools.combinations(group, 2):
             if n_done >= p["max_pairs"]:
                 break
+            if not _PAIRS[p["pairs"]](a.spec, b.spec):
+                continue
             res = cka_matrix(a.model(), b.model(), data=x, batch_size=p["batch_size"], progress=False)
             tag = {"run_a": a.key, "run_b": b.key, "label_a": a.spec.label, "label_b": b.spec.label,
                    "dataset": a.spec.dataset}
@@ -244,7 +288,7 @@ def cka_across(ctx) -> dict[str, pd.DataFrame]:
             best_out.append(best_match(res).assign(**tag))
             n_done += 1
     if not pairs_out:
-        raise InputError("cka_across needs at least two trained runs on the same dataset")
+        raise InputError(f"cka_across found no pair of trained runs on the same dataset (pairs={p['pairs']!r})")
     return {"cka_across": pd.concat(pairs_out, ignore_index=True),
             "cka_best_match": pd.concat(best_out, ignore_index=True)}
 
@@ -252,6 +296,7 @@ def cka_across(ctx) -> dict[str, pd.DataFrame]:
 # ------------------------------------------------------------------------------------- spectra
 @register_analysis(
     "spectrum_through_training",
+    check=_check_common,
     defaults={"n_points": 1000, "epochs": "all", "center": False, "keep_eigenvalues": 64, "batch_size": 512,
               "seed": 0},
 )
@@ -282,6 +327,7 @@ def spectrum_through_training(ctx) -> dict[str, pd.DataFrame]:
 # ------------------------------------------------------------------------------------- predictions
 @register_analysis(
     "predictions",
+    check=_check_common,
     scope="study",
     defaults={"split": "test", "include_shuffled": False, "n_permutations": 2000, "alpha": 0.05, "seed": 0},
 )

@@ -33,14 +33,19 @@ class Analysis:
     table: str | None = None
     description: str = ""
     version: int = 1  # bump to invalidate cached results when the analysis changes meaning
+    check: Callable[[dict], None] | None = None  # validates resolved params at config load
 
     def resolve_params(self, params: dict | None) -> dict:
-        """Defaults overlaid with ``params``; an unknown parameter raises, listing the known ones."""
+        """Defaults overlaid with ``params``; an unknown parameter raises, listing the known ones, and
+        the analysis' own ``check`` (if any) rejects bad values before anything runs."""
         params = dict(params or {})
         for k in params:
             if k not in self.defaults:
                 raise UnknownNameError(f"parameter of analysis {self.name!r}", k, list(self.defaults))
-        return {**self.defaults, **params}
+        resolved = {**self.defaults, **params}
+        if self.check is not None:
+            self.check(resolved)
+        return resolved
 
 
 def register_analysis(
@@ -53,11 +58,13 @@ def register_analysis(
     description: str = "",
     version: int = 1,
     replace: bool = False,
+    check: Callable[[dict], None] | None = None,
 ):
     """Register ``func`` under ``name`` (usable as a decorator when ``func`` is omitted).
 
     ``scope`` is ``"run"`` (called per trained run) or ``"study"`` (called once with all runs);
-    ``defaults`` lists every parameter the analysis accepts — a config naming another one is rejected.
+    ``defaults`` lists every parameter the analysis accepts — a config naming another one is rejected;
+    ``check(params)`` may raise :class:`~deepgeom.errors.InputError` for bad values at config load.
     Registering a taken name raises unless ``replace=True``.
     """
     if scope not in ("run", "study"):
@@ -74,6 +81,7 @@ def register_analysis(
             table=table,
             description=description or (f.__doc__ or "").strip().split("\n")[0],
             version=version,
+            check=check,
         )
         return f
 
