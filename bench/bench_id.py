@@ -1,6 +1,6 @@
 """Intrinsic-dimension benchmark: deepgeom TwoNN vs scikit-dimension and DADApy on the same data.
 
-    python bench/bench_id.py [--quick] [--no-large] [--no-100k] [--anchors-large] [--workdir DIR]
+    python bench/bench_id.py [--quick] [--no-large] [--no-100k] [--anchors-large] [--repeat R] [--workdir DIR]
 
 Data: a curved 10-dimensional manifold (random Fourier features of z ~ U[0,1]^10, so the known ID is
 10) embedded in D dimensions, written once to a .npy file.  Every method runs in its own fresh
@@ -74,7 +74,7 @@ def make_manifold(path: Path, n: int, d: int, intrinsic: int = TRUE_ID, seed: in
 # ------------------------------------------------------------------------------------------ workers
 
 
-def worker_deepgeom(path: str, mmap: bool, knn_only: bool) -> None:
+def worker_deepgeom(path: str, mmap: bool, knn_only: bool, repeat: int) -> None:
     import torch
 
     from deepgeom.functional.neighbors import knn
@@ -89,13 +89,13 @@ def worker_deepgeom(path: str, mmap: bool, knn_only: bool) -> None:
     mm = matmul_gflops(2048, min(d, 4096))
     base = rss_anon_mb()
     with PeakMemory() as pk:
-        t_knn, nb = timed(lambda: knn(X, 2))
+        t_knn, nb = timed(lambda: knn(X, 2), repeat)
     out = dict(knn_time=t_knn, n_fallback=nb.n_fallback, matmul_gflops=mm, threads=torch.get_num_threads(),
                base_mb=base, knn_peak_mb=pk.peak_mb, gflops=n * n * d / t_knn / 1e9)
     if not knn_only:
         with PeakMemory() as pt:
             if twonn is not None:
-                t_id, res = timed(lambda: twonn(X))
+                t_id, res = timed(lambda: twonn(X), repeat)
                 est = res.id
             else:
                 def inline() -> float:
@@ -104,28 +104,28 @@ def worker_deepgeom(path: str, mmap: bool, knn_only: bool) -> None:
                     m = int(0.9 * len(mu))
                     x, y = np.log(mu[:m]), -np.log1p(-np.arange(1, m + 1) / len(mu))
                     return float(x @ y / (x @ x))
-                t_id, est = timed(inline)
+                t_id, est = timed(inline, repeat)
         out.update(time=t_id, id=est, peak_mb=max(pk.peak_mb, pt.peak_mb))
     worker_reply(**out)
 
 
-def worker_skdim(path: str) -> None:
+def worker_skdim(path: str, repeat: int) -> None:
     import skdim
 
     X = np.load(path).astype(np.float64)
     base = rss_anon_mb()
     with PeakMemory() as pk:
-        t, est = timed(lambda: skdim.id.TwoNN().fit(X).dimension_)
+        t, est = timed(lambda: skdim.id.TwoNN().fit(X).dimension_, repeat)
     worker_reply(time=t, id=float(est), base_mb=base, peak_mb=pk.peak_mb)
 
 
-def worker_dadapy(path: str) -> None:
+def worker_dadapy(path: str, repeat: int) -> None:
     from dadapy import Data
 
     X = np.load(path).astype(np.float64)
     base = rss_anon_mb()
     with PeakMemory() as pk:
-        t, res = timed(lambda: Data(coordinates=X, verbose=False).compute_id_2NN())
+        t, res = timed(lambda: Data(coordinates=X, verbose=False).compute_id_2NN(), repeat)
     worker_reply(time=t, id=float(res[0]), base_mb=base, peak_mb=pk.peak_mb)
 
 
@@ -133,8 +133,8 @@ def worker_dadapy(path: str) -> None:
 
 
 def bench_case(path: Path, n: int, d: int, *, mmap: bool, anchors: bool, knn_only: bool = False,
-               skip_reason: str = "") -> list[dict]:
-    me = [sys.executable, str(Path(__file__).resolve()), "--worker"]
+               skip_reason: str = "", repeat: int = 1) -> list[dict]:
+    me = [sys.executable, str(Path(__file__).resolve()), "--repeat", str(repeat), "--worker"]
     rows = []
     dg = run_worker(me + ["deepgeom", str(path)] + (["--mmap"] if mmap else []) + (["--knn-only"] if knn_only else []))
     anchor_rows = []
@@ -174,6 +174,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-100k", action="store_true", help="skip the N=100,000 search")
     ap.add_argument("--anchors-large", action="store_true", help="run the anchors on the large case too")
     ap.add_argument("--workdir", default=None, help="where the data files go (default: a temp dir)")
+    ap.add_argument("--repeat", type=int, default=2, help="best of this many runs per method (N=10,000 cases)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--mmap", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--knn-only", action="store_true", help=argparse.SUPPRESS)
@@ -181,11 +182,11 @@ def main(argv: list[str]) -> int:
     if a.worker:
         kind, path = a.worker
         if kind == "deepgeom":
-            worker_deepgeom(path, a.mmap, a.knn_only)
+            worker_deepgeom(path, a.mmap, a.knn_only, a.repeat)
         elif kind == "skdim":
-            worker_skdim(path)
+            worker_skdim(path, a.repeat)
         else:
-            worker_dadapy(path)
+            worker_dadapy(path, a.repeat)
         return 0
 
     import torch
@@ -202,7 +203,7 @@ def main(argv: list[str]) -> int:
         for n, d in small:
             p = work / f"manifold_{n}x{d}.npy"
             make_manifold(p, n, d)
-            rows += bench_case(p, n, d, mmap=False, anchors=True)
+            rows += bench_case(p, n, d, mmap=False, anchors=True, repeat=a.repeat)
             print(f"  done N={n} D={d}  loadavg {loadavg()}", flush=True)
         if not a.no_large:
             n, d = large
