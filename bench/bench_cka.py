@@ -24,8 +24,8 @@ level after the models and data are loaded, sampled every 20 ms), methods interl
 the fastest run of each kept. The ratios use **CPU time of one thread**: this machine is shared by
 several engineers (load 5–9 on 2 cores while these numbers were taken), and wall times of
 sequential runs swing by 2–4× with the load while one thread's CPU time does not. Wall times are
-printed too. Two model pairs: ReLU (the realistic case; torch-cka returns NaN/wrong values there)
-and tanh (no common offset: every library is right, so values must agree).
+printed too. Model pairs: ReLU (the realistic case: a positive common offset, where float32 libraries
+lose digits) and tanh (no common offset: every library is right, so the values must agree).
 """
 
 from __future__ import annotations
