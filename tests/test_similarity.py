@@ -226,6 +226,14 @@ def test_pc1_fractions_from_model(data):
     acts = manual_layers(net, data)
     assert list(df["layer"]) == ["0", "2"]
     assert abs(df["pc1_fraction"].iloc[1] - pc1_fraction(acts[2])) < 1e-9
+    # layer "0" (16 features, rank 6) by streamed subspace iteration instead of its 16×16 scatter matrix
+    wide = pc1_fractions(net, data, ["0"], batch_size=64, pc1_max_dim=8)
+    assert abs(wide["pc1_fraction"].iloc[0] - pc1_fraction(acts[0])) < 1e-9
+    # and inside the heatmap of a model, with its extra passes over the data
+    r = cka_matrix(net, data=data, layers_a=["0", "2"], batch_size=64, remove_pc1=True, pc1_max_dim=8,
+                   progress=False)
+    r_exact = cka_matrix(net, data=data, layers_a=["0", "2"], batch_size=64, remove_pc1=True, progress=False)
+    np.testing.assert_allclose(r.values, r_exact.values, rtol=0, atol=1e-9)
 
 
 def test_find_blocks_rule():
@@ -345,3 +353,22 @@ def test_cli_pair_and_heatmap(tmp_path, capsys):
     assert (tmp_path / "hm" / "cka_heatmap.png").is_file() and (tmp_path / "hm" / "blocks.json").is_file()
     assert summary["layers_a"] == ["0", "1", "2", "3", "4"]
     assert main(["cka", "heatmap", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_pc1_wide_layers_by_subspace_iteration(rng):
+    """Layers wider than pc1_max_dim get their PC by randomized subspace iteration (extra passes):
+    same fractions and heatmap as the exact D×D route, here to 1e-9."""
+    n, d = 400, 300
+    G = rng.normal(size=(n, 20))
+    U = np.linalg.qr(G - G.mean(0))[0]  # orthonormal, centred columns: the spectrum is exactly s²
+    V = np.linalg.qr(rng.normal(size=(d, 20)))[0]
+    s = 10.0 * 0.7 ** np.arange(20)
+    wide = {"w1": U @ np.diag(s) @ V.T + 5.0, "w2": np.tanh(U[:, :8] @ rng.normal(size=(8, 150))) + 1.0,
+            "narrow": U[:, :5] @ rng.normal(size=(5, 7))}
+    exact = cka_matrix_from_captures(wide, batch_size=100, remove_pc1=True, pc1_max_dim=1000)
+    iterative = cka_matrix_from_captures(wide, batch_size=100, remove_pc1=True, pc1_max_dim=100)
+    for k in wide:
+        assert abs(iterative.pc1_fraction_a[k] - exact.pc1_fraction_a[k]) < 1e-9
+        assert abs(iterative.pc1_fraction_a[k] - pc1_fraction(wide[k])) < 1e-9
+    assert abs(exact.pc1_fraction_a["w1"] - s[0] ** 2 / np.sum(s**2)) < 1e-9  # closed form
+    np.testing.assert_allclose(iterative.values, exact.values, rtol=0, atol=1e-9)

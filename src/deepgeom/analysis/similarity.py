@@ -134,45 +134,106 @@ def _check_kernel(kernel: str) -> None:
 
 
 class _PC1:
-    """Streamed covariance per layer (float64, D×D) → the first principal direction and its variance
-    fraction; then ``project(x)`` removes it from centred rows of a batch."""
+    """Each layer's first principal direction and its variance fraction, from streamed passes.
 
-    def __init__(self, names: list[str], max_dim: int):
-        self.names, self.max_dim = names, max_dim
+    Pass 1 accumulates, per layer, the column sums and — for D ≤ ``max_dim`` — the D×D scatter matrix,
+    both about a pilot shift (the first batch's mean, so a large common offset does not cancel in
+    float64); its top eigenvector is exact. Wider layers (D > ``max_dim``) use randomized block
+    subspace iteration (Halko, Martinsson & Tropp 2011) instead: ``iterations`` more passes, each
+    computing :math:`\tilde X^\top(\tilde X V)` for a D×``rank`` block V, then a Rayleigh–Ritz step —
+    D×rank memory. ``project(x)`` removes the direction from centred rows of a batch.
+    """
+
+    def __init__(self, names: list[str], max_dim: int, iterations: int = 6, rank: int = 8, seed: int = 0):
+        self.names, self.max_dim, self.iterations, self.rank, self.seed = names, max_dim, iterations, rank, seed
         self.n = 0
+        self.shift: dict[str, torch.Tensor] = {}
         self.sum: dict[str, torch.Tensor] = {}
         self.sq: dict[str, torch.Tensor] = {}
         self.direction: dict[str, torch.Tensor] = {}
         self.fraction: dict[str, float] = {}
         self.mean: dict[str, torch.Tensor] = {}
+        self._V: dict[str, torch.Tensor] = {}
+        self._acc: dict[str, list] = {}
+
+    @property
+    def iterative(self) -> list[str]:
+        """Layers too wide for a D×D scatter matrix (found by subspace iteration)."""
+        return [n for n in self.names if n in self.sum and n not in self.sq]
 
     def update(self, batch: Mapping[str, Any]) -> None:
+        """Pass 1: column sums (and scatter matrices of the narrow layers) about the pilot shift."""
         for name in self.names:
             x = _flat(batch[name]).to(torch.float64)
-            if x.shape[1] > self.max_dim:
-                raise InputError(
-                    f"layer {name!r} has {x.shape[1]} features: its {x.shape[1]}×{x.shape[1]} covariance for the "
-                    f"first principal component exceeds pc1_max_dim={self.max_dim}; raise pc1_max_dim if memory "
-                    "allows (8·D² bytes), or select a pooled/narrower layer")
-            if name not in self.sum:
+            if name not in self.shift:
+                self.shift[name] = x.mean(0)
                 self.sum[name] = torch.zeros(x.shape[1], dtype=torch.float64)
-                self.sq[name] = torch.zeros((x.shape[1], x.shape[1]), dtype=torch.float64)
-            self.sum[name] += x.sum(0)
-            self.sq[name] += x.T @ x
+                if x.shape[1] <= self.max_dim:
+                    self.sq[name] = torch.zeros((x.shape[1], x.shape[1]), dtype=torch.float64)
+            xs = x - self.shift[name]
+            self.sum[name] += xs.sum(0)
+            if name in self.sq:
+                self.sq[name] += xs.T @ xs
         self.n += int(_flat(batch[self.names[0]]).shape[0])
 
     def finish(self) -> None:
+        """After pass 1: exact PCs of the narrow layers; random starting blocks for the wide ones."""
+        gen = torch.Generator().manual_seed(self.seed)
         for name in self.names:
-            mean = self.sum[name] / self.n
-            C = self.sq[name] - self.n * torch.outer(mean, mean)
+            ms = self.sum[name] / self.n
+            self.mean[name] = self.shift[name] + ms
+            if name not in self.sq:
+                k = min(self.rank, ms.shape[0])
+                self._V[name] = torch.linalg.qr(torch.randn(ms.shape[0], k, generator=gen, dtype=torch.float64))[0]
+                continue
+            C = self.sq[name] - self.n * torch.outer(ms, ms)
             if not bool(torch.isfinite(C).all()):
                 raise InputError(f"layer {name!r} has NaN or Inf activations: its first principal component "
                                  "is undefined")
             evals, evecs = torch.linalg.eigh(C)
             total = float(evals.clamp_min(0).sum())
-            self.mean[name] = mean
             self.direction[name] = evecs[:, -1]
             self.fraction[name] = float(evals[-1]) / total if total > 0 else float("nan")
+            del self.sq[name]
+            self.sq[name] = torch.empty(0)  # keep the marker "exact" without holding D×D
+
+    def iter_update(self, batch: Mapping[str, Any]) -> None:
+        """One batch of a subspace-iteration pass: accumulate X̃ᵀ(X̃V), (X̃V)ᵀ(X̃V) and Σ‖x̃‖²."""
+        for name in self.iterative:
+            xc = _flat(batch[name]).to(torch.float64) - self.mean[name]
+            Z = xc @ self._V[name]
+            acc = self._acc.setdefault(name, [0.0, 0.0, 0.0])
+            acc[0] = acc[0] + xc.T @ Z
+            acc[1] = acc[1] + Z.T @ Z
+            acc[2] = acc[2] + float((xc * xc).sum())
+
+    def iter_finish(self, last: bool) -> None:
+        """End of a pass: next orthonormal block, or (last pass) the Rayleigh–Ritz top pair."""
+        for name in self.iterative:
+            W, G, total = self._acc.pop(name)
+            if not (bool(torch.isfinite(W).all()) and math.isfinite(total)):
+                raise InputError(f"layer {name!r} has NaN or Inf activations: its first principal component "
+                                 "is undefined")
+            if last:
+                evals, U = torch.linalg.eigh(G)
+                v = self._V[name] @ U[:, -1]
+                self.direction[name] = v / torch.linalg.norm(v)
+                self.fraction[name] = float(evals[-1]) / total if total > 0 else float("nan")
+            else:
+                self._V[name] = torch.linalg.qr(W)[0]
+
+    def fit(self, first_pass: Iterator[Mapping[str, Any]], replay: Any) -> None:
+        """Pass 1 over ``first_pass``, then the subspace-iteration passes over ``replay()`` if needed."""
+        for batch in first_pass:
+            self.update(batch)
+        if self.n == 0:
+            raise InputError("data holds no examples")
+        self.finish()
+        if self.iterative:
+            for it in range(self.iterations):
+                for batch in replay():
+                    self.iter_update(batch)
+                self.iter_finish(last=it == self.iterations - 1)
 
     def project(self, name: str, x: Any) -> torch.Tensor:
         x = _flat(x).to(torch.float64) - self.mean[name]
@@ -243,6 +304,15 @@ def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a
         pcs_a.finish()
         if pcs_b is not None:
             pcs_b.finish()
+        if pcs_a.iterative or (pcs_b is not None and pcs_b.iterative):
+            for it in range(pcs_a.iterations):
+                for ba, bb in replay():
+                    pcs_a.iter_update(ba)
+                    if pcs_b is not None:
+                        pcs_b.iter_update(bb)
+                pcs_a.iter_finish(last=it == pcs_a.iterations - 1)
+                if pcs_b is not None:
+                    pcs_b.iter_finish(last=it == pcs_a.iterations - 1)
         batches = replay()
     acc = MinibatchCKA(kernel=kernel, sigma=sigma, compute_dtype=compute_dtype, device=device)
     skipped = 0
@@ -362,8 +432,10 @@ def cka_matrix(
         minibatch: False → full-data CKA from N×N Grams of all activations (captured first, within
             ``memory_budget``); ``debiased`` then selects the unbiased HSIC.
         remove_pc1: project each layer's first principal component out before the kernels. The PCs come
-            from a first streamed pass (float64 covariance per layer, D ≤ ``pc1_max_dim``); the heatmap
-            from a second pass. The variance fraction of each PC is returned in ``pc1_fraction_a/b``.
+            from a first streamed pass (exact, from a float64 D×D scatter matrix, for D ≤ ``pc1_max_dim``;
+            wider layers add 6 passes of randomized subspace iteration with a block of 8 — D×8 memory);
+            the heatmap from a last pass. The variance fraction of each PC is returned in
+            ``pc1_fraction_a/b``.
         reduce: how (B, T, H) outputs become rows (see :func:`deepgeom.capture.stream`).
         compute_dtype: dtype of Gram products (after float64 centring; accumulation is float64).
 
@@ -596,19 +668,22 @@ def pc1_fraction(X: Any) -> float:
 def pc1_fractions(model: nn.Module, data: Any, layers: Any = None, *, batch_size: int = 256,
                   device: str | torch.device = "cpu", reduce: str = "flatten", pc1_max_dim: int = 8192,
                   progress: bool = False) -> pd.DataFrame:
-    """:func:`pc1_fraction` of every selected layer from one streamed pass (float64 covariance per
-    layer, D ≤ ``pc1_max_dim``). Returns a DataFrame with ``layer``, ``relative_depth``, ``pc1_fraction``."""
+    """:func:`pc1_fraction` of every selected layer, streamed: one pass with a float64 scatter matrix per
+    layer of D ≤ ``pc1_max_dim`` (exact), plus 6 passes of randomized subspace iteration (block of 8)
+    for wider layers. Returns a DataFrame with ``layer``, ``relative_depth``, ``pc1_fraction``."""
     from ..capture import resolve_layers, stream
 
     names = resolve_layers(model, layers)
     pcs = _PC1(names, pc1_max_dim)
-    order = None
-    for b in stream(model, data, names, batch_size=batch_size, device=device, reduce=reduce, progress=progress):
-        order = order or _first_order(b, names)
-        pcs.update(b)
-    if order is None:
-        raise InputError("data holds no examples")
-    pcs.finish()
+    order: list[str] = []
+
+    def passes(show: bool = False):
+        for b in stream(model, data, names, batch_size=batch_size, device=device, reduce=reduce, progress=show):
+            if not order:
+                order.extend(_first_order(b, names))
+            yield b
+
+    pcs.fit(passes(progress), passes)
     return pd.DataFrame({"layer": order, "relative_depth": _relative_depth(model, order),
                          "pc1_fraction": [pcs.fraction[n] for n in order]})
 
