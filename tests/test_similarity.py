@@ -372,3 +372,11 @@ def test_pc1_wide_layers_by_subspace_iteration(rng):
         assert abs(iterative.pc1_fraction_a[k] - pc1_fraction(wide[k])) < 1e-9
     assert abs(exact.pc1_fraction_a["w1"] - s[0] ** 2 / np.sum(s**2)) < 1e-9  # closed form
     np.testing.assert_allclose(iterative.values, exact.values, rtol=0, atol=1e-9)
+
+
+def test_pc1_streaming_survives_large_offset(rng):
+    """Scatter matrices accumulate about the first batch's mean: an offset of 1e6 on unit-scale data
+    (which would cost ~1e-4 relative in Σxxᵀ − nμμᵀ) leaves the PC1 fraction exact to 1e-8."""
+    X = rng.normal(size=(300, 5)) * [3.0, 1.0, 1.0, 0.5, 0.2]
+    r = cka_matrix_from_captures({"x": X + 1e6, "y": X[:, :3]}, batch_size=100, remove_pc1=True)
+    assert abs(r.pc1_fraction_a["x"] - pc1_fraction(X)) < 1e-8
