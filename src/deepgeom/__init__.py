@@ -23,8 +23,22 @@ from .analysis.similarity import best_match, cka_matrix, cka_matrix_from_capture
 from .capture import Capture, list_layers, load_capture, resolve_layers, stream
 from .errors import DeepgeomError, InputError, MissingDependencyError, UnknownNameError
 from .functional.cka import MinibatchCKA, cka, linear_cka, rbf_cka, unbiased_hsic
-from .functional.collapse import effective_rank, neural_collapse, participation_ratio, power_law_alpha, richness
-from .functional.intrinsic_dim import gride, gride_multiscale, levina_bickel, pca_id, twonn, twonn_bootstrap, twonn_scale
+from .functional.collapse import (
+    effective_rank,
+    neural_collapse,
+    participation_ratio,
+    power_law_alpha,
+    richness,
+)
+from .functional.intrinsic_dim import (
+    gride,
+    gride_multiscale,
+    levina_bickel,
+    pca_id,
+    twonn,
+    twonn_bootstrap,
+    twonn_scale,
+)
 from .functional.neighbors import knn
 from .functional.spectrum import dominant_count, feature_spectrum, regime
 from .models import build as build_model

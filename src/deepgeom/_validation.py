@@ -48,8 +48,15 @@ def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_fini
     return X
 
 
-def check_finite_values(X: ArrayLike, name: str = "X", block_rows: int = 4096) -> None:
-    """Raise :class:`InputError` if X holds NaN or Inf, saying how many and in which row first."""
+def check_finite_values(X: ArrayLike, name: str = "X", block_rows: int | None = None) -> None:
+    """Raise :class:`InputError` if X holds NaN or Inf, naming the first bad row.
+
+    Rows are checked in blocks of about 64 MiB (fewer rows when D is large), so a wide memmap is
+    streamed from disk instead of being read into memory in one piece.
+    """
+    if block_rows is None:
+        width = max(1, int(X.shape[1]) if X.ndim > 1 else 1)
+        block_rows = int(max(1, min(4096, (64 * 2**20) // (8 * width))))
     for start in range(0, X.shape[0], block_rows):
         blk = X[start : start + block_rows]
         bad = ~torch.isfinite(blk) if isinstance(blk, torch.Tensor) else ~np.isfinite(np.asarray(blk))
