@@ -114,13 +114,10 @@ class Block(ResultMixin):
 
 # ------------------------------------------------------------------------------------ small helpers
 def _relative_depth(model: Any, names: list[str]) -> list[float]:
-    """Position in ``model.analysis_layers`` / (L-1) when every name is declared there, else rank / (m-1)
-    (the same rule as :class:`deepgeom.capture.Capture`)."""
-    declared = list(getattr(model, "analysis_layers", None) or [])
-    if declared and len(declared) > 1 and all(n in declared for n in names):
-        return [declared.index(n) / (len(declared) - 1) for n in names]
-    m = len(names)
-    return [i / (m - 1) if m > 1 else 0.0 for i in range(m)]
+    """The capture's relative-depth rule, as a list in the order of ``names``."""
+    from ..capture import layer_depths
+
+    return list(layer_depths(model, names).values())
 
 
 def _flat(x: Any) -> torch.Tensor:

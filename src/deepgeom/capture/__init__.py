@@ -16,7 +16,7 @@ import types
 
 from ._layers import INPUT, OUTPUT, default_layers, list_layers, resolve_layers
 from ._sources import load_model_source, parse_layer_list, select_inputs
-from ._store import Capture, UnknownLayerError, capture, load_capture, parse_bytes
+from ._store import Capture, UnknownLayerError, capture, layer_depths, load_capture, parse_bytes
 from ._stream import REDUCE_MODES, StreamBatch, first_tensor, stream
 from ._text import tokenize_texts
 
@@ -30,6 +30,7 @@ __all__ = [
     "capture",
     "default_layers",
     "first_tensor",
+    "layer_depths",
     "list_layers",
     "load_capture",
     "load_model_source",

@@ -334,7 +334,12 @@ def load_capture(directory: str | Path, *, mmap: bool = True) -> Capture:
     return Capture(arrays, relative_depth=depth, labels=labels, example_index=ex, meta=manifest.get("meta"))
 
 
-def _relative_depth(model: nn.Module, names: list[str]) -> dict[str, float]:
+def layer_depths(model: nn.Module | None, names: list[str]) -> dict[str, float]:
+    """Relative depth (0 = input, 1 = output) of captured layers, the x-axis of every profile.
+
+    Position in ``model.analysis_layers`` / (L − 1) when the model declares all ``names`` there (the
+    ID paper's layers), else rank in ``names`` (forward order) / (m − 1).
+    """
     declared = list(getattr(model, "analysis_layers", None) or [])
     if declared and all(n in declared for n in names) and len(declared) > 1:
         return {n: declared.index(n) / (len(declared) - 1) for n in names}
@@ -457,7 +462,7 @@ def capture(
         raise
     names = list(arrays)
     meta = {"model": type(model).__name__, "reduce": reduce, "batch_size": batch_size}
-    return Capture(arrays, relative_depth=_relative_depth(model, names),
+    return Capture(arrays, relative_depth=layer_depths(model, names),
                    labels=np.concatenate(labels) if has_labels and labels else None,
                    example_index=np.concatenate(example_index), meta=meta, tmpdir=owned_tmp)
 
