@@ -57,3 +57,23 @@ def test_same_n_fraction_and_positive_int():
 def test_unknown_name_lists_choices():
     err = UnknownNameError("dataset", "mnist2d", ["mnist1d", "digits"])
     assert "mnist1d, digits" in str(err) and isinstance(err, ValueError)
+
+
+def test_check_labels():
+    from deepgeom._validation import check_labels
+
+    y, c = check_labels(torch.tensor([0, 2, 1, 2]), 4)
+    assert y.dtype == np.int64 and y.tolist() == [0, 2, 1, 2] and c == 3
+    assert check_labels(np.array([0, 1]), n_classes=5)[1] == 5
+    for bad, match in [
+        (np.array([0.0, 1.0]), r"integer dtype.*astype\(int\)"),
+        (np.array([0.5, 1.0]), "integer class indices"),
+        (np.array([[0, 1]]), "1-D"),
+        (np.array([0, -1]), ">= 0"),
+    ]:
+        with pytest.raises(InputError, match=match):
+            check_labels(bad)
+    with pytest.raises(InputError, match="same number of examples"):
+        check_labels(np.array([0, 1]), 3)
+    with pytest.raises(InputError, match="out of range for 2 classes"):
+        check_labels(np.array([0, 2]), n_classes=2)

@@ -94,3 +94,29 @@ def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     if int(value) != value or int(value) < minimum:
         raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
+
+
+def check_labels(y: ArrayLike, n: int | None = None, *, n_classes: int | None = None,
+                 name: str = "labels") -> tuple[np.ndarray, int]:
+    """Integer class labels 0..C−1, one per example: returns ``(int64 array (N,), C)``.
+
+    C is ``n_classes`` when given (every label must be below it), else ``max label + 1``. Floats are
+    refused even when whole, with the cast that fixes them, so regression targets are never mistaken
+    for classes.
+    """
+    a = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if a.ndim != 1:
+        raise InputError(f"{name} must be 1-D, one integer class per example; got shape {a.shape}")
+    if n is not None and a.shape[0] != n:
+        raise InputError(f"features and {name} must have the same number of examples (rows); "
+                         f"got {n} and {a.shape[0]}")
+    if not np.issubdtype(a.dtype, np.integer):
+        if np.issubdtype(a.dtype, np.floating) and np.isfinite(a).all() and (a == np.round(a)).all():
+            raise InputError(f"{name} must have an integer dtype; got {a.dtype} (cast with {name}.astype(int))")
+        raise InputError(f"{name} must be integer class indices; got dtype {a.dtype}")
+    if a.size and a.min() < 0:
+        raise InputError(f"{name} must be >= 0; got {int(a.min())}")
+    c = (int(a.max()) + 1 if a.size else 0) if n_classes is None else int(n_classes)
+    if a.size and a.max() >= c:
+        raise InputError(f"{name} has label {int(a.max())}, out of range for {c} classes")
+    return np.array(a, dtype=np.int64), c  # a copy: labels are small, and callers may write to it

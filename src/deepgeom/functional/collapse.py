@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .._results import ResultMixin
-from .._validation import check_matrix, check_same_n
+from .._validation import check_labels, check_matrix, check_same_n
 from ..errors import InputError
 from . import matrix
 from .spectrum import Spectrum, effective_dimension, rank_tolerance
@@ -89,27 +89,15 @@ def simplex_etf(n_classes: int) -> np.ndarray:
 
 
 def _labels(labels: Any, n: int, n_classes: int | None) -> tuple[np.ndarray, int]:
-    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if y.ndim != 1:
-        raise InputError(f"labels must be 1-D, one integer class per example; got shape {y.shape}")
-    if y.shape[0] != n:
-        raise InputError(f"features and labels must have the same number of examples (rows); got {n} and {y.shape[0]}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
-            raise InputError(f"labels must have an integer dtype; got {y.dtype} (cast with labels.astype(int))")
-        raise InputError(f"labels must be integer class indices; got dtype {y.dtype}")
-    if y.min() < 0:
-        raise InputError(f"labels must be >= 0; got {int(y.min())}")
-    c = int(y.max()) + 1 if n_classes is None else int(n_classes)
-    if y.max() >= c:
-        raise InputError(f"label {int(y.max())} out of range for {c} classes")
+    """Shared label checks, plus what the class-mean statistics need: every class present, C ≥ 2."""
+    y, c = check_labels(labels, n, n_classes=n_classes)
     counts = np.bincount(y, minlength=c)
     if (counts == 0).any():
         missing = np.nonzero(counts == 0)[0][:10].tolist()
         raise InputError(f"every class needs at least one example; classes {missing} have none")
     if c < 2:
         raise InputError("neural-collapse metrics need at least 2 classes")
-    return y.astype(np.int64), c
+    return y, c
 
 
 def class_means(features: Any, labels: Any, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .._results import ResultMixin
-from .._validation import check_matrix, check_positive_int
+from .._validation import check_labels, check_matrix, check_positive_int
 from ..errors import InputError
 from . import matrix
 
@@ -133,13 +133,7 @@ def as_target_matrix(targets: Any, n: int, name: str = "targets", n_classes: int
     if t.dtype == np.bool_ or not np.issubdtype(t.dtype, np.number) or np.iscomplexobj(t):
         raise InputError(f"{name} must be integer class labels or real numbers; got dtype {t.dtype}")
     if np.issubdtype(t.dtype, np.integer):
-        if t.ndim != 1:
-            raise InputError(f"integer {name} must be 1-D class labels; got shape {t.shape}")
-        if t.min() < 0:
-            raise InputError(f"class labels in {name} must be >= 0; got {int(t.min())}")
-        c = int(t.max()) + 1 if n_classes is None else int(n_classes)
-        if t.max() >= c:
-            raise InputError(f"{name} has label {int(t.max())} but n_classes={c}")
+        t, c = check_labels(t, n, n_classes=n_classes, name=name)
         Y = np.zeros((n, c))
         Y[np.arange(n), t] = 1.0
         return Y, c
