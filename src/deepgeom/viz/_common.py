@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plt", "save_figure"]
+__all__ = ["plt", "save_figure", "finish_figure"]
 
 
 def save_figure(fig, path: str | Path, formats: Iterable[str] = ("png", "svg"), dpi: int = 150) -> list[Path]:
@@ -24,3 +24,13 @@ def save_figure(fig, path: str | Path, formats: Iterable[str] = ("png", "svg"), 
         out.append(p)
     plt.close(fig)
     return out
+
+
+def finish_figure(fig, ax, *, title: str | None = None, path: str | Path | None = None):
+    """The common ending of a plot function: optional title, tight layout, saved (PNG + SVG) if ``path``."""
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

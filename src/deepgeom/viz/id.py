@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ._common import plt, save_figure
+from ._common import finish_figure, plt
 
 __all__ = ["plot_id_profile", "plot_twonn_fit", "plot_twonn_scale"]
 
@@ -86,12 +86,7 @@ def plot_id_profile(
         handles, labs = handles + h2, labs + l2
     if handles:
         ax.legend(handles, labs, fontsize=8, loc="best")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, ax, title=title, path=path)
 
 
 def plot_twonn_fit(result: Any, *, path: str | Path | None = None, title: str | None = None):
@@ -113,12 +108,7 @@ def plot_twonn_fit(result: Any, *, path: str | Path | None = None, title: str | 
     ax.set_xlabel(r"$\log \mu$")
     ax.set_ylabel(r"$-\log(1 - F(\mu))$")
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, ax, title=title, path=path)
 
 
 def plot_twonn_scale(result: Any, *, path: str | Path | None = None, title: str | None = None):
@@ -132,9 +122,4 @@ def plot_twonn_scale(result: Any, *, path: str | Path | None = None, title: str 
     ax.set_xscale("log")
     ax.set_xlabel("points per block")
     ax.set_ylabel("TwoNN ID")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, ax, title=title, path=path)
