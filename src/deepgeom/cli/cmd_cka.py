@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ._common import load_npy
 
 HELP = "CKA similarity: two .npy files → one number, or 'heatmap' → all layer pairs of models/captures"
 
@@ -80,11 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _load_npy(path: str) -> np.ndarray:
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"no such file: {p}")
     if p.suffix.lower() != ".npy":
         raise InputError(f"expected a .npy file of activations (N, D); got {p.name}")
-    a = np.load(p, mmap_mode="r")
+    a = load_npy(p, "activations")
     if a.ndim == 1:
         raise InputError(f"{p.name} is 1-D (shape {a.shape}): activations must be (N, D), one row per example")
     return a.reshape(a.shape[0], -1) if a.ndim > 2 else a

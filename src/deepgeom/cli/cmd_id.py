@@ -7,9 +7,8 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import InputError
+from ._common import load_npy
 
 METHODS = ("twonn", "mle", "gride", "levina_bickel", "pca")
 
@@ -67,20 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=_profile)
 
 
-def _load_npy(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p} does not exist")
-    try:
-        return np.load(p, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise InputError(f"{p} is not a numeric .npy array: {exc}") from exc
-
-
 def _estimate(args: argparse.Namespace) -> int:
     from ..functional import intrinsic_dim as idm
 
-    X = _load_npy(args.file)
+    X = load_npy(args.file, "data")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.method in ("twonn", "mle"):

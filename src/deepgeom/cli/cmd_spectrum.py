@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ._common import load_npy
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,16 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _load_npy(path: str, what: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} file not found: {path}")
-    try:
-        return np.load(p, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise InputError(f"{what} {path} is not a readable .npy array: {exc}") from exc
-
-
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in row.items():
@@ -87,11 +78,11 @@ def _run_arrays(args: argparse.Namespace) -> int:
         raise InputError("--labels LABELS.npy is required with FEATURES.npy")
     if args.bias is not None and args.weights is None:
         raise InputError("--bias needs --weights")
-    X = _load_npy(args.features, "features")
-    y = np.asarray(_load_npy(args.labels, "labels"))
-    W = None if args.weights is None else np.asarray(_load_npy(args.weights, "weights"))
-    b = None if args.bias is None else np.asarray(_load_npy(args.bias, "bias"))
-    out = None if args.outputs is None else np.asarray(_load_npy(args.outputs, "outputs"))
+    X = load_npy(args.features, "features")
+    y = np.asarray(load_npy(args.labels, "labels"))
+    W = None if args.weights is None else np.asarray(load_npy(args.weights, "weights"))
+    b = None if args.bias is None else np.asarray(load_npy(args.bias, "bias"))
+    out = None if args.outputs is None else np.asarray(load_npy(args.outputs, "outputs"))
     row = _plain(feature_report(X, y, weights=W, bias=b, outputs=out, center=args.center))
     row["features"] = str(args.features)
     if args.json:
