@@ -207,3 +207,18 @@ def test_precomputed_neighbors_serve_several_k(rng):
         Neighbors.from_arrays(nb.distances[:, ::-1], nb.indices)
     with pytest.raises(InputError, match="exclude the point itself"):
         Neighbors.from_arrays(nb.distances, np.tile(np.arange(200)[:, None], (1, 6)))
+
+
+def test_duplicate_groups_exact_across_hash_chunks(rng):
+    # D spans several hash chunks (2**12 words each): rows one ulp apart anywhere stay distinct,
+    # equal rows (and -0.0 vs 0.0) merge, in float32 and in float64
+    X = rng.normal(size=(6, 9000)).astype(np.float32)
+    X[1] = X[0]
+    X[2] = X[0]
+    X[2, 8999] = np.nextafter(X[2, 8999], np.float32(np.inf))
+    X[3] = X[0]
+    X[3, 4096] = np.nextafter(X[3, 4096], np.float32(-np.inf))
+    X[4, :] = 0.0
+    X[5, :] = -0.0
+    for A in (X, X.astype(np.float64), torch.from_numpy(X)):
+        np.testing.assert_array_equal(duplicate_groups(A), [0, 0, 2, 3, 4, 4])

@@ -524,20 +524,20 @@ def _row_bits(blk: Any) -> torch.Tensor:
 def _bits_hash(bits: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
     """(rows, 2) uint64 hashes of integer bit patterns, computed *exactly* by a float64 matmul.
 
-    Each word is cut into signed 16-bit pieces (|p| ≤ 2¹⁵) and multiplied by integer weights
-    w < 2²¹, in column chunks of at most 2¹⁵ words, so every partial sum stays below 2⁵³ and the
-    float64 product is exact *in any summation order*: equal rows get equal hashes whatever the
-    BLAS does.  The chunk sums are combined with wrap-around uint64 arithmetic.
+    Each word is taken as signed 32-bit pieces (|p| ≤ 2³¹; an int64 word gives two) and multiplied
+    by integer weights 1 ≤ w < 2¹⁰, in column chunks of at most 2¹² pieces, so every partial sum
+    stays below 2⁵³ and the float64 product is exact *in any summation order*: equal rows get
+    equal hashes whatever the BLAS does.  The chunk sums are combined with wrap-around uint64
+    arithmetic, each chunk with its own weights.
     """
     n, d = bits.shape
-    npieces = bits.element_size() // 2
+    if bits.dtype == torch.int64:  # two signed 32-bit halves per word
+        bits = torch.cat([(bits & 0xFFFFFFFF) - 2**31, bits >> 32], 1)
     h = np.zeros((n, weights.shape[1]), dtype=np.uint64)
-    step = 2**15 // npieces
-    for c0 in range(0, d, step):
-        w = bits[:, c0 : c0 + step]
-        pieces = [((w >> (16 * j)) & 0xFFFF) - 0x8000 for j in range(npieces)]
-        P = torch.cat(pieces, 1).to(torch.float64)
-        W = weights[: P.shape[1]] + float(c0 % 65521)  # a different weight vector per chunk
+    step = 2**12
+    for c0 in range(0, bits.shape[1], step):
+        P = bits[:, c0 : c0 + step].to(torch.float64)
+        W = (weights[: P.shape[1]] + (c0 // step) * 7919) % 1023 + 1  # different weights per chunk
         part = (P @ W).numpy().astype(np.int64).view(np.uint64)
         with np.errstate(over="ignore"):
             h += part
@@ -548,7 +548,7 @@ def duplicate_groups(X: Any, *, block_rows: int | None = None) -> np.ndarray:
     """Exact duplicate rows: ``rep[i]`` is the smallest index of a row equal to row i (``i`` if none).
 
     Rows are compared by value (``-0.0 == 0.0``), never by a distance threshold: the bit patterns of
-    each row are hashed twice with an integer hash computed *exactly* (16-bit pieces times integer
+    each row are hashed twice with an integer hash computed *exactly* (32-bit pieces times integer
     weights in a float64 matmul whose sums never round, streamed over row blocks so memmaps are
     never loaded whole), rows are sorted by (hash, index), and neighbours in that order with equal
     hashes are then compared element by element — a hash collision can never merge different rows.
@@ -564,7 +564,7 @@ def duplicate_groups(X: Any, *, block_rows: int | None = None) -> np.ndarray:
     # ~4 MB of bit patterns per block: the pieces and their float64 copy stay in cache
     br = block_rows or max(1, (4 * 2**20) // (8 * max(1, d)))
     g = torch.Generator().manual_seed(0x5EED)
-    weights = torch.randint(1, 2**20, (2**15, 2), generator=g).to(torch.float64)
+    weights = torch.randint(1, 2**10, (2**12, 2), generator=g).to(torch.float64)
     h = np.empty((n, 2), dtype=np.uint64)
     for s0 in range(0, n, br):
         h[s0 : s0 + br] = _bits_hash(_row_bits(X[s0 : s0 + br]), weights)
