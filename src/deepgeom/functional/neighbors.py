@@ -508,13 +508,13 @@ def knn(
 # ----------------------------------------------------------------------------------------------
 
 
-def _row_bits(blk: Any) -> torch.Tensor:
+def _row_bits(blk: Any, dev: torch.device | None = None) -> torch.Tensor:
     """Rows as integer bit patterns that are equal exactly when the values are (-0.0 → 0.0).
 
     float32 rows keep their own width (values compare in their own dtype); anything else is
     widened to float64 first, which is exact for every narrower float and integer type.
     """
-    t = as_tensor(blk).detach().cpu()
+    t = as_tensor(blk).detach().to(dev or "cpu")
     if t.dtype != torch.float32:
         t = t.to(torch.float64)
     t = t + 0.0  # + 0.0 turns -0.0 into 0.0
@@ -538,13 +538,13 @@ def _bits_hash(bits: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
     for c0 in range(0, bits.shape[1], step):
         P = bits[:, c0 : c0 + step].to(torch.float64)
         W = (weights[: P.shape[1]] + (c0 // step) * 7919) % 1023 + 1  # different weights per chunk
-        part = (P @ W).numpy().astype(np.int64).view(np.uint64)
+        part = (P @ W).cpu().numpy().astype(np.int64).view(np.uint64)
         with np.errstate(over="ignore"):
             h += part
     return h
 
 
-def duplicate_groups(X: Any, *, block_rows: int | None = None) -> np.ndarray:
+def duplicate_groups(X: Any, *, block_rows: int | None = None, device: str | torch.device | None = None) -> np.ndarray:
     """Exact duplicate rows: ``rep[i]`` is the smallest index of a row equal to row i (``i`` if none).
 
     Rows are compared by value (``-0.0 == 0.0``), never by a distance threshold: the bit patterns of
@@ -553,7 +553,8 @@ def duplicate_groups(X: Any, *, block_rows: int | None = None) -> np.ndarray:
     never loaded whole), rows are sorted by (hash, index), and neighbours in that order with equal
     hashes are then compared element by element — a hash collision can never merge different rows.
     ``rep != arange(N)`` marks the rows that repeat an earlier one; ``np.bincount(rep)[rep] > 1``
-    marks every member of a duplicate group.
+    marks every member of a duplicate group.  ``device="cuda"`` hashes on the GPU (same hashes: the
+    sums are exact in any order).
 
     Example:
         >>> duplicate_groups(np.array([[1.0, 2.0], [0.0, 1.0], [1.0, 2.0], [-0.0, 1.0]])).tolist()
@@ -561,13 +562,15 @@ def duplicate_groups(X: Any, *, block_rows: int | None = None) -> np.ndarray:
     """
     X = check_matrix(X, "X", min_rows=1, check_finite=False)
     n, d = X.shape
-    # ~4 MB of bit patterns per block: the pieces and their float64 copy stay in cache
-    br = block_rows or max(1, (4 * 2**20) // (8 * max(1, d)))
+    dev = resolve_device(device)
+    # CPU: ~4 MB of bit patterns per block, so the pieces and their float64 copy stay in cache;
+    # GPU: large blocks, few launches
+    br = block_rows or max(1, ((4 if dev.type == "cpu" else 256) * 2**20) // (8 * max(1, d)))
     g = torch.Generator().manual_seed(0x5EED)
-    weights = torch.randint(1, 2**10, (2**12, 2), generator=g).to(torch.float64)
+    weights = torch.randint(1, 2**10, (2**12, 2), generator=g).to(device=dev, dtype=torch.float64)
     h = np.empty((n, 2), dtype=np.uint64)
     for s0 in range(0, n, br):
-        h[s0 : s0 + br] = _bits_hash(_row_bits(X[s0 : s0 + br]), weights)
+        h[s0 : s0 + br] = _bits_hash(_row_bits(X[s0 : s0 + br], dev), weights)
     h1, h2 = h[:, 0], h[:, 1]
     order = np.lexsort((np.arange(n), h2, h1))
     same_hash = (h1[order[1:]] == h1[order[:-1]]) & (h2[order[1:]] == h2[order[:-1]])

@@ -115,7 +115,7 @@ def _as_numpy_block(blk: Any) -> np.ndarray:
     return np.asarray(blk)
 
 
-def find_duplicates(X: Any, *, block_rows: int | None = None) -> DuplicateInfo:
+def find_duplicates(X: Any, *, block_rows: int | None = None, device: Any = None) -> DuplicateInfo:
     """Find groups of exactly identical rows (equal values, treating -0.0 as 0.0).
 
     Uses :func:`deepgeom.functional.neighbors.duplicate_groups` (rows hashed block by block — a
@@ -128,7 +128,7 @@ def find_duplicates(X: Any, *, block_rows: int | None = None) -> DuplicateInfo:
         >>> info.group.tolist(), info.n_duplicates
         ([0, 1, 0, 0], 2)
     """
-    group = np.asarray(duplicate_groups(X, block_rows=block_rows), dtype=np.int64)
+    group = np.asarray(duplicate_groups(X, block_rows=block_rows, device=device), dtype=np.int64)
     keep = np.flatnonzero(group == np.arange(group.size))
     return DuplicateInfo(group=group, keep=keep, n_duplicates=int(group.size - keep.size))
 
@@ -178,7 +178,7 @@ def distinct_neighbors(
         return _distinct_from_neighbors(neighbors, m, duplicates, where)
     X = check_points(X, min_points=3)
     n = X.shape[0]
-    info = find_duplicates(X)
+    info = find_duplicates(X, device=device)
     n_unique = n - info.n_duplicates
     if n_unique == 1:
         raise InputError(f"X is constant: all {n} rows are identical, so it has no intrinsic dimension")

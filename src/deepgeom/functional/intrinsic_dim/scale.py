@@ -121,7 +121,7 @@ def twonn_scale(
     min_points = check_positive_int(min_points, "min_points", minimum=3)
     X = check_points(X)
     n = X.shape[0]
-    info = find_duplicates(X)
+    info = find_duplicates(X, device=device)
     if n - info.n_duplicates == 1:
         raise InputError(f"X is constant: all {n} rows are identical, so it has no intrinsic dimension")
     if n - info.n_duplicates < 3:
