@@ -49,7 +49,7 @@ import torch
 
 from .._validation import check_fraction, check_matrix, check_same_n
 from ..errors import InputError, UnknownNameError
-from .matrix import as_tensor, block_size_for, center_gram, column_mean, gram, iter_blocks
+from .matrix import as_tensor, block_size_for, center_gram, column_mean, gram, iter_blocks, resolve_device
 
 __all__ = [
     "gram_linear",
@@ -200,29 +200,31 @@ def unbiased_hsic_pairs(Ks: Sequence[Any] | torch.Tensor, Ls: Sequence[Any] | to
     """
     def stack(mats):  # a fresh float64 (L, n, n) tensor that may be U-centred in place
         if isinstance(mats, torch.Tensor) and mats.ndim == 3:
-            T = mats.to(torch.float64, copy=True)
-        else:
-            T = torch.stack([as_tensor(m).to(torch.float64) for m in mats])
-        if T.ndim != 3 or T.shape[-1] != T.shape[-2]:
-            raise InputError(f"kernels must be square (n, n) matrices; got a stack of shape {tuple(T.shape)}")
-        return T
+            return mats.to(torch.float64, copy=True)
+        return torch.stack([as_tensor(m).to(torch.float64) for m in mats])
 
-    A = stack(Ks)
+    return _hsic_pairs_(stack(Ks), None if Ls is None else stack(Ls))
+
+
+def _hsic_pairs_(A: torch.Tensor, B: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`unbiased_hsic_pairs` on float64 stacks the caller owns (U-centred in place, no copy)."""
+    for T in (A, B):
+        if T is not None and (T.ndim != 3 or T.shape[-1] != T.shape[-2]):
+            raise InputError(f"kernels must be square (n, n) matrices; got a stack of shape {tuple(T.shape)}")
     n = A.shape[-1]
     if n < 4:
         raise InputError(f"the unbiased HSIC estimator divides by n(n-3) and needs n >= 4 examples; got n = {n}")
     Ua = _u_center_(A).reshape(A.shape[0], -1)
-    if Ls is None:
+    if B is None:
         Ub = Ua
     else:
-        B = stack(Ls)
         if B.shape[-1] != n:
             raise InputError(f"kernels from the two sides must be on the same n examples; got {n} and {B.shape[-1]}")
         Ub = _u_center_(B).reshape(B.shape[0], -1)
     scale = 1.0 / (n * (n - 3))
     kl = (Ua @ Ub.T) * scale
-    kk = (Ua * Ua).sum(1) * scale
-    ll = kk if Ls is None else (Ub * Ub).sum(1) * scale
+    kk = torch.linalg.vecdot(Ua, Ua) * scale
+    ll = kk if B is None else torch.linalg.vecdot(Ub, Ub) * scale
     return kl, kk, ll
 
 
@@ -444,11 +446,13 @@ class MinibatchCKA:
         self.n_examples = 0
 
     def _kernels(self, xs: Sequence[Any], side: str, n: int | None) -> tuple[torch.Tensor, int]:
+        """The batch's kernels as one fresh float64 (L, n, n) stack, each written into its slot."""
         if len(xs) == 0:
             raise InputError(f"{side}: need at least one layer's activations per batch")
-        mats = []
+        dev = resolve_device(self.device)
+        K = None
         for i, x in enumerate(xs):
-            x = as_tensor(x).to(torch.float64)  # once here; the matrix core then needs no conversion
+            x = as_tensor(x).to(device=dev, dtype=torch.float64)  # once here; the core needs no conversion
             if x.ndim > 2:
                 x = x.reshape(x.shape[0], -1)
             # finiteness is checked once per batch on the HSIC self-terms (NaN/Inf in x propagate there),
@@ -459,11 +463,13 @@ class MinibatchCKA:
             elif x.shape[0] != n:
                 raise InputError(f"every layer of a batch must hold the same examples: {side}[{i}] has "
                                  f"{x.shape[0]} rows, expected {n}")
+            if K is None:
+                K = torch.empty((len(xs), n, n), dtype=torch.float64, device=dev)
             if self.kernel == "linear":
-                mats.append(gram(x, center=True, compute_dtype=self.compute_dtype, device=self.device))
+                gram(x, center=True, compute_dtype=self.compute_dtype, device=dev, out=K[i])
             else:
-                mats.append(gram_rbf(x, self.sigma, compute_dtype=self.compute_dtype, device=self.device))
-        return mats, int(n)
+                K[i] = gram_rbf(x, self.sigma, compute_dtype=self.compute_dtype, device=dev)
+        return K, int(n)
 
     def update(self, xs: Sequence[Any], ys: Sequence[Any] | None = None) -> None:
         """Add one minibatch: per-layer activations ``xs`` (and ``ys`` of a second model), same B ≥ 4 rows."""
@@ -471,7 +477,7 @@ class MinibatchCKA:
         if n < 4:
             raise InputError(f"a minibatch needs at least 4 examples for the unbiased HSIC estimator; got {n}")
         Kb = None if ys is None else self._kernels(ys, "ys", n)[0]
-        kl, kk, ll = unbiased_hsic_pairs(Ka, Kb)
+        kl, kk, ll = _hsic_pairs_(Ka, Kb)
         for side, terms in (("xs", kk), ("ys", ll if ys is not None else None)):
             if terms is not None and not bool(torch.isfinite(terms).all()):
                 bad = torch.nonzero(~torch.isfinite(terms)).flatten().tolist()

