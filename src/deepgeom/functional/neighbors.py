@@ -8,7 +8,8 @@ in float32 cancels catastrophically and puts an exact duplicate near 1e-3, not 0
 
 How (the argument is spelled out in :func:`knn`):
 
-1. **Centre** with float64 column means (distances do not change; the large-norm cancellation does).
+1. **Centre** with the column means (distances do not change; the large-norm cancellation does —
+   any shift close to the mean serves, so float32 data are summed in float32).
 2. **Candidate search in float32**: :math:`\hat d^2 = s_i + s_j - 2\,\tilde x_i\cdot\tilde x_j` over
    row blocks, each symmetric block pair computed once, keeping the :math:`k+m` smallest per row
    (``m`` = ``margin``).  Memory: one B×W strip (in memory) or an R×N slab (memmap), never N×N×D.
@@ -414,8 +415,10 @@ def knn(
     Refinement gathers pair batches within ``memory_bytes``.  Never an N×N×D tensor; no loop over
     points (only over blocks).
 
-    **Cost.** About N²·D float32 flops (each unordered pair once, plus a fraction B/N for the
-    diagonal squares) and ≈ k·N·D float64 operations for the refinement.
+    **Cost.** About N²·D float32 flops (each unordered pair once; the diagonal squares are split
+    down to 128-row squares, so the extra is a fraction 128/N) and ≈ k·N·D float64 operations for
+    the refinement, run in cache-sized batches.  Measured at N = 10,000, D = 4,096 on this project's
+    2-core CPU: ~85% of the time is the float32 products, at the machine's matmul rate.
 
     Args:
         X: (N, D) numpy array, torch tensor or numpy memmap (streamed).
