@@ -222,3 +222,52 @@ def test_duplicate_groups_exact_across_hash_chunks(rng):
     X[5, :] = -0.0
     for A in (X, X.astype(np.float64), torch.from_numpy(X)):
         np.testing.assert_array_equal(duplicate_groups(A), [0, 0, 2, 3, 4, 4])
+
+
+def _hard_cases(rng):
+    """Data that test the search's error bound: a large offset, duplicates, concentrated iid
+    distances (high ID), tight clusters (neighbours ~1e-3 of the norm) and a low-ID curve."""
+    n = 700
+    offset = (rng.normal(size=(n, 300)) * 3 + 1e3).astype(np.float32)
+    offset[rng.choice(n, 30, replace=False)] = offset[rng.integers(0, n, 30)]
+    return {
+        "offset+duplicates": offset,
+        "iid gaussian": rng.normal(size=(n, 400)).astype(np.float32),
+        "clusters": (np.repeat(rng.normal(size=(10, 300)) * 10, n // 10, 0)
+                     + rng.normal(size=(n, 300)) * 0.01).astype(np.float32),
+        "curve": np.cos(np.outer(np.linspace(0, 1, n), np.arange(1, 301))).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("search", ["float32", "bfloat16", "auto"])
+def test_every_search_dtype_gives_the_exact_neighbours(rng, search):
+    # the candidate products' dtype changes only the error bound of the proof: the answer is the
+    # exact float64 one (rows bf16 cannot certify are searched again in float32, then float64)
+    for name, X in _hard_cases(rng).items():
+        nb = knn(X, 3, search=search)
+        td, _ = brute(X, 3)
+        np.testing.assert_allclose(nb.distances, td, rtol=RTOL, atol=0, err_msg=f"{name} / {search}")
+        got = np.linalg.norm(X[nb.indices].astype(np.float64) - X[:, None, :].astype(np.float64), axis=2)
+        np.testing.assert_allclose(got, nb.distances, rtol=RTOL, atol=0, err_msg=name)
+    with pytest.raises(InputError, match="search must be"):
+        knn(X, 2, search="float16")
+
+
+@given(seed=st.integers(0, 2**16), d=st.integers(1, 700), scale=st.sampled_from([1e-12, 1e-3, 1.0, 1e3, 1e15]),
+       offset=st.floats(-1e3, 1e3))
+def test_bf16_products_stay_inside_their_error_bound(seed, d, scale, offset):
+    # the bound the bf16 proof relies on, |d̂² − d²| ≤ c(s_i+s_j) + t(1+|x|+|y|) (_search_error),
+    # checked pair by pair against float64 on the same centred float32 data, over the range knn
+    # uses bf16 for (squared norms between 1e-30 and 1e36; outside it the search is float32)
+    from deepgeom.functional.neighbors import _d2_block, _search_error
+
+    r = np.random.default_rng(seed)
+    X = ((r.normal(size=(60, d)) * r.uniform(0.1, 10, size=(60, 1)) + offset) * scale).astype(np.float32)
+    Xc = torch.from_numpy(X - X.mean(0, dtype=np.float64).astype(np.float32))
+    sq = (Xc.double() ** 2).sum(1)
+    d2 = _d2_block(Xc.bfloat16(), Xc.bfloat16(), sq.float(), sq.float(), 4096).double()
+    exact = torch.cdist(Xc.double(), Xc.double()) ** 2
+    c, t = _search_error(torch.bfloat16, d + 1, torch.device("cpu"), d)
+    norm = sq.sqrt()
+    bound = c * (sq[:, None] + sq[None, :]) + t * (1 + norm[:, None] + norm[None, :])
+    assert bool(((d2 - exact).abs() <= bound * (1 + 1e-9) + 1e-300).all())

@@ -10,9 +10,10 @@ How (the argument is spelled out in :func:`knn`):
 
 1. **Centre** with the column means (distances do not change; the large-norm cancellation does —
    any shift close to the mean serves, so float32 data are summed in float32).
-2. **Candidate search in float32**: :math:`\hat d^2 = s_i + s_j - 2\,\tilde x_i\cdot\tilde x_j` over
-   row blocks, each symmetric block pair computed once, keeping the :math:`k+m` smallest per row
-   (``m`` = ``margin``).  Memory: one B×W strip (in memory) or an R×N slab (memmap), never N×N×D.
+2. **Candidate search in float32** (or bfloat16 products where the CPU multiplies them natively,
+   about twice float32's rate: ``search="auto"``): :math:`\hat d^2 = s_i + s_j - 2\,\tilde x_i\cdot\tilde x_j`
+   over row blocks, each symmetric block pair computed once, keeping the :math:`k+m` smallest per
+   row (``m`` = ``margin``).  Memory: one B×W strip (in memory) or an R×N slab (memmap), never N×N×D.
 3. **Exact refinement**: the few candidate pairs that can still be among the k nearest get their
    distance recomputed in float64 *from differences* :math:`\sqrt{\sum_d (X_{id}-X_{jd})^2}` of the
    original rows (an exact duplicate gives exactly 0.0), then re-sorted.
@@ -148,6 +149,49 @@ def _matmul_unit(dtype: torch.dtype, dev: torch.device) -> float:
     return 2.0**-8 if reduced else U32
 
 
+U_BF16 = 2.0**-8  #: unit roundoff of bfloat16 (8 significant bits)
+
+
+def _search_error(dtype: torch.dtype, h: int, dev: torch.device, d: int) -> tuple[float, float]:
+    r"""Error model (c, t) of a candidate search in ``dtype``: :math:`|\hat d^2-d^2| \le c(s_i+s_j) + t(1+|x|+|y|)`.
+
+    float32/float64 products: a dot product of depth h errs by :math:`\gamma_h|x||y| \le
+    \tfrac{\gamma_h}{2}(s_i+s_j)`, doubled in :math:`-2x\cdot y`, plus the roundings of the norms and
+    additions (``_EXTRA_ROUNDINGS``); t = 0.
+
+    bfloat16 products (oneDNN: bf16 operands, float32 accumulation, bf16 result, then float32
+    arithmetic): rounding both operands to bf16 errs by :math:`(2u_b+u_b^2)|x||y|`, the float32
+    accumulation by :math:`\gamma_h(1+u_b)^2|x||y|`, rounding the result to bf16 by
+    :math:`u_b(1+\gamma_h)(1+u_b)^2|x||y|`, with :math:`u_b = 2^{-8}`; the bf16 instructions flush
+    subnormals, which moves each dot product by at most :math:`2^{-126}(\sqrt D(|x|+|y|) + D)`: that
+    is the absolute term t.
+    """
+    if dtype == torch.bfloat16:
+        g = _gamma(h, U32)
+        c_dot = (2 * U_BF16 + U_BF16**2) + (1 + U_BF16) ** 2 * (g + U_BF16 * (1 + g))
+        return c_dot + _EXTRA_ROUNDINGS * U32, 2.0 * 2.0**-126 * (math.sqrt(d) + d)
+    u = _matmul_unit(dtype, dev)
+    return _gamma(h, u) + _EXTRA_ROUNDINGS * u, 0.0
+
+
+_FAST_BF16: bool | None = None
+
+
+def _fast_bf16_cpu() -> bool:
+    """Does this CPU multiply bfloat16 natively (AVX512-BF16 or AMX), so bf16 products are ~2× float32?"""
+    global _FAST_BF16
+    if _FAST_BF16 is None:
+        flags = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = " ".join(line for line in f if line.startswith("flags"))
+        except OSError:
+            pass
+        words = set(flags.split())
+        _FAST_BF16 = bool({"avx512_bf16", "amx_bf16"} & words) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return _FAST_BF16
+
+
 def _col_chunk(X: Any, c0: int, c1: int, dev: torch.device) -> torch.Tensor:
     """Columns c0:c1 of X as a float64 tensor on dev (for a memmap only that strip is read)."""
     if isinstance(X, torch.Tensor):
@@ -179,6 +223,21 @@ def _merge(cand_v: torch.Tensor, cand_i: torch.Tensor, s: slice, new_v: torch.Te
     cand_i[s] = torch.gather(i, 1, pos)
 
 
+def _d2_block(Xi: torch.Tensor, Xj: torch.Tensor, si: torch.Tensor, sj: torch.Tensor, Dc: int) -> torch.Tensor:
+    """Approximate squared distances s_i + s_j − 2 Xi Xjᵀ (float32), products accumulated over
+    feature chunks of at most Dc columns; bf16 operands give bf16 products, summed in float32."""
+    d = Xi.shape[1]
+    if Xi.dtype == torch.bfloat16:
+        d2 = torch.add(sj[None, :], Xi[:, :Dc] @ Xj[:, :Dc].T, alpha=-2.0)
+        for c0 in range(Dc, d, Dc):
+            d2.add_(Xi[:, c0 : c0 + Dc] @ Xj[:, c0 : c0 + Dc].T, alpha=-2.0)
+    else:
+        d2 = torch.addmm(sj[None, :], Xi[:, :Dc], Xj[:, :Dc].T, beta=1.0, alpha=-2.0)
+        for c0 in range(Dc, d, Dc):
+            d2.addmm_(Xi[:, c0 : c0 + Dc], Xj[:, c0 : c0 + Dc].T, alpha=-2.0)
+    return d2.add_(si[:, None])
+
+
 #: diagonal squares at most this many rows are multiplied whole; larger ones are split again
 _DIAG_BASE = 128
 
@@ -200,12 +259,7 @@ def _symmetric_search(Xc: torch.Tensor, sq: torch.Tensor, K: int, B: int, W: int
     cand_i = torch.full((n, K), -1, dtype=torch.int64, device=dev)
 
     def products(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
-        # d2 = s_j - 2 Xi Xjᵀ + s_i, the product accumulated over feature chunks of at most Dc
-        Xi, Xj = Xc[i0:i1], Xc[j0:j1]
-        d2 = torch.addmm(sq32[None, j0:j1], Xi[:, :Dc], Xj[:, :Dc].T, beta=1.0, alpha=-2.0)
-        for c0 in range(Dc, d, Dc):
-            d2.addmm_(Xi[:, c0 : c0 + Dc], Xj[:, c0 : c0 + Dc].T, alpha=-2.0)
-        return d2.add_(sq32[i0:i1, None])
+        return _d2_block(Xc[i0:i1], Xc[j0:j1], sq32[i0:i1], sq32[j0:j1], Dc)
 
     for i0 in range(0, n, B):
         i1 = min(n, i0 + B)
@@ -316,25 +370,26 @@ def _pair_sqdist(X: Any, r: torch.Tensor, c: torch.Tensor, dev: torch.device, bu
 
 def _refine(
     X: Any, rows: torch.Tensor, cand_v: torch.Tensor, cand_i: torch.Tensor, sq: torch.Tensor, k: int,
-    u: float, h: int, u_data: float, dev: torch.device, budget: int, Dc: int, complete: bool,
+    err: tuple[float, float], u_data: float, dev: torch.device, budget: int, Dc: int, complete: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Exact distances of the candidates that can still be among the k nearest, and the margin proof.
+    r"""Exact distances of the candidates that can still be among the k nearest, and the margin proof.
 
     ``cand_v``: (R, K) approximate squared distances (sorted ascending), ``cand_i`` their indices,
-    ``sq`` the squared norms of the rounded centred rows (float64, all N), ``u``/``h`` the matmul
-    unit roundoff and dot-product depth, ``u_data`` the rounding of the centred data.
+    ``sq`` the squared norms of the rounded centred rows (float64, all N), ``err`` = (c, t) the
+    search's error model — :math:`|\hat d^2_{ij} - d^2_{ij}| \le c\,(s_i+s_j) + t\,(1+\sqrt{s_i}+\sqrt{s_j})`
+    (see :func:`_search_error`) — and ``u_data`` the rounding of the centred data.
     Returns (distances (R, k), indices (R, k), certified (R,) bool).
     """
     K = cand_v.shape[1]
     cv = cand_v.to(torch.float64)
     s_i = sq[rows.to(dev)][:, None]
     s_j = sq[cand_i]
-    c_eps = _gamma(h, u) + _EXTRA_ROUNDINGS * u
+    c_eps, tiny = err
     e_scale = u_data * (1 + 4 * u_data) + 2 * U64
     e_i = e_scale * s_i.sqrt()
     e_j = e_scale * s_j.sqrt()
-    # bounds on the true distance of each candidate from its float32 value
-    eps = c_eps * (s_i + s_j)
+    # bounds on the true distance of each candidate from its searched value
+    eps = c_eps * (s_i + s_j) + tiny * (1 + s_i.sqrt() + s_j.sqrt())
     lo = (cv - eps).clamp_min(0).sqrt() - e_i - e_j
     hi = (cv + eps).sqrt() + e_i + e_j
     upper_k = hi.sort(dim=1).values[:, k - 1 : k]  # the true k-th distance is at most this
@@ -357,7 +412,8 @@ def _refine(
     #   sqrt(T_i − c(s_i + max_j s_j)) − e_i − max_j e_j ≥ d_k
     S = sq.max()
     T = cv[:, -1:]
-    lo_out = (T - c_eps * (s_i + S)).clamp_min(0).sqrt() - e_i - e_scale * S.sqrt()
+    eps_out = c_eps * (s_i + S) + tiny * (1 + s_i.sqrt() + S.sqrt())
+    lo_out = (T - eps_out).clamp_min(0).sqrt() - e_i - e_scale * S.sqrt()
     certified = (lo_out >= dist[:, k - 1 : k] * (1 + 4 * U64 * X.shape[1])).squeeze(1)
     return dist, idx, certified
 
@@ -374,6 +430,7 @@ def knn(
     block_features: int | None = None,
     margin: int = 8,
     memory_bytes: int = DEFAULT_BLOCK_BYTES,
+    search: str = "auto",
 ) -> Neighbors:
     r"""Exact k nearest neighbours (Euclidean) of each row of X among the other rows.
 
@@ -405,7 +462,15 @@ def knn(
     (the k-th exact distance), no outside point can be nearer than the k-th found one and row
     :math:`i` is exact.  Rows where this fails (near-ties at the scale of the float32 error) are
     searched again in float64 with the same refinement and the same proof at :math:`u=2^{-53}`;
-    their number is ``n_fallback``.  Only candidates that can still be among the k nearest
+    their number is ``n_fallback``.
+
+    **bfloat16 products.** The same proof holds for a search with bf16 operands (float32
+    accumulation, bf16 result) once :math:`(\gamma_h+8u)` is replaced by that search's bound,
+    :math:`\approx 3\cdot 2^{-8}` plus an absolute term for flushed subnormals (:func:`_search_error`;
+    checked pair by pair in the tests).  The bound is ~10⁵ times wider, so ``search="auto"`` first
+    proves a pilot of 256 rows and keeps float32 when more than 10% of them stay uncertain (data whose
+    neighbour distances are nearly equal: high intrinsic dimension, tight clusters); rows a bf16 pass
+    cannot certify are searched again in float32, then float64.  Only candidates that can still be among the k nearest
     (lower bound ≤ the k-th upper bound) are refined, so refinement costs about k+1 differences per row.
 
     **Memory.** The centred float32 copy of X plus one B×W float32 strip of the distance matrix
@@ -429,6 +494,12 @@ def knn(
         block_features: feature columns per product chunk (bounds h above; default 4096).
         margin: extra candidates m kept per row beyond k (more → fewer fallback rows).
         memory_bytes: working-memory budget for one block/slab.
+        search: dtype of the candidate products: ``"float32"``, ``"bfloat16"`` or ``"auto"``
+            (bfloat16 for in-memory data with D ≥ 256 on a CPU that multiplies bf16 natively —
+            AVX512-BF16/AMX, about twice float32's rate — else float32).  The answer is the same
+            exact one: only the error bound of the proof changes, and rows it cannot certify are
+            searched again in float32, then float64 (a bf16 pass that leaves over a quarter of the
+            rows uncertain is replaced by a whole float32 search).
 
     Returns:
         :class:`Neighbors` with (N, k) float64 distances and int64 indices, nearest first.
@@ -488,24 +559,76 @@ def knn(
             sq[s0 : s0 + sb] = torch.linalg.vecdot(blk, blk)
         B = max(1, min(n, check_positive_int(block_rows or 1024, "block_rows"), int(math.sqrt(memory_bytes / 12))))
         W = max(B, min(n, memory_bytes // (12 * B)))
-        cand_v, cand_i = _symmetric_search(Xc, sq, K, B, W, Dc)
-        del Xc
+        sdt = _search_dtype(search, dev, d, float(sq.max()))
+        Xs = Xc if sdt == torch.float32 else Xc.to(sdt)
+        if sdt == torch.bfloat16 and search == "auto" and not _bf16_pilot(src, Xs, sq, k, K, h, dev, memory_bytes, Dc):
+            sdt, Xs = torch.float32, Xc
+        cand_v, cand_i = _symmetric_search(Xs, sq, K, B, W, Dc)
+        del Xs
     # refinement streams feature chunks of this width in both paths, so memmap and in-memory agree bitwise
     Dr = max(1, min(d, memory_bytes // (n * 8)))
-    u = _matmul_unit(torch.float32, dev)
-    dist, idx, ok = _refine(src, torch.arange(n, device=dev), cand_v, cand_i, sq, k, u, h, U32, dev,
+    all_rows = torch.arange(n, device=dev)
+    sdt = torch.float32 if streamed else sdt
+    dist, idx, ok = _refine(src, all_rows, cand_v, cand_i, sq, k, _search_error(sdt, h, dev, d), U32, dev,
                             memory_bytes, Dr, complete)
     if float(sq.max()) > 1e36:  # squares beyond float32's range: the float32 search proves nothing
         ok = torch.zeros_like(ok)
+    if sdt == torch.bfloat16 and int((~ok).sum()) > n // 4:
+        # bf16 could not separate the neighbours of this data: one float32 search instead
+        cand_v, cand_i = _symmetric_search(Xc, sq, K, B, W, Dc)
+        dist, idx, ok = _refine(src, all_rows, cand_v, cand_i, sq, k, _search_error(torch.float32, h, dev, d),
+                                U32, dev, memory_bytes, Dr, complete)
+    if not streamed:
+        del Xc
     n_fallback = int((~ok).sum())
-    if n_fallback:
+    K2 = min(n - 1, k + max(2 * margin, 16))
+    if n_fallback and sdt == torch.bfloat16:  # uncertain rows of a bf16 pass: float32 slabs first
         rows = (~ok).nonzero()[:, 0]
-        K2 = min(n - 1, k + max(2 * margin, 16))
+        v2, i2, sq32, h2 = _slab_search(src, rows, mean, K2, torch.float32, dev, memory_bytes, Dc, None)
+        d2_, i2_, ok2 = _refine(src, rows, v2, i2, sq32, k, _search_error(torch.float32, h2, dev, d), U32, dev,
+                                memory_bytes, Dr, K2 == n - 1)
+        dist[rows], idx[rows], ok[rows] = d2_, i2_, ok2
+    if not bool(ok.all()):
+        rows = (~ok).nonzero()[:, 0]
         v2, i2, sq64, h2 = _slab_search(src, rows, mean, K2, torch.float64, dev, memory_bytes, Dc, None)
-        d2_, i2_, _ = _refine(src, rows, v2, i2, sq64, k, U64, h2, U64, dev, memory_bytes, Dr, K2 == n - 1)
+        d2_, i2_, _ = _refine(src, rows, v2, i2, sq64, k, _search_error(torch.float64, h2, dev, d), U64, dev,
+                              memory_bytes, Dr, K2 == n - 1)
         dist[rows] = d2_
         idx[rows] = i2_
     return Neighbors(distances=dist.cpu().numpy(), indices=idx.cpu().numpy(), n_fallback=n_fallback)
+
+
+def _bf16_pilot(src: torch.Tensor, Xs: torch.Tensor, sq: torch.Tensor, k: int, K: int, h: int,
+                dev: torch.device, budget: int, Dc: int, m: int = 256, max_uncertain: float = 0.1) -> bool:
+    """Will a bf16 search certify this data?  Search ``m`` evenly spaced rows against all (about
+    m/N of the whole search's work) and prove them; True when at most ``max_uncertain`` of them
+    stay uncertain.  Data whose neighbour distances are too alike for bf16's error bound (high
+    intrinsic dimension, tight clusters) then go straight to float32."""
+    n, d = Xs.shape
+    if n <= 2 * m:
+        return True
+    rows = torch.linspace(0, n - 1, m, device=dev).long()
+    sq32 = sq.to(torch.float32)
+    d2 = _d2_block(Xs[rows], Xs, sq32[rows], sq32, Dc)
+    d2[torch.arange(m, device=dev), rows] = math.inf
+    v, i = torch.topk(d2, K, dim=1, largest=False, sorted=True)
+    Dr = max(1, min(d, budget // (n * 8)))
+    _, _, ok = _refine(src, rows, v, i, sq, k, _search_error(torch.bfloat16, h, dev, d), U32, dev, budget, Dr, False)
+    return float((~ok).float().mean()) <= max_uncertain
+
+
+def _search_dtype(search: str, dev: torch.device, d: int, s_max: float) -> torch.dtype:
+    """The candidate-product dtype for ``search`` (see :func:`knn`)."""
+    if search not in ("auto", "float32", "bfloat16"):
+        raise InputError(f"search must be 'auto', 'float32' or 'bfloat16'; got {search!r}")
+    if search == "float32":
+        return torch.float32
+    # bf16 keeps float32's exponent range, but data whose squared norms are all subnormal-small
+    # would lose everything to flushing: float32 there
+    usable = s_max > 1e-30
+    if search == "bfloat16":
+        return torch.bfloat16 if usable else torch.float32
+    return torch.bfloat16 if usable and dev.type == "cpu" and d >= 256 and _fast_bf16_cpu() else torch.float32
 
 
 # ----------------------------------------------------------------------------------------------
