@@ -18,7 +18,9 @@ runs them anyway); and deepgeom's N = 100,000, D = 128 search.
 
 GFLOP/s of the distance computation = N²·D (every unordered pair once, 2D flops each) divided by the
 whole ``knn`` time (search, refinement, proof included), compared with a float32 torch matmul of
-(2048 × D')·(D' × 2048), D' = min(D, 4096), measured in the same worker just before.
+(2048 × D')·(D' × 2048), D' = min(D, 4096), measured in the same worker just before: ``fraction`` for
+the default ``search="auto"`` (bf16 products where the CPU has them, so it can exceed 1) and
+``fraction32`` for ``search="float32"``.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ def worker_deepgeom(path: str, mmap: bool, knn_only: bool, repeat: int) -> None:
         t_knn, nb = timed(lambda: knn(X, 2), repeat)
     out = dict(knn_time=t_knn, n_fallback=nb.n_fallback, matmul_gflops=mm, threads=torch.get_num_threads(),
                base_mb=base, knn_peak_mb=pk.peak_mb, gflops=n * n * d / t_knn / 1e9)
+    if not mmap:  # the float32 search alone (search="auto" may use bf16 products on this CPU)
+        t32, _ = timed(lambda: knn(X, 2, search="float32"), repeat)
+        out.update(knn32_time=t32, gflops32=n * n * d / t32 / 1e9)
     if not knn_only:
         with PeakMemory() as pt:
             if twonn is not None:
@@ -155,7 +160,9 @@ def bench_case(path: Path, n: int, d: int, *, mmap: bool, anchors: bool, knn_onl
             case=case, method="deepgeom twonn" if not knn_only else "deepgeom knn(k=2)", time_s=t,
             knn_s=dg["knn_time"], speedup=fastest / t if ok_times else None, id=dg.get("id"),
             peak_MiB=dg.get("peak_mb", dg["knn_peak_mb"]), knn_peak_MiB=dg["knn_peak_mb"], gflops=dg["gflops"], matmul_gflops=dg["matmul_gflops"],
-            fraction=dg["gflops"] / dg["matmul_gflops"], note=f"fallback rows {dg['n_fallback']}",
+            fraction=dg["gflops"] / dg["matmul_gflops"],
+            knn32_s=dg.get("knn32_time"), fraction32=dg["gflops32"] / dg["matmul_gflops"] if "gflops32" in dg else None,
+            note=f"fallback rows {dg['n_fallback']}",
         ))
     for name, r in anchor_rows:
         if "error" in r:
@@ -225,7 +232,7 @@ def main(argv: list[str]) -> int:
         if not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
     print_table(rows, ["case", "method", "time_s", "knn_s", "speedup", "id", "peak_MiB", "knn_peak_MiB", "gflops",
-                       "matmul_gflops", "fraction", "note"],
+                       "matmul_gflops", "fraction", "knn32_s", "fraction32", "note"],
                 title=f"TwoNN (true ID {TRUE_ID}); speedup = fastest anchor time / deepgeom time; "
                       f"loadavg at end {loadavg()}")
     return 0
