@@ -271,3 +271,31 @@ def test_bf16_products_stay_inside_their_error_bound(seed, d, scale, offset):
     norm = sq.sqrt()
     bound = c * (sq[:, None] + sq[None, :]) + t * (1 + norm[:, None] + norm[None, :])
     assert bool(((d2 - exact).abs() <= bound * (1 + 1e-9) + 1e-300).all())
+
+
+@pytest.mark.parametrize("d", [4096, 5000])
+def test_bf16_bound_holds_at_layer_sizes(rng, d):
+    # the same bound at the shapes knn multiplies (wide rows, several feature chunks for d > 4096),
+    # where the library may pick other kernels than for the small hypothesis cases
+    from deepgeom.functional.neighbors import _d2_block, _search_error
+
+    X = (np.cos(rng.normal(size=(600, 10)) @ rng.normal(size=(10, d)) * 2) + 3).astype(np.float32)
+    Xc = torch.from_numpy(X - X.mean(0, dtype=np.float64).astype(np.float32))
+    sq = (Xc.double() ** 2).sum(1)
+    d2 = _d2_block(Xc.bfloat16(), Xc.bfloat16(), sq.float(), sq.float(), 4096).double()
+    exact = torch.cdist(Xc.double(), Xc.double()) ** 2
+    h = min(d, 4096) + -(-d // 4096)
+    c, t = _search_error(torch.bfloat16, h, torch.device("cpu"), d)
+    norm = sq.sqrt()
+    bound = c * (sq[:, None] + sq[None, :]) + t * (1 + norm[:, None] + norm[None, :])
+    err = (d2 - exact).abs()
+    assert bool((err <= bound).all())
+    assert float((err / bound).max()) < 0.5  # the bound is not just barely met
+
+
+def test_bf16_and_float32_searches_agree_bitwise_on_a_layer(rng):
+    X = np.maximum(rng.normal(size=(2500, 16)) @ rng.normal(size=(16, 1024)), 0).astype(np.float32)
+    a = knn(X, 4, search="float32")
+    b = knn(X, 4, search="bfloat16")
+    np.testing.assert_array_equal(a.distances, b.distances)
+    np.testing.assert_array_equal(a.indices, b.indices)
