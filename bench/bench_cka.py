@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             "nan", "error"]
     print(f"bench_cka: {cpu_info()}; load {loadavg()}; batch {BATCH}; 1 thread per worker; best of {repeats}")
     results = {}
-    configs = [("relu", True, 1024 if args.quick else 2560), ("relu", False, 2048 if args.quick else 5120),
-               ("tanh", False, 1024 if args.quick else 2048)]
+    configs = [("relu", True, 1024 if args.quick else 2560), ("tanh", True, 1024 if args.quick else 2560),
+               ("relu", False, 2048 if args.quick else 5120), ("tanh", False, 1024 if args.quick else 2048)]
     for act, deep, n in configs:
         rows = compare(n, act, deep, out, repeats)
         results[f"{act}{'-deep' if deep else ''}"] = {"n": n, "rows": rows, "load": loadavg()}
