@@ -299,3 +299,57 @@ def test_bf16_and_float32_searches_agree_bitwise_on_a_layer(rng):
     b = knn(X, 4, search="bfloat16")
     np.testing.assert_array_equal(a.distances, b.distances)
     np.testing.assert_array_equal(a.indices, b.indices)
+
+
+# --- found in review (2026-11-26): each of these once returned wrong neighbours or crashed
+
+
+@pytest.mark.parametrize("search", ["auto", "float32", "bfloat16"])
+def test_huge_and_tiny_scales_stay_exact(rng, search):
+    # squares beyond float32's range (1e19²·D) and values deep in the subnormal range: the data are
+    # scaled by a power of two before the search, and underflow has its own term in the bound
+    for X in ((rng.normal(size=(100, 256)) * 1e19).astype(np.float32),
+              rng.normal(size=(300, 4)) * 2e19,
+              rng.normal(size=(600, 1)) * 1e-20,
+              (rng.normal(size=(300, 3)) * 1e-41).astype(np.float32) + np.float32(0)):
+        nb = knn(X, 2, search=search)
+        td, _ = brute(X, 2)
+        np.testing.assert_allclose(nb.distances, td, rtol=RTOL, atol=0)
+
+
+def test_rows_no_product_search_can_separate_get_exact_distances(rng):
+    # two tight clusters far from the global mean: even float64 products cancel, so the last resort
+    # (every distance of those rows from float64 differences) must take over
+    base = rng.normal(size=(2, 256)) + np.array([[10.0], [-10.0]])
+    X = (np.repeat(base, 500, 0) + rng.normal(size=(1000, 256)) * 1e-6).astype(np.float32)
+    nb = knn(X, 5)
+    td, _ = brute(X, 5)
+    np.testing.assert_allclose(nb.distances, td, rtol=RTOL, atol=0)
+    Y = np.repeat([[1e8, 0.0], [-1e8, 0.0]], 1000, 0) + rng.normal(size=(2000, 2)) * 1e-3
+    np.testing.assert_allclose(knn(Y, 2).distances, brute(Y, 2)[0], rtol=RTOL, atol=0)
+
+
+def test_duplicate_groups_survive_hash_collisions(rng):
+    # rows B ≠ A whose hashes collide with A's must not split A's duplicate group when they sort
+    # between the copies of A: make every weight pair collide by cancelling bit changes
+    from deepgeom.functional import neighbors as nbm
+
+    A = rng.normal(size=(1, 40)).astype(np.float32)
+    bits = A.view(np.int32).copy()
+    B = bits.copy()
+    B[0, 3] += 1
+    B[0, 7] -= 1
+    orig = nbm._bits_hash
+    try:  # a deliberately weak hash (all weights equal) so that A and B collide
+        nbm._bits_hash = lambda b, w: orig(b, torch.ones_like(w))
+        X = np.vstack([A, B.view(np.float32), A, B.view(np.float32)])
+        np.testing.assert_array_equal(duplicate_groups(X), [0, 1, 0, 1])
+    finally:
+        nbm._bits_hash = orig
+
+
+def test_large_integers_are_refused_or_compared_exactly():
+    X = np.array([[2**53], [2**53 + 1], [5]], dtype=np.int64)
+    np.testing.assert_array_equal(duplicate_groups(X), [0, 1, 2])
+    with pytest.raises(InputError, match="beyond 2\\*\\*53"):
+        knn(X, 1)

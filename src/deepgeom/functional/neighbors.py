@@ -56,7 +56,9 @@ class Neighbors(ResultMixin):
         distances: (N, k) float64 Euclidean distances, exact to float64 precision; an exact duplicate
             of a point is at distance exactly 0.0.
         indices: (N, k) int64 indices of the neighbours into the rows of X (ties: smaller index first).
-        n_fallback: rows whose float32 margin could not be proven and were searched again in float64.
+        n_fallback: rows whose first search could not be proven and were searched again (float32
+            after a bf16 search, float64, and — where even float64 products cannot separate the
+            neighbours — every distance of the row from float64 differences).
     """
 
     distances: np.ndarray
@@ -143,7 +145,10 @@ def _matmul_unit(dtype: torch.dtype, dev: torch.device) -> float:
     """Unit roundoff of a matmul in ``dtype`` on ``dev`` (float32 may run as TF32/bf16 if torch allows)."""
     if dtype == torch.float64:
         return U64
-    reduced = torch.get_float32_matmul_precision() != "highest"
+    try:
+        reduced = torch.get_float32_matmul_precision() != "highest"
+    except Exception:  # noqa: BLE001 - a precision setting torch will not report: assume the worst
+        reduced = True
     if dev.type == "cuda":
         reduced = reduced or bool(torch.backends.cuda.matmul.allow_tf32)
     return 2.0**-8 if reduced else U32
@@ -152,26 +157,41 @@ def _matmul_unit(dtype: torch.dtype, dev: torch.device) -> float:
 U_BF16 = 2.0**-8  #: unit roundoff of bfloat16 (8 significant bits)
 
 
-def _search_error(dtype: torch.dtype, h: int, dev: torch.device, d: int) -> tuple[float, float]:
+def _search_error(dtype: torch.dtype, h: int, dev: torch.device, d: int, chunks: int = 1) -> tuple[float, float]:
     r"""Error model (c, t) of a candidate search in ``dtype``: :math:`|\hat d^2-d^2| \le c(s_i+s_j) + t(1+|x|+|y|)`.
 
     float32/float64 products: a dot product of depth h errs by :math:`\gamma_h|x||y| \le
     \tfrac{\gamma_h}{2}(s_i+s_j)`, doubled in :math:`-2x\cdot y`, plus the roundings of the norms and
-    additions (``_EXTRA_ROUNDINGS``); t = 0.
+    additions (``_EXTRA_ROUNDINGS``) and two per feature chunk (``chunks``: the running sum that
+    carries :math:`s_j` is rounded once per chunk).  Subnormal operands, products and sums err by
+    an absolute half-ulp each (:math:`2^{-150}` in float32): at most :math:`(2h+\sqrt D+16)` of them
+    per pair, the absolute term t.
 
     bfloat16 products (oneDNN: bf16 operands, float32 accumulation, bf16 result, then float32
     arithmetic): rounding both operands to bf16 errs by :math:`(2u_b+u_b^2)|x||y|`, the float32
     accumulation by :math:`\gamma_h(1+u_b)^2|x||y|`, rounding the result to bf16 by
     :math:`u_b(1+\gamma_h)(1+u_b)^2|x||y|`, with :math:`u_b = 2^{-8}`; the bf16 instructions flush
-    subnormals, which moves each dot product by at most :math:`2^{-126}(\sqrt D(|x|+|y|) + D)`: that
-    is the absolute term t.
+    subnormals, which moves each dot product by at most :math:`2^{-126}(\sqrt D(|x|+|y|) + D)`.
+
+    The data are scaled by a power of two so that every centred value is below 1 in magnitude
+    (:func:`_unit_scale`), so nothing overflows and subnormals only arise far below the data's scale.
     """
+    extra = (_EXTRA_ROUNDINGS + 2 * chunks) * U32
+    tiny32 = 2.0**-149 * (2 * h + math.sqrt(d) + 16)
     if dtype == torch.bfloat16:
         g = _gamma(h, U32)
         c_dot = (2 * U_BF16 + U_BF16**2) + (1 + U_BF16) ** 2 * (g + U_BF16 * (1 + g))
-        return c_dot + _EXTRA_ROUNDINGS * U32, 2.0 * 2.0**-126 * (math.sqrt(d) + d)
+        return c_dot + extra, 2.0 * 2.0**-126 * (math.sqrt(d) + d) + tiny32
     u = _matmul_unit(dtype, dev)
-    return _gamma(h, u) + _EXTRA_ROUNDINGS * u, 0.0
+    tiny = tiny32 if dtype != torch.float64 else 2.0**-1074 * (2 * h + math.sqrt(d) + 16)
+    return _gamma(h, u) + (_EXTRA_ROUNDINGS + 2 * chunks) * u, tiny
+
+
+def _unit_scale(amax: float) -> float:
+    """A power of two s with s·amax < 1 (s = 1 for amax = 0): scaling by it is exact."""
+    if not amax > 0 or not math.isfinite(amax):
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(amax)[1])
 
 
 _FAST_BF16: bool | None = None
@@ -199,10 +219,12 @@ def _col_chunk(X: Any, c0: int, c1: int, dev: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.array(X[:, c0:c1], dtype=np.float64)).to(dev)
 
 
-def _stats_pass(X: Any, block_rows: int) -> torch.Tensor:
-    """One streamed pass over row blocks: NaN/Inf check and float64 column means."""
+def _stats_pass(X: Any, block_rows: int) -> tuple[torch.Tensor, float]:
+    """One streamed pass over row blocks: NaN/Inf check, float64 column means, and max |x − mean|."""
     n, d = X.shape
     total = torch.zeros(d, dtype=torch.float64)
+    lo = torch.full((d,), math.inf, dtype=torch.float64)
+    hi = torch.full((d,), -math.inf, dtype=torch.float64)
     for start in range(0, n, block_rows):
         blk = as_tensor(X[start : start + block_rows]).to(torch.float64).cpu()
         bad = ~torch.isfinite(blk)
@@ -210,7 +232,17 @@ def _stats_pass(X: Any, block_rows: int) -> torch.Tensor:
             first = int(bad.any(1).nonzero()[0, 0]) + start
             raise InputError(f"X contains NaN or Inf (first in row {first}); remove or impute those rows first")
         total += blk.sum(0)
-    return total / n
+        lo = torch.minimum(lo, blk.min(0).values)
+        hi = torch.maximum(hi, blk.max(0).values)
+    mean = total / n
+    return mean, float(torch.maximum(hi - mean, mean - lo).max())
+
+
+def _max_dev(X: torch.Tensor, mean: torch.Tensor) -> float:
+    """max |x − mean| over an in-memory tensor (float64 arithmetic)."""
+    lo, hi = torch.aminmax(X, dim=0)
+    m = mean.to(X.device)
+    return float(torch.maximum(hi.to(torch.float64) - m, m - lo.to(torch.float64)).max())
 
 
 def _merge(cand_v: torch.Tensor, cand_i: torch.Tensor, s: slice, new_v: torch.Tensor, new_i: torch.Tensor) -> None:
@@ -283,14 +315,15 @@ def _symmetric_search(Xc: torch.Tensor, sq: torch.Tensor, K: int, B: int, W: int
 
 def _slab_search(
     X: Any, rows: torch.Tensor, mean: torch.Tensor, K: int, dtype: torch.dtype, dev: torch.device,
-    budget: int, Dc: int, sq_all: torch.Tensor | None,
+    budget: int, Dc: int, sq_all: torch.Tensor | None, scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """K smallest approximate squared distances of ``rows`` against all N, streamed over feature chunks.
 
     Each R×N slab accumulates the partial products of the feature chunks (R chosen so the slab fits
     ``budget``); the squared norms of the centred rows are accumulated on the first pass.
-    Returns (values, global indices, squared norms of all rows in ``dtype``-rounded centred data,
-    depth h of the accumulated dot products for the error bound).
+    The centred data are multiplied by ``scale`` (a power of two, exact) before rounding to ``dtype``.
+    Returns (values, global indices, squared norms of all rows in ``dtype``-rounded scaled centred
+    data, depth h of the accumulated dot products for the error bound).
     """
     n, d = X.shape
     itemsize = torch.tensor([], dtype=dtype).element_size()
@@ -308,7 +341,7 @@ def _slab_search(
         Bs = max(1, -(-n // 8))
         for c0 in range(0, d, Dc):
             c1 = min(d, c0 + Dc)
-            A64 = _col_chunk(X, c0, c1, dev) - mean[c0:c1].to(dev)
+            A64 = (_col_chunk(X, c0, c1, dev) - mean[c0:c1].to(dev)).mul_(scale)
             A = A64.to(dtype)
             del A64
             if acc is not None:
@@ -371,13 +404,16 @@ def _pair_sqdist(X: Any, r: torch.Tensor, c: torch.Tensor, dev: torch.device, bu
 def _refine(
     X: Any, rows: torch.Tensor, cand_v: torch.Tensor, cand_i: torch.Tensor, sq: torch.Tensor, k: int,
     err: tuple[float, float], u_data: float, dev: torch.device, budget: int, Dc: int, complete: bool,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Exact distances of the candidates that can still be among the k nearest, and the margin proof.
 
     ``cand_v``: (R, K) approximate squared distances (sorted ascending), ``cand_i`` their indices,
     ``sq`` the squared norms of the rounded centred rows (float64, all N), ``err`` = (c, t) the
     search's error model — :math:`|\hat d^2_{ij} - d^2_{ij}| \le c\,(s_i+s_j) + t\,(1+\sqrt{s_i}+\sqrt{s_j})`
-    (see :func:`_search_error`) — and ``u_data`` the rounding of the centred data.
+    (see :func:`_search_error`) — and ``u_data`` the rounding of the centred data.  The search ran
+    on the centred data times ``scale`` (a power of two), so its values and bounds are in those
+    units; the exact distances are in the data's own.
     Returns (distances (R, k), indices (R, k), certified (R,) bool).
     """
     K = cand_v.shape[1]
@@ -414,8 +450,26 @@ def _refine(
     T = cv[:, -1:]
     eps_out = c_eps * (s_i + S) + tiny * (1 + s_i.sqrt() + S.sqrt())
     lo_out = (T - eps_out).clamp_min(0).sqrt() - e_i - e_scale * S.sqrt()
-    certified = (lo_out >= dist[:, k - 1 : k] * (1 + 4 * U64 * X.shape[1])).squeeze(1)
+    certified = (lo_out >= dist[:, k - 1 : k] * scale * (1 + 4 * U64 * X.shape[1])).squeeze(1)
     return dist, idx, certified
+
+
+def _exact_rows(X: Any, rows: torch.Tensor, k: int, dev: torch.device, budget: int, Dc: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last resort: every distance of ``rows`` to all N points from float64 differences (no
+    products, nothing to prove), k smallest with ties broken by the smaller index."""
+    n = X.shape[0]
+    g = max(1, min(len(rows), 2**22 // n))
+    dist = torch.empty((len(rows), k), dtype=torch.float64, device=dev)
+    idx = torch.empty((len(rows), k), dtype=torch.int64, device=dev)
+    cols = torch.arange(n, device=dev)
+    for g0 in range(0, len(rows), g):
+        q = rows[g0 : g0 + g].to(dev)
+        d2 = _pair_sqdist(X, q.repeat_interleave(n), cols.repeat(len(q)), dev, budget, Dc).view(len(q), n)
+        d2[torch.arange(len(q), device=dev), q] = math.inf
+        v, o = torch.sort(d2, dim=1, stable=True)  # stable: equal distances keep index order
+        dist[g0 : g0 + len(q)] = v[:, :k].sqrt()
+        idx[g0 : g0 + len(q)] = o[:, :k]
+    return dist, idx
 
 
 # ----------------------------------------------------------------------------------------------
@@ -461,7 +515,11 @@ def knn(
 
     (the k-th exact distance), no outside point can be nearer than the k-th found one and row
     :math:`i` is exact.  Rows where this fails (near-ties at the scale of the float32 error) are
-    searched again in float64 with the same refinement and the same proof at :math:`u=2^{-53}`;
+    searched again in float64 with the same refinement and the same proof at :math:`u=2^{-53}`, and
+    rows even that cannot certify (tight clusters far from the mean) get every distance from float64
+    differences.  Before the search the centred data are scaled by a power of two so that every value
+    is below 1 in magnitude (exact): no square overflows float32, and the error model's absolute term
+    covers subnormal values;
     their number is ``n_fallback``.
 
     **bfloat16 products.** The same proof holds for a search with bf16 operands (float32
@@ -517,16 +575,23 @@ def knn(
     n, d = X.shape
     if n < k + 1:
         raise InputError(f"k={k} neighbours need at least k+1 = {k + 1} points (rows); got N={n}")
+    _check_exact_integers(X)
     dev = resolve_device(device)
+    sdt = _search_dtype(search, dev, d)  # validated for every input; memmaps search in float32
     K = min(n - 1, k + margin)
     complete = K == n - 1
     Dc = min(d, check_positive_int(block_features, "block_features") if block_features else 4096)
-    h = min(d, Dc) + math.ceil(d / Dc)
+    chunks = math.ceil(d / Dc)
+    h = min(d, Dc) + chunks
 
     if streamed:
-        mean = _stats_pass(X, block_size_for(d, 8, memory_bytes)).to(dev)
+        mean, amax = _stats_pass(X, block_size_for(d, 8, memory_bytes))
+        mean = mean.to(dev)
+        scale = _unit_scale(amax)
         src = X
-        cand_v, cand_i, sq, h = _slab_search(X, torch.arange(n), mean, K, torch.float32, dev, memory_bytes, Dc, None)
+        sdt = torch.float32
+        cand_v, cand_i, sq, h = _slab_search(X, torch.arange(n), mean, K, torch.float32, dev, memory_bytes, Dc, None,
+                                             scale)
     else:
         src = as_tensor(X).to(dev)
         br = block_size_for(d, 8, memory_bytes)
@@ -543,14 +608,15 @@ def knn(
             check_finite_values(src, "X")
             raise InputError("X has values too large to sum in float64; rescale it")
         mean /= n
-        # float32 data are centred in float32: one correctly rounded subtraction, the same error
-        # model as rounding a float64 difference
-        if src.dtype == torch.float32:
-            Xc = src - mean.to(torch.float32)
+        # centred, then scaled by a power of two so that every value is below 1 in magnitude (exact;
+        # no float32/bf16 square can overflow and subnormals only arise far below the data's scale)
+        scale = _unit_scale(_max_dev(src, mean))
+        if src.dtype == torch.float32:  # one correctly rounded subtraction, then an exact scaling
+            Xc = (src - mean.to(torch.float32)).mul_(scale)
         else:
             Xc = torch.empty((n, d), dtype=torch.float32, device=dev)
             for s0 in range(0, n, br):
-                Xc[s0 : s0 + br] = (src[s0 : s0 + br].to(torch.float64) - mean).to(torch.float32)
+                Xc[s0 : s0 + br] = ((src[s0 : s0 + br].to(torch.float64) - mean) * scale).to(torch.float32)
         # squared norms in float64, over cache-sized row blocks (exact widening, one rounding per term)
         sq = torch.empty(n, dtype=torch.float64, device=dev)
         sb = max(1, (4 * 2**20) // (8 * d)) if dev.type == "cpu" else br
@@ -559,53 +625,71 @@ def knn(
             sq[s0 : s0 + sb] = torch.linalg.vecdot(blk, blk)
         B = max(1, min(n, check_positive_int(block_rows or 1024, "block_rows"), int(math.sqrt(memory_bytes / 12))))
         W = max(B, min(n, memory_bytes // (12 * B)))
-        sdt = _search_dtype(search, dev, d, float(sq.max()))
+        if sdt == torch.bfloat16 and float(sq.max()) < 1e-30:  # all but vanishing after flushing
+            sdt = torch.float32
         Xs = Xc if sdt == torch.float32 else Xc.to(sdt)
-        if sdt == torch.bfloat16 and search == "auto" and not _bf16_pilot(src, Xs, sq, k, K, h, dev, memory_bytes, Dc):
+        if (sdt == torch.bfloat16 and search == "auto"
+                and not _bf16_pilot(src, Xs, sq, k, K, h, chunks, dev, memory_bytes, Dc, scale)):
             sdt, Xs = torch.float32, Xc
         cand_v, cand_i = _symmetric_search(Xs, sq, K, B, W, Dc)
         del Xs
     # refinement streams feature chunks of this width in both paths, so memmap and in-memory agree bitwise
     Dr = max(1, min(d, memory_bytes // (n * 8)))
     all_rows = torch.arange(n, device=dev)
-    sdt = torch.float32 if streamed else sdt
-    dist, idx, ok = _refine(src, all_rows, cand_v, cand_i, sq, k, _search_error(sdt, h, dev, d), U32, dev,
-                            memory_bytes, Dr, complete)
-    if float(sq.max()) > 1e36:  # squares beyond float32's range: the float32 search proves nothing
-        ok = torch.zeros_like(ok)
+
+    def prove(rows, v, i, sq_, dtype, h_, u_data, cpl, chunks_=1):
+        return _refine(src, rows, v, i, sq_, k, _search_error(dtype, h_, dev, d, chunks_), u_data, dev,
+                       memory_bytes, Dr, cpl, scale)
+
+    dist, idx, ok = prove(all_rows, cand_v, cand_i, sq, sdt, h, U32, complete, 1 if streamed else chunks)
     if sdt == torch.bfloat16 and int((~ok).sum()) > n // 4:
         # bf16 could not separate the neighbours of this data: one float32 search instead
+        sdt = torch.float32
         cand_v, cand_i = _symmetric_search(Xc, sq, K, B, W, Dc)
-        dist, idx, ok = _refine(src, all_rows, cand_v, cand_i, sq, k, _search_error(torch.float32, h, dev, d),
-                                U32, dev, memory_bytes, Dr, complete)
+        dist, idx, ok = prove(all_rows, cand_v, cand_i, sq, sdt, h, U32, complete, chunks)
     if not streamed:
         del Xc
     n_fallback = int((~ok).sum())
     K2 = min(n - 1, k + max(2 * margin, 16))
-    if n_fallback and sdt == torch.bfloat16:  # uncertain rows of a bf16 pass: float32 slabs first
+    # rows the first search could not certify: a float32 slab search (after bf16), then float64,
+    # then, for rows even float64 products cannot separate, every distance from differences
+    for dtype, u_data in ((torch.float32, U32), (torch.float64, U64)):
+        if bool(ok.all()) or (dtype == torch.float32 and sdt != torch.bfloat16):
+            continue
         rows = (~ok).nonzero()[:, 0]
-        v2, i2, sq32, h2 = _slab_search(src, rows, mean, K2, torch.float32, dev, memory_bytes, Dc, None)
-        d2_, i2_, ok2 = _refine(src, rows, v2, i2, sq32, k, _search_error(torch.float32, h2, dev, d), U32, dev,
-                                memory_bytes, Dr, K2 == n - 1)
-        dist[rows], idx[rows], ok[rows] = d2_, i2_, ok2
+        v2, i2, sq2, h2 = _slab_search(src, rows, mean, K2, dtype, dev, memory_bytes, Dc, None, scale)
+        dist[rows], idx[rows], ok[rows] = prove(rows, v2, i2, sq2, dtype, h2, u_data, K2 == n - 1)
     if not bool(ok.all()):
         rows = (~ok).nonzero()[:, 0]
-        v2, i2, sq64, h2 = _slab_search(src, rows, mean, K2, torch.float64, dev, memory_bytes, Dc, None)
-        d2_, i2_, _ = _refine(src, rows, v2, i2, sq64, k, _search_error(torch.float64, h2, dev, d), U64, dev,
-                              memory_bytes, Dr, K2 == n - 1)
-        dist[rows] = d2_
-        idx[rows] = i2_
+        dist[rows], idx[rows] = _exact_rows(src, rows, k, dev, memory_bytes, Dr)
     return Neighbors(distances=dist.cpu().numpy(), indices=idx.cpu().numpy(), n_fallback=n_fallback)
 
 
-def _bf16_pilot(src: torch.Tensor, Xs: torch.Tensor, sq: torch.Tensor, k: int, K: int, h: int,
-                dev: torch.device, budget: int, Dc: int, m: int = 256, max_uncertain: float = 0.1) -> bool:
+def _check_exact_integers(X: Any) -> None:
+    """Integer data are computed on in float64: refuse values that float64 cannot hold exactly."""
+    dt = X.dtype
+    is_int = (not dt.is_floating_point and dt != torch.bool) if isinstance(dt, torch.dtype) else np.issubdtype(dt, np.integer)
+    if not is_int or np.dtype(str(dt).replace("torch.", "")).itemsize < 8:
+        return
+    big = 2**53
+    for s0 in range(0, X.shape[0], 65536):
+        blk = X[s0 : s0 + 65536]
+        m = int(blk.abs().max()) if isinstance(blk, torch.Tensor) else int(np.abs(np.asarray(blk)).max())
+        if m > big:
+            raise InputError(f"X holds integers beyond 2**53 (|x| = {m}), which float64 cannot represent exactly; "
+                             "convert them to floating point yourself if rounding is acceptable")
+
+
+def _bf16_pilot(src: torch.Tensor, Xs: torch.Tensor, sq: torch.Tensor, k: int, K: int, h: int, chunks: int,
+                dev: torch.device, budget: int, Dc: int, scale: float, m: int = 256,
+                max_uncertain: float = 0.1) -> bool:
     """Will a bf16 search certify this data?  Search ``m`` evenly spaced rows against all (about
     m/N of the whole search's work) and prove them; True when at most ``max_uncertain`` of them
     stay uncertain.  Data whose neighbour distances are too alike for bf16's error bound (high
     intrinsic dimension, tight clusters) then go straight to float32."""
     n, d = Xs.shape
-    if n <= 2 * m:
+    m = min(m, budget // (8 * n))  # the pilot's m × N strip stays within the memory budget
+    if n <= 2 * m or m < 16:
         return True
     rows = torch.linspace(0, n - 1, m, device=dev).long()
     sq32 = sq.to(torch.float32)
@@ -613,22 +697,23 @@ def _bf16_pilot(src: torch.Tensor, Xs: torch.Tensor, sq: torch.Tensor, k: int, K
     d2[torch.arange(m, device=dev), rows] = math.inf
     v, i = torch.topk(d2, K, dim=1, largest=False, sorted=True)
     Dr = max(1, min(d, budget // (n * 8)))
-    _, _, ok = _refine(src, rows, v, i, sq, k, _search_error(torch.bfloat16, h, dev, d), U32, dev, budget, Dr, False)
+    _, _, ok = _refine(src, rows, v, i, sq, k, _search_error(torch.bfloat16, h, dev, d, chunks), U32, dev, budget,
+                       Dr, False, scale)
     return float((~ok).float().mean()) <= max_uncertain
 
 
-def _search_dtype(search: str, dev: torch.device, d: int, s_max: float) -> torch.dtype:
+def _search_dtype(search: str, dev: torch.device, d: int) -> torch.dtype:
     """The candidate-product dtype for ``search`` (see :func:`knn`)."""
     if search not in ("auto", "float32", "bfloat16"):
         raise InputError(f"search must be 'auto', 'float32' or 'bfloat16'; got {search!r}")
     if search == "float32":
         return torch.float32
-    # bf16 keeps float32's exponent range, but data whose squared norms are all subnormal-small
-    # would lose everything to flushing: float32 there
-    usable = s_max > 1e-30
+    if dev.type == "cuda" and bool(torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction):
+        # cuBLAS may then round partial sums to bf16, which the error model does not cover
+        return torch.float32
     if search == "bfloat16":
-        return torch.bfloat16 if usable else torch.float32
-    return torch.bfloat16 if usable and dev.type == "cpu" and d >= 256 and _fast_bf16_cpu() else torch.float32
+        return torch.bfloat16
+    return torch.bfloat16 if dev.type == "cpu" and d >= 256 and _fast_bf16_cpu() else torch.float32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -641,6 +726,8 @@ def _row_bits(blk: Any, dev: torch.device | None = None) -> torch.Tensor:
     widened to float64 first, which is exact for every narrower float and integer type.
     """
     t = as_tensor(blk).detach().to(dev or "cpu")
+    if t.dtype in (torch.int64, torch.uint64) if hasattr(torch, "uint64") else t.dtype == torch.int64:
+        return t.view(torch.int64)  # 64-bit integers as they are (float64 would round beyond 2**53)
     if t.dtype != torch.float32:
         t = t.to(torch.float64)
     t = t + 0.0  # + 0.0 turns -0.0 into 0.0
@@ -677,7 +764,8 @@ def duplicate_groups(X: Any, *, block_rows: int | None = None, device: str | tor
     each row are hashed twice with an integer hash computed *exactly* (32-bit pieces times integer
     weights in a float64 matmul whose sums never round, streamed over row blocks so memmaps are
     never loaded whole), rows are sorted by (hash, index), and neighbours in that order with equal
-    hashes are then compared element by element — a hash collision can never merge different rows.
+    hashes are then compared element by element — a hash collision can never merge different rows,
+    and a run of equal hashes that holds different rows is grouped by content.
     ``rep != arange(N)`` marks the rows that repeat an earlier one; ``np.bincount(rep)[rep] > 1``
     marks every member of a duplicate group.  ``device="cuda"`` hashes on the GPU (same hashes: the
     sums are exact in any order).
@@ -720,4 +808,14 @@ def duplicate_groups(X: Any, *, block_rows: int | None = None, device: str | tor
     first = order[starts]
     rep = np.empty(n, dtype=np.int64)
     rep[order] = first[group_id]
+    # A run of equal hashes with an unequal neighbouring pair inside holds a hash collision, and a
+    # row of another value may then sit between two equal rows: group such runs by content.
+    run_id = np.cumsum(np.r_[True, ~same_hash]) - 1 if n else np.zeros(0, dtype=np.int64)
+    for r in np.unique(run_id[1:][same_hash & ~equal]):
+        members = order[run_id == r]
+        _, inv = np.unique(rows_at(members).numpy(), axis=0, return_inverse=True)
+        inv = inv.ravel()
+        lowest = np.full(inv.max() + 1, n, dtype=np.int64)
+        np.minimum.at(lowest, inv, members)
+        rep[members] = lowest[inv]
     return rep
