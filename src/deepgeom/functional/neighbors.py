@@ -238,13 +238,6 @@ def _stats_pass(X: Any, block_rows: int) -> tuple[torch.Tensor, float]:
     return mean, float(torch.maximum(hi - mean, mean - lo).max())
 
 
-def _max_dev(X: torch.Tensor, mean: torch.Tensor) -> float:
-    """max |x − mean| over an in-memory tensor (float64 arithmetic)."""
-    lo, hi = torch.aminmax(X, dim=0)
-    m = mean.to(X.device)
-    return float(torch.maximum(hi.to(torch.float64) - m, m - lo.to(torch.float64)).max())
-
-
 def _merge(cand_v: torch.Tensor, cand_i: torch.Tensor, s: slice, new_v: torch.Tensor, new_i: torch.Tensor) -> None:
     """Merge new (values, global indices) into the running K smallest of rows ``s`` (in place)."""
     v = torch.cat([cand_v[s], new_v], 1)
@@ -610,10 +603,15 @@ def knn(
         mean /= n
         # centred, then scaled by a power of two so that every value is below 1 in magnitude (exact;
         # no float32/bf16 square can overflow and subnormals only arise far below the data's scale)
-        scale = _unit_scale(_max_dev(src, mean))
         if src.dtype == torch.float32:  # one correctly rounded subtraction, then an exact scaling
-            Xc = (src - mean.to(torch.float32)).mul_(scale)
-        else:
+            Xc = src - mean.to(torch.float32)
+            lo, hi = torch.aminmax(Xc)
+            scale = _unit_scale(max(-float(lo), float(hi)))
+            if scale != 1.0:
+                Xc.mul_(scale)
+        else:  # |x − mean| ≤ max|x| + max|mean|: scaled below 1 before rounding to float32
+            lo, hi = torch.aminmax(src)
+            scale = _unit_scale(max(-float(lo), float(hi)) + float(mean.abs().max()))
             Xc = torch.empty((n, d), dtype=torch.float32, device=dev)
             for s0 in range(0, n, br):
                 Xc[s0 : s0 + br] = ((src[s0 : s0 + br].to(torch.float64) - mean) * scale).to(torch.float32)
