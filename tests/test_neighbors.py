@@ -353,3 +353,42 @@ def test_large_integers_are_refused_or_compared_exactly():
     np.testing.assert_array_equal(duplicate_groups(X), [0, 1, 2])
     with pytest.raises(InputError, match="beyond 2\\*\\*53"):
         knn(X, 1)
+
+
+def test_extreme_magnitudes_and_distance_ties_stay_exact(rng):
+    # second review (2026-11-26): spreads near the float32/float64 limits, centring that would
+    # overflow, squares of differences beyond float64's range, and ties in the exact last resort
+    cases = [
+        (rng.normal(size=(100, 3)) * 1e-42).astype(np.float32),
+        rng.normal(size=(20, 2)) * 1e-315,
+        np.array([[3.4e38], [-3.4e38], [-3.4e38], [1.7e38]], dtype=np.float32),
+        np.array([[3e38, 0], [-3e38, 0], [-3e38, 1e30], [1e38, 0]], dtype=np.float32),
+        np.array([[0.0], [1e200], [3e200], [2.9e200]]),
+        rng.normal(size=(20, 3)) * 1e-300,
+    ]
+    for X in cases:
+        for k in (1, 2):
+            nb = knn(X, k)
+            X64 = X.astype(np.float64)
+            s = np.ldexp(1.0, min(1000, -int(np.frexp(np.abs(X64).max())[1])))  # exact power of two
+            td, _ = brute(X64 * s, k)
+            # subnormal distances (the 1e-315 case) carry fewer digits: a few of their ulps are allowed
+            np.testing.assert_allclose(nb.distances, td / s, rtol=RTOL, atol=4 * 5e-324)
+            assert np.all(nb.indices != np.arange(len(X))[:, None])
+    B = 2.0**40
+    X = np.vstack([[[B, 0], [B + 1, 2**-26], [B + 1, 0]], np.c_[B + rng.uniform(2, 8, 40), np.zeros(40)],
+                   np.tile([[-B, 0]], (5, 1))])
+    nb = knn(X, 2)
+    td, ti = brute(X, 2)
+    np.testing.assert_array_equal(nb.distances, td)
+    np.testing.assert_array_equal(nb.indices[0], ti[0])
+
+
+@pytest.mark.parametrize("search", ["float32", "bfloat16"])
+def test_knn_never_modifies_its_input(rng, search):
+    # the float64 fallback once scaled a view of the caller's float64 array in place
+    for X in (rng.normal(size=(300, 4)) * 2e19, torch.from_numpy(rng.normal(size=(200, 300)) + 5.0),
+              (np.repeat(rng.normal(size=(2, 64)) * 10, 100, 0) + rng.normal(size=(200, 64)) * 1e-9)):
+        before = X.clone() if isinstance(X, torch.Tensor) else X.copy()
+        knn(X, 3, search=search)
+        np.testing.assert_array_equal(np.asarray(X), np.asarray(before))
