@@ -392,3 +392,16 @@ def test_knn_never_modifies_its_input(rng, search):
         before = X.clone() if isinstance(X, torch.Tensor) else X.copy()
         knn(X, 3, search=search)
         np.testing.assert_array_equal(np.asarray(X), np.asarray(before))
+
+
+@pytest.mark.parametrize("search", ["float32", "bfloat16"])
+def test_ties_at_the_kth_distance_go_to_the_smallest_indices(rng, search):
+    # third review: all-identical rows (every bound collapses to 0) and subnormal grids with exact ties
+    for X, k in ((np.full((20, 2), 3.0), 2), (np.full((200, 4), 1e6, np.float32), 2),
+                 (np.ones((20, 300), np.float32), 3), (rng.integers(-3, 4, (50, 3)) * 5e-324, 5)):
+        nb = knn(X, k, search=search)
+        X64 = X.astype(np.float64)
+        s = np.ldexp(1.0, min(1000, -int(np.frexp(np.abs(X64).max())[1])))  # exact: subnormal grids too
+        td, ti = brute(X64 * s, k)
+        np.testing.assert_array_equal(nb.indices, ti)
+        np.testing.assert_allclose(nb.distances, td / s, rtol=RTOL, atol=4 * 5e-324)

@@ -439,7 +439,7 @@ def _refine(
     rr, cc = need.nonzero(as_tuple=True)
     exact = torch.full((cv.shape[0], K), math.inf, dtype=torch.float64, device=dev)
     d2 = _pair_sqdist(X, rows.to(dev)[rr], cand_i[rr, cc], dev, budget, Dc, scale)
-    exact[rr, cc] = d2.sqrt_().div_(scale)
+    exact[rr, cc] = d2.sqrt_()  # in scaled units until the end: subnormal distances keep their order
     # sort by (distance, index): ties broken by the smaller index, independent of block sizes
     o1 = torch.argsort(cand_i, dim=1, stable=True)
     e1 = torch.gather(exact, 1, o1)
@@ -448,15 +448,16 @@ def _refine(
     dist = torch.gather(e1, 1, o2)[:, :k]
     idx = torch.gather(i1, 1, o2)[:, :k]
     if complete:  # every other point was a candidate: nothing left to prove
-        return dist, idx, torch.ones(len(rows), dtype=torch.bool, device=dev)
+        return dist / scale, idx, torch.ones(len(rows), dtype=torch.bool, device=dev)
     # no point outside the candidates is nearer than the k-th exact distance if
-    #   sqrt(T_i − c(s_i + max_j s_j)) − e_i − max_j e_j ≥ d_k
+    #   sqrt(T_i − c(s_i + max_j s_j)) − e_i − max_j e_j > d_k
     S = sq.max()
     T = cv[:, -1:]
     eps_out = c_eps * (s_i + S) + tiny * (1 + s_i.sqrt() + S.sqrt())
     lo_out = (T - eps_out).clamp_min(0).sqrt() - e_i - e_scale * S.sqrt()
-    certified = (lo_out >= dist[:, k - 1 : k] * scale * (1 + 4 * U64 * X.shape[1])).squeeze(1)
-    return dist, idx, certified
+    # strict: an outside point exactly at the k-th distance could have a smaller index (ties)
+    certified = (lo_out > dist[:, k - 1 : k] * (1 + 4 * U64 * X.shape[1])).squeeze(1)
+    return dist / scale, idx, certified
 
 
 def _exact_rows(X: Any, rows: torch.Tensor, k: int, dev: torch.device, budget: int, Dc: int,
@@ -473,8 +474,8 @@ def _exact_rows(X: Any, rows: torch.Tensor, k: int, dev: torch.device, budget: i
         d2 = _pair_sqdist(X, q.repeat_interleave(n), cols.repeat(len(q)), dev, budget, Dc, scale).view(len(q), n)
         d2[torch.arange(len(q), device=dev), q] = math.inf
         # distances, not squares, are what ties are judged on (as in _refine); stable: index order
-        v, o = torch.sort(d2.sqrt_().div_(scale), dim=1, stable=True)
-        dist[g0 : g0 + len(q)] = v[:, :k]
+        v, o = torch.sort(d2.sqrt_(), dim=1, stable=True)  # scaled: subnormal distances keep their order
+        dist[g0 : g0 + len(q)] = v[:, :k] / scale
         idx[g0 : g0 + len(q)] = o[:, :k]
     return dist, idx
 
@@ -518,9 +519,10 @@ def knn(
     :math:`d_{ij} \ge \sqrt{\hat d^2_{ij}-\varepsilon_{ij}} - e_i - e_j`.  Every point outside the
     candidates has :math:`\hat d^2_{ij} \ge T_i`, the K-th candidate value, hence if
 
-    .. math:: \sqrt{T_i - (\gamma_h+8u)(s_i + \max_j s_j)} - e_i - \max_j e_j \;\ge\; d_{i,(k)},
+    .. math:: \sqrt{T_i - (\gamma_h+8u)(s_i + \max_j s_j)} - e_i - \max_j e_j \;>\; d_{i,(k)},
 
-    (the k-th exact distance), no outside point can be nearer than the k-th found one and row
+    (the k-th exact distance; strict, so that no outside point can tie it with a smaller index), no
+    outside point can be nearer than the k-th found one and row
     :math:`i` is exact.  Rows where this fails (near-ties at the scale of the float32 error) are
     searched again in float64 with the same refinement and the same proof at :math:`u=2^{-53}`, and
     rows even that cannot certify (tight clusters far from the mean) get every distance from float64
