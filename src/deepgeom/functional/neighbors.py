@@ -176,15 +176,15 @@ def _search_error(dtype: torch.dtype, h: int, dev: torch.device, d: int, chunks:
     The data are scaled by a power of two so that every centred value is below 1 in magnitude
     (:func:`_unit_scale`), so nothing overflows and subnormals only arise far below the data's scale.
     """
-    extra = (_EXTRA_ROUNDINGS + 2 * chunks) * U32
-    tiny32 = 2.0**-149 * (2 * h + math.sqrt(d) + 16)
-    if dtype == torch.bfloat16:
+    roundings = _EXTRA_ROUNDINGS + 2 * chunks
+    subnormal_ops = 2 * h + math.sqrt(d) + 16
+    if dtype == torch.bfloat16:  # bf16 products, float32 everything else
         g = _gamma(h, U32)
         c_dot = (2 * U_BF16 + U_BF16**2) + (1 + U_BF16) ** 2 * (g + U_BF16 * (1 + g))
-        return c_dot + extra, 2.0 * 2.0**-126 * (math.sqrt(d) + d) + tiny32
+        return c_dot + roundings * U32, 2.0 * 2.0**-126 * (math.sqrt(d) + d) + 2.0**-149 * subnormal_ops
     u = _matmul_unit(dtype, dev)
-    tiny = tiny32 if dtype != torch.float64 else 2.0**-1074 * (2 * h + math.sqrt(d) + 16)
-    return _gamma(h, u) + (_EXTRA_ROUNDINGS + 2 * chunks) * u, tiny
+    half_ulp_min = 2.0**-1074 if dtype == torch.float64 else 2.0**-149
+    return _gamma(h, u) + roundings * u, half_ulp_min * subnormal_ops
 
 
 def _unit_scale(amax: float) -> float:
@@ -473,8 +473,9 @@ def _exact_rows(X: Any, rows: torch.Tensor, k: int, dev: torch.device, budget: i
         q = rows[g0 : g0 + g].to(dev)
         d2 = _pair_sqdist(X, q.repeat_interleave(n), cols.repeat(len(q)), dev, budget, Dc, scale).view(len(q), n)
         d2[torch.arange(len(q), device=dev), q] = math.inf
-        # distances, not squares, are what ties are judged on (as in _refine); stable: index order
-        v, o = torch.sort(d2.sqrt_(), dim=1, stable=True)  # scaled: subnormal distances keep their order
+        # ties judged on distances (as in _refine), in scaled units so subnormal ones keep their order;
+        # stable: equal distances keep index order
+        v, o = torch.sort(d2.sqrt_(), dim=1, stable=True)
         dist[g0 : g0 + len(q)] = v[:, :k] / scale
         idx[g0 : g0 + len(q)] = o[:, :k]
     return dist, idx
@@ -526,10 +527,9 @@ def knn(
     :math:`i` is exact.  Rows where this fails (near-ties at the scale of the float32 error) are
     searched again in float64 with the same refinement and the same proof at :math:`u=2^{-53}`, and
     rows even that cannot certify (tight clusters far from the mean) get every distance from float64
-    differences.  Before the search the centred data are scaled by a power of two so that every value
-    is below 1 in magnitude (exact): no square overflows float32, and the error model's absolute term
-    covers subnormal values;
-    their number is ``n_fallback``.
+    differences; their number is ``n_fallback``.  Before the search the centred data are scaled by a
+    power of two so that every value is below 1 in magnitude (exact): no square overflows float32,
+    and the error model's absolute term covers subnormal values.
 
     **bfloat16 products.** The same proof holds for a search with bf16 operands (float32
     accumulation, bf16 result) once :math:`(\gamma_h+8u)` is replaced by that search's bound,
@@ -537,8 +537,10 @@ def knn(
     checked pair by pair in the tests).  The bound is ~10⁵ times wider, so ``search="auto"`` first
     proves a pilot of 256 rows and keeps float32 when more than 10% of them stay uncertain (data whose
     neighbour distances are nearly equal: high intrinsic dimension, tight clusters); rows a bf16 pass
-    cannot certify are searched again in float32, then float64.  Only candidates that can still be among the k nearest
-    (lower bound ≤ the k-th upper bound) are refined, so refinement costs about k+1 differences per row.
+    cannot certify are searched again in float32, then float64.
+
+    Only candidates that can still be among the k nearest (lower bound ≤ the k-th upper bound) are
+    refined, so refinement costs about k+1 differences per row.
 
     **Memory.** The centred float32 copy of X plus one B×W float32 strip of the distance matrix
     (``block_rows`` = B, W ≤ ``memory_bytes``/(12·B)) in memory; for a memmap an R×N slab
@@ -592,6 +594,8 @@ def knn(
     Dc = min(d, check_positive_int(block_features, "block_features") if block_features else 4096)
     chunks = math.ceil(d / Dc)
     h = min(d, Dc) + chunks
+    # refinement streams feature chunks of this width in both paths, so memmap and in-memory agree bitwise
+    Dr = max(1, min(d, memory_bytes // (n * 8)))
 
     if streamed:
         mean, amax = _stats_pass(X, block_size_for(d, 8, memory_bytes))
@@ -649,12 +653,10 @@ def knn(
             sdt = torch.float32
         Xs = Xc if sdt == torch.float32 else Xc.to(sdt)
         if (sdt == torch.bfloat16 and search == "auto"
-                and not _bf16_pilot(src, Xs, sq, k, K, h, chunks, dev, memory_bytes, Dc, scale)):
+                and not _bf16_pilot(src, Xs, sq, k, K, h, chunks, dev, memory_bytes, Dc, Dr, scale)):
             sdt, Xs = torch.float32, Xc
         cand_v, cand_i = _symmetric_search(Xs, sq, K, B, W, Dc)
         del Xs
-    # refinement streams feature chunks of this width in both paths, so memmap and in-memory agree bitwise
-    Dr = max(1, min(d, memory_bytes // (n * 8)))
     all_rows = torch.arange(n, device=dev)
 
     def prove(rows, v, i, sq_, dtype, h_, u_data, cpl, chunks_=1):
@@ -701,7 +703,7 @@ def _check_exact_integers(X: Any) -> None:
 
 
 def _bf16_pilot(src: torch.Tensor, Xs: torch.Tensor, sq: torch.Tensor, k: int, K: int, h: int, chunks: int,
-                dev: torch.device, budget: int, Dc: int, scale: float, m: int = 256,
+                dev: torch.device, budget: int, Dc: int, Dr: int, scale: float, m: int = 256,
                 max_uncertain: float = 0.1) -> bool:
     """Will a bf16 search certify this data?  Search ``m`` evenly spaced rows against all (about
     m/N of the whole search's work) and prove them; True when at most ``max_uncertain`` of them
@@ -716,7 +718,6 @@ def _bf16_pilot(src: torch.Tensor, Xs: torch.Tensor, sq: torch.Tensor, k: int, K
     d2 = _d2_block(Xs[rows], Xs, sq32[rows], sq32, Dc)
     d2[torch.arange(m, device=dev), rows] = math.inf
     v, i = torch.topk(d2, K, dim=1, largest=False, sorted=True)
-    Dr = max(1, min(d, budget // (n * 8)))
     _, _, ok = _refine(src, rows, v, i, sq, k, _search_error(torch.bfloat16, h, dev, d, chunks), U32, dev, budget,
                        Dr, False, scale)
     return float((~ok).float().mean()) <= max_uncertain
