@@ -23,6 +23,7 @@ from deepgeom.functional.matrix import (
     covariance,
     gram,
     iter_blocks,
+    product_dtype,
     resolve_device,
 )
 
@@ -149,3 +150,48 @@ def test_helpers(rng):
 def test_feature_mismatch_is_an_input_error(rng):
     with pytest.raises(InputError, match="same number of features"):
         gram(np.zeros((3, 4)), np.zeros((3, 5)))
+
+
+def test_auto_products_follow_the_data():
+    """``compute_dtype="auto"``: float32 products for float32-or-narrower data, float64 otherwise."""
+    f32, f64 = torch.float32, torch.float64
+    assert product_dtype("auto", np.zeros((2, 2), np.float32)) == f32
+    assert product_dtype("auto", torch.zeros(2, 2, dtype=torch.bfloat16)) == f32
+    assert product_dtype("auto", np.zeros((2, 2), np.float16)) == f32
+    assert product_dtype("auto", np.zeros((2, 2))) == f64
+    assert product_dtype("auto", np.zeros((2, 2), np.int64)) == f64
+    assert product_dtype(f64, np.zeros((2, 2), np.float32)) == f64
+    with pytest.raises(InputError, match="compute_dtype"):
+        product_dtype("float32", np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("exponent", [70, -70, 120, -120])
+@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("block_features", [None, 16])
+def test_float32_products_out_of_range_are_rescaled(rng, exponent, center, block_features):
+    """float32 data near 2⁷⁰ (squares overflow float32) or 2⁻⁷⁰ (squares underflow to subnormals or
+    zero): the product is redone on data scaled by a power of two — exact — and matches float64
+    within the float32 bound (without the rescale: inf, or digits lost to underflow)."""
+    X = (rng.normal(size=(30, 50)) * 2.0**exponent + (3 * 2.0**exponent if center else 0)).astype(np.float32)
+    ref_X = centred(X) if center else X.astype(np.float64)
+    K = gram(X, center=center, compute_dtype="auto", block_features=block_features).numpy()
+    assert np.isfinite(K).all()
+    assert np.all(np.abs(K - ref_X @ ref_X.T) <= bound(ref_X, ref_X, 50, U32, extra=3 * U32))
+    assert X.min() != 0  # the input itself is untouched and representable
+
+
+def test_out_of_range_products_leave_the_input_alone():
+    X = torch.full((6, 4), 2.0**80) * torch.arange(1.0, 7.0)[:, None]
+    before = X.clone()
+    gram(X, compute_dtype=torch.float32)
+    assert torch.equal(X, before)
+
+
+@pytest.mark.parametrize("block_features", [None, 3])
+def test_float32_data_near_the_float32_limit(block_features):
+    """Centred values of float32 data spanning ±2¹²⁷ do not fit float32 (their differences reach
+    2¹²⁸): the rescaled product scales first, then centres."""
+    X = torch.tensor([[2.0**127, -(2.0**127)], [-(2.0**127), 2.0**126], [2.0**125, 0.0]], dtype=torch.float32)
+    Xc = centred(X.numpy())
+    K = gram(X, center=True, compute_dtype="auto", block_features=block_features).numpy()
+    assert np.isfinite(K).all() and np.all(np.abs(K - Xc @ Xc.T) <= bound(Xc, Xc, 2, U32, extra=3 * U32))

@@ -3,7 +3,9 @@
 References are computed independently of the streaming engine: activations from a manual forward
 pass (module by module) and Song et al.'s HSIC₁ written out in numpy (tests/test_cka.py's
 transcription), or closed forms (PC1 fraction of data with a prescribed spectrum). Tolerance 1e-10:
-the same float64 maths on the same float32 activations, only summation order differs.
+the same float64 maths on the same float32 activations (``compute_dtype=float64``), only summation
+order differs. The default float32 products (``"auto"`` on float32 activations) are held to 1e-7 of
+those references separately.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from deepgeom.errors import InputError, UnknownNameError
 from deepgeom.functional.cka import MinibatchCKA, linear_cka
 
 TOL = 1e-10
+F64 = torch.float64  # the maths checks: float64 products, as the references (the default follows the data)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,7 +75,7 @@ def batches_of(a, B):
 def test_within_model_matches_manual_minibatch(data):
     net = mlp([6, 16, 16, 8], 0)
     names = [str(i) for i in range(len(net))]
-    r = cka_matrix(net, data=data, layers_a=names, batch_size=64, progress=False)
+    r = cka_matrix(net, data=data, layers_a=names, batch_size=64, progress=False, compute_dtype=F64)
     acts = manual_layers(net, data)
     assert isinstance(r, CKAResult) and r.within and r.n == 300 and r.layers_a == names == r.layers_b
     for i in range(len(names)):
@@ -88,7 +91,7 @@ def test_within_model_matches_manual_minibatch(data):
 def test_two_models_different_depth_and_width(data):
     a, b = mlp([6, 32, 32, 32, 4], 1), mlp([6, 8, 4], 2)
     la, lb = ["1", "3", "5", "6"], ["1", "2"]
-    r = cka_matrix(a, b, data, layers_a=la, layers_b=lb, batch_size=100, progress=False)
+    r = cka_matrix(a, b, data, layers_a=la, layers_b=lb, batch_size=100, progress=False, compute_dtype=F64)
     assert r.matrix.shape == (4, 2) and not r.within
     acts_a, acts_b = manual_layers(a, data), manual_layers(b, data)
     for _i, na in enumerate(la):
@@ -99,6 +102,36 @@ def test_two_models_different_depth_and_width(data):
     bm = best_match(r)
     assert list(bm["best_b"]) == [lb[k] for k in r.values.argmax(1)]
     assert np.allclose(bm["cka"], r.values.max(1))
+
+
+def test_default_products_follow_the_activations(data):
+    """The default ``compute_dtype="auto"``: float32 Gram products for the captured float32
+    activations (after exact float64 centring), within 1e-7 of the float64 reference — here with a
+    ReLU net whose features ride on a common offset of 300 (the failure case of the popular
+    libraries); float64 captures keep float64 products (1e-12). The reference is Song's formula in
+    float64 on data centred over all N first (HSIC₁ is shift-invariant): on the raw activations the
+    float64 formula itself is off by up to 4.6e-5 here (measured), the float32 products by 3e-9."""
+    a, b = mlp([6, 32, 32, 32, 4], 1), mlp([6, 8, 4], 2)
+    with torch.no_grad():
+        a[0].bias += 300.0  # every later ReLU feature rides on a large positive offset
+    la, lb = ["1", "3", "5", "6"], ["1", "2"]
+    r = cka_matrix(a, b, data, layers_a=la, layers_b=lb, batch_size=100, progress=False)
+    acts_a, acts_b = manual_layers(a, data), manual_layers(b, data)
+    assert acts_a[1].mean() > 300 * acts_a[1].std(0).mean()
+    worst_raw = 0.0
+    for na in la:
+        for nb in lb:
+            x, y = acts_a[int(na)], acts_b[int(nb)]
+            ref = ref_minibatch_cka(batches_of(x - x.mean(0), 100), batches_of(y - y.mean(0), 100))
+            assert abs(r.matrix.loc[na, nb] - ref) < 1e-7
+            worst_raw = max(worst_raw, abs(ref_minibatch_cka(batches_of(x, 100), batches_of(y, 100)) - ref))
+    assert worst_raw > 1e-6  # uncentred float64 loses more than the float32 products after centring
+    caps = {n: acts_a[int(n)] for n in la}  # float64 arrays
+    r64 = cka_matrix_from_captures(caps, batch_size=100)
+    for i, na in enumerate(la):
+        for j, nb in enumerate(la):
+            x, y = caps[na] - caps[na].mean(0), caps[nb] - caps[nb].mean(0)
+            assert abs(r64.values[i, j] - ref_minibatch_cka(batches_of(x, 100), batches_of(y, 100))) < 1e-12
 
 
 def test_same_order_check_fails_loudly(data):
@@ -121,7 +154,8 @@ def test_full_data_mode_equals_linear_cka(data):
     la, lb = ["0", "1", "4"], ["1", "2"]
     acts_a, acts_b = manual_layers(a, data), manual_layers(b, data)
     for debiased in (False, True):
-        r = cka_matrix(a, b, data, layers_a=la, layers_b=lb, minibatch=False, debiased=debiased, progress=False)
+        r = cka_matrix(a, b, data, layers_a=la, layers_b=lb, minibatch=False, debiased=debiased, progress=False,
+                         compute_dtype=F64)
         assert not r.minibatch and r.debiased == debiased
         for i, na in enumerate(la):
             for j, nb in enumerate(lb):
@@ -284,7 +318,8 @@ def test_errors(data):
 
 def test_rbf_minibatch_heatmap(data):
     net = mlp([6, 16, 4], 0)
-    r = cka_matrix(net, data=data, layers_a=["0", "2"], kernel="rbf", sigma=0.5, batch_size=100, progress=False)
+    r = cka_matrix(net, data=data, layers_a=["0", "2"], kernel="rbf", sigma=0.5, batch_size=100, progress=False,
+                   compute_dtype=F64)
     acts = manual_layers(net, data)
     m = MinibatchCKA(kernel="rbf", sigma=0.5)
     for s in range(0, 300, 100):

@@ -284,7 +284,7 @@ def _first_order(batch: Mapping[str, Any], names: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------- engine
 def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a: list[str],
                       names_b: list[str] | None, *, kernel: str, sigma: float, remove_pc1: bool,
-                      pc1_max_dim: int, replay: Any, compute_dtype: torch.dtype, device: Any,
+                      pc1_max_dim: int, replay: Any, compute_dtype: torch.dtype | str, device: Any,
                       ) -> tuple[np.ndarray, list[str], list[str] | None, int, dict | None, dict | None]:
     """Run the accumulator over the batches; with ``remove_pc1`` a first pass estimates the PCs and
     ``replay()`` provides a second, identical stream of batches."""
@@ -336,7 +336,7 @@ def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a
 
 
 def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debiased: bool,
-                        compute_dtype: torch.dtype, device: Any) -> torch.Tensor:
+                        compute_dtype: torch.dtype | str, device: Any) -> torch.Tensor:
     """(L, N²) stack of centred (or U-centred) kernels, each scaled to unit Frobenius norm."""
     rows = []
     for _k, X in enumerate(arrays):
@@ -353,7 +353,7 @@ def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debias
 
 
 def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, *, kernel: str, sigma: float,
-                 debiased: bool, memory_budget: int, compute_dtype: torch.dtype, device: Any) -> np.ndarray:
+                 debiased: bool, memory_budget: int, compute_dtype: torch.dtype | str, device: Any) -> np.ndarray:
     n = int(arrays_a[0].shape[0])
     if n < (_MIN_BATCH if debiased else 2):
         raise InputError(f"full-data CKA needs at least {_MIN_BATCH if debiased else 2} examples; got {n}")
@@ -400,7 +400,7 @@ def cka_matrix(
     pc1_max_dim: int = 8192,
     reduce: str = "flatten",
     device: str | torch.device = "cpu",
-    compute_dtype: torch.dtype = torch.float64,
+    compute_dtype: torch.dtype | str = "auto",
     memory_budget: int | str = "2GB",
     progress: bool = True,
 ) -> CKAResult:
@@ -434,7 +434,10 @@ def cka_matrix(
             the heatmap from a last pass. The variance fraction of each PC is returned in
             ``pc1_fraction_a/b``.
         reduce: how (B, T, H) outputs become rows (see :func:`deepgeom.capture.stream`).
-        compute_dtype: dtype of Gram products (after float64 centring; accumulation is float64).
+        compute_dtype: dtype of the Gram products, after the exact float64 centring (HSIC terms and
+            sums are float64). ``"auto"``: the activations' own precision — float32 products for
+            float32 activations (values within ~1e-9 of float64 products; see
+            :func:`deepgeom.functional.matrix.product_dtype`), float64 for float64 data.
 
     Returns:
         :class:`CKAResult`.
@@ -546,7 +549,7 @@ def cka_matrix_from_captures(
     debiased: bool = False,
     remove_pc1: bool = False,
     pc1_max_dim: int = 8192,
-    compute_dtype: torch.dtype = torch.float64,
+    compute_dtype: torch.dtype | str = "auto",
     device: str | torch.device = "cpu",
     memory_budget: int | str = "2GB",
 ) -> CKAResult:

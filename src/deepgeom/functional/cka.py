@@ -32,9 +32,12 @@ form that turns all layer pairs into one matrix product.
 :func:`unbiased_hsic` uses.
 
 Precision: every Gram matrix is built from columns centred with exact float64 means (per batch in
-the minibatch form) and accumulated in float64. Column centring does not change any estimator here
-(HKH is invariant to it, and U-centring annihilates the rank-one terms it removes), but it removes the
-large common offset of ReLU features that makes float32 unbiased HSIC negative.
+the minibatch form); U-centring, HSIC terms and their running sums are float64. Column centring does
+not change any estimator here (HKH is invariant to it, and U-centring annihilates the rank-one terms
+it removes), but it removes the large common offset of ReLU features that makes float32 unbiased HSIC
+negative. The Gram products themselves run in ``compute_dtype``: float64 by default for the
+single-matrix functions; minibatch CKA and the heatmaps default to ``"auto"``, float32 products for
+float32 activations (their own precision; see :func:`deepgeom.functional.matrix.product_dtype`).
 """
 
 from __future__ import annotations
@@ -411,8 +414,10 @@ class MinibatchCKA:
 
     Args:
         kernel: ``"linear"`` or ``"rbf"`` (bandwidth ``sigma`` × the batch's median distance).
-        compute_dtype: dtype of the Gram products (accumulated in float64). float32 is faster; the
-            centring comes first, so the offset problem does not return.
+        compute_dtype: dtype of the Gram products (HSIC terms and sums are float64). ``"auto"``
+            (default) follows the activations: float32 products for float32 activations, float64
+            for float64 data (:func:`deepgeom.functional.matrix.product_dtype`). The exact float64
+            centring comes first, so the offset problem does not return in float32.
         device: where the products run (``"auto"`` → CUDA when present).
 
     Example:
@@ -426,7 +431,7 @@ class MinibatchCKA:
     """
 
     def __init__(self, *, kernel: str = "linear", sigma: float = 0.8,
-                 compute_dtype: torch.dtype = torch.float64, device: str | torch.device | None = None):
+                 compute_dtype: torch.dtype | str = "auto", device: str | torch.device | None = None):
         if kernel not in KERNELS:
             raise UnknownNameError("CKA kernel", kernel, list(KERNELS))
         self.kernel, self.sigma = kernel, float(sigma)
@@ -452,7 +457,7 @@ class MinibatchCKA:
         dev = resolve_device(self.device)
         K = None
         for i, x in enumerate(xs):
-            x = as_tensor(x).to(device=dev, dtype=torch.float64)  # once here; the core needs no conversion
+            x = as_tensor(x)  # the core centres in float64 and rounds once to the product dtype
             if x.ndim > 2:
                 x = x.reshape(x.shape[0], -1)
             # finiteness is checked once per batch on the HSIC self-terms (NaN/Inf in x propagate there),

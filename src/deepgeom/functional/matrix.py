@@ -17,6 +17,8 @@ choices that matter for speed and precision are made once:
 from __future__ import annotations
 
 from collections.abc import Iterator
+import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ __all__ = [
     "block_size_for",
     "column_mean",
     "gram",
+    "product_dtype",
     "covariance",
     "center_gram",
 ]
@@ -88,31 +91,83 @@ def column_mean(X: Any, *, block_rows: int | None = None) -> torch.Tensor:
     return total / n
 
 
-#: rows per block of a symmetric product on the CPU (measured: 64 saves a third at 256×1280)
-_SYM_BLOCK = 64
-
-
 def _self_product(A: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """A Aᵀ with each symmetric block pair computed once (the upper block triangle, mirrored).
+    """A Aᵀ; on the CPU by BLAS ``syrk``, which computes one triangle (half the flops), mirrored.
 
-    With b-row blocks this is (1 + b/N)/2 of the flops of the full product; on the CPU it pays
-    from N = 2b (256 × 1280 in float64: 2.4 ms instead of 3.6 ms on one thread). On a GPU one
-    large product is faster than many small ones, so it stays whole there. ``out`` (N×N, any float
+    Measured on one core at 256 × 1,280 (a CKA minibatch of a wide layer): float64 1.9 ms against
+    2.4 ms for torch's product of 64-row block pairs and 3.3 ms for the full product; float32
+    1.0 / 1.2 / 1.6 ms; at 256 × 256 syrk is 1.5× faster still. scipy's BLAS runs with as many
+    threads as torch is allowed. On a GPU one large product is fastest. ``out`` (N×N, any float
     dtype) receives the result, converted on assignment.
     """
-    n = A.shape[0]
-    if A.device.type != "cpu" or n < 2 * _SYM_BLOCK:
+    if A.device.type != "cpu" or A.dtype not in (torch.float32, torch.float64):
         if out is None:
             return A @ A.T
         if out.dtype == A.dtype:
             return torch.matmul(A, A.T, out=out)
         return out.copy_(A @ A.T)
-    K = torch.empty((n, n), dtype=A.dtype) if out is None else out
-    for i in range(0, n, _SYM_BLOCK):
-        j = i + _SYM_BLOCK
-        K[i:j, i:] = A[i:j] @ A[i:].T
-        K[j:, i:j] = K[i:j, j:].T
+    syrk, limits = _blas_syrk(A.dtype)
+    a = A.contiguous().numpy().T  # (D, N) in Fortran order: no copy
+    with limits(torch.get_num_threads()):
+        upper = torch.from_numpy(syrk(1.0, a, trans=1))  # AᵀA of a = A Aᵀ; lower triangle left 0
+    K = torch.empty(upper.shape, dtype=A.dtype) if out is None else out
+    torch.add(upper, upper.T, out=K)  # exact: one of each off-diagonal pair is 0
+    K.diagonal().mul_(0.5)
     return K
+
+
+@functools.cache
+def _blas_syrk(dtype: torch.dtype) -> tuple[Any, Any]:
+    """scipy's ``ssyrk``/``dsyrk`` and a context that caps BLAS threads (threadpoolctl)."""
+    from scipy.linalg import blas
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+
+    def limits(n: int):
+        return controller.limit(limits=n, user_api="blas")
+
+    return (blas.ssyrk if dtype == torch.float32 else blas.dsyrk), limits
+
+
+def product_dtype(compute_dtype: torch.dtype | str, X: Any) -> torch.dtype:
+    """The dtype Gram products run in; ``"auto"`` → the data's own precision, at least float32.
+
+    float32 (or narrower) data get float32 products, anything else float64. After exact centring
+    a float32 product errs by about ``sqrt(D)·2⁻²⁴`` of the rows' norms per entry, the order of the
+    rounding already inside float32 activations (each an inner product of a float32 forward pass),
+    so it changes no digit such data carry. (CKA heatmaps, ``bench/BENCHMARKS_cka.md``: 1e-9 from
+    float64 products, while one model's float32 forward passes on two devices differ by 3e-8.)
+    """
+    if isinstance(compute_dtype, torch.dtype):
+        return compute_dtype
+    if compute_dtype != "auto":
+        raise InputError(f"compute_dtype must be a torch floating dtype or 'auto'; got {compute_dtype!r}")
+    dtype = X.dtype if isinstance(X, torch.Tensor) else torch.from_numpy(np.empty(0, np.asarray(X[:0]).dtype)).dtype
+    return torch.float32 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float64
+
+
+def _out_of_range(K: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether a symmetric Gram product in ``dtype`` may have overflowed or lost digits to underflow.
+
+    Read from the diagonal — squared row norms, which bound every entry (Cauchy–Schwarz): within
+    2⁸ of the dtype's largest number, or so small that the products that matter (a mantissa's
+    width below the largest) would fall under its smallest normal number. NaN from NaN data is
+    left to the callers' own checks.
+    """
+    fi = torch.finfo(dtype)
+    top = float(torch.diagonal(K).max())
+    digits = 2.0 ** (2 * (round(-math.log2(fi.eps)) + 1))
+    return top > fi.max / 2**8 or top < fi.tiny * digits  # 0: all products may have underflowed
+
+
+def _exponent(*arrays: Any) -> int:
+    """e with 2^e ≈ max |entry| (a power of two, so scaling by it is exact); 0 if not finite."""
+    top = 0.0
+    for A in arrays:
+        for _, _, blk in iter_blocks(A, block_size_for(A.shape[1], 8), axis=0):
+            top = max(top, float(as_tensor(blk).abs().max()))
+    return math.frexp(top)[1] if math.isfinite(top) and top > 0 else 0
 
 
 def gram(
@@ -120,7 +175,7 @@ def gram(
     Y: Any | None = None,
     *,
     center: bool = False,
-    compute_dtype: torch.dtype = torch.float64,
+    compute_dtype: torch.dtype | str = torch.float64,
     device: str | torch.device | None = None,
     block_features: int | None = None,
     out: torch.Tensor | None = None,
@@ -129,12 +184,16 @@ def gram(
 
     With ``center=True`` the columns of X (and Y) are centred with their exact means first, so
     :math:`K = H X Y^\top H` with :math:`H = I - \frac1n 11^\top` (the centred kernel of
-    Kornblith et al. 2019), computed without the cancellation of centring afterwards.
+    Kornblith et al. 2019), computed without the cancellation of centring afterwards. The centred
+    data are rounded once to ``compute_dtype``; when a product of X with itself comes out of that
+    dtype's range (data near 1e19 or 1e-19 in float32) it is redone on data scaled by a power of
+    two, which is exact.
 
     Args:
         X: (N, D) array, tensor or memmap. Y: (M, D) or None for ``X Xᵀ``.
         center: subtract column means before the product (requires N == M when Y is given).
-        compute_dtype: dtype of each block product; float32 is faster, accumulation is float64.
+        compute_dtype: dtype of each block product, accumulated in float64; float32 is about twice
+            as fast; ``"auto"`` follows the data (:func:`product_dtype`).
         device: where products run (``"auto"`` picks CUDA when present); the result is on that device.
         block_features: columns per block; default keeps one block within ~256 MiB.
         out: a float64 (N, M) tensor on ``device`` to write the result into (e.g. a slot of a stack).
@@ -152,32 +211,74 @@ def gram(
     m = Y.shape[0]
     if Y.shape[1] != d:
         raise InputError(f"X and Y need the same number of features for a Gram matrix; got {d} and {Y.shape[1]}")
-    itemsize = torch.tensor([], dtype=compute_dtype).element_size()
-    block = block_features or block_size_for(n + (0 if same else m), itemsize)
-    if same and isinstance(X, torch.Tensor) and block >= d:
-        # one block of an in-memory tensor (a minibatch): centre with its float64 column means and
-        # multiply once, straight into ``out``
-        xb = X.to(device=dev, dtype=torch.float64)
-        if center:
-            xb = xb - xb.mean(0)
-        K = torch.empty((n, n), dtype=torch.float64, device=dev) if out is None else out
-        return _self_product(xb.to(compute_dtype), out=K)
-    mx = column_mean(X) if center else None
-    my = (mx if same else column_mean(Y)) if center else None
-    K = torch.zeros((n, m), dtype=torch.float64, device=dev) if out is None else out.zero_()
-    for start, stop, xb in iter_blocks(X, block, axis=1):
-        xb = as_tensor(xb).to(device=dev, dtype=torch.float64)
-        if center:
-            xb = xb - mx[start:stop].to(dev)
-        xb = xb.to(compute_dtype)
-        if same:
-            yb = xb
+    dtype = product_dtype(compute_dtype, X)
+    block = block_features or block_size_for(n + (0 if same else m), torch.finfo(dtype).bits // 8)
+    K = torch.empty((n, m), dtype=torch.float64, device=dev) if out is None else out
+    if not same:
+        return _cross_product(K, X, Y, center, dtype, dev, block)
+    _self_gram(K, X, center, dtype, dev, block, 0)
+    if _out_of_range(K, dtype):
+        e = _exponent(X)
+        if e:
+            _self_gram(K, X, center, dtype, dev, block, e)
+    return K
+
+
+def _centred(X: Any, mean: torch.Tensor | None, dtype: torch.dtype, dev: torch.device, scale: float = 1.0,
+             ) -> torch.Tensor:
+    """(X·scale − mean) rounded once to ``dtype`` (the subtraction runs in the mean's float64).
+
+    ``scale`` is a power of two (exact), applied first so that neither the centred values nor their
+    products leave the dtype's range; ``mean`` is the mean of the scaled data.
+    """
+    X = as_tensor(X).to(dev)
+    if scale != 1.0:
+        X = X * scale
+    if mean is None:
+        return X.to(dtype)
+    xb = torch.empty(X.shape, dtype=dtype, device=dev)
+    return torch.sub(X, mean, out=xb)
+
+
+def _self_gram(K: torch.Tensor, X: Any, center: bool, dtype: torch.dtype, dev: torch.device, block: int,
+               e: int) -> None:
+    """K ← X̃ X̃ᵀ over feature blocks (one block for an in-memory minibatch), products in ``dtype``,
+    on the data scaled by 2⁻ᵉ (the result scaled back)."""
+    n, d = X.shape
+    scale = 2.0**-e
+    if isinstance(X, torch.Tensor) and block >= d:
+        # a minibatch: one product into K
+        X = X.to(dev) * scale if e else X.to(dev)
+        if center and X.dtype == dtype == torch.float32:
+            # float32 data for float32 products: centred in float32 twice, the second pass removing
+            # what the first mean's rounding left — 2.4× cheaper than float64 means at 256 × 1,280;
+            # the result is within float32 rounding of the exactly centred data, up to a common
+            # shift of a few roundings that every centred kernel (H·H, U-centring) annihilates
+            xb = X - X.mean(0)
+            xb -= xb.mean(0)
         else:
-            yb = as_tensor(Y[:, start:stop]).to(device=dev, dtype=torch.float64)
-            if center:
-                yb = yb - my[start:stop].to(dev)
-            yb = yb.to(compute_dtype)
-        K += (_self_product(xb) if same else xb @ yb.T).to(torch.float64)
+            xb = _centred(X, X.sum(0, dtype=torch.float64) / n if center else None, dtype, dev)
+        _self_product(xb, out=K)
+    else:
+        mean = column_mean(X).to(dev) * scale if center else None
+        K.zero_()
+        for start, stop, xb in iter_blocks(X, block, axis=1):
+            xb = _centred(xb, None if mean is None else mean[start:stop], dtype, dev, scale)
+            K += _self_product(xb).to(torch.float64)
+    if e:
+        K.mul_(4.0**e)
+
+
+def _cross_product(K: torch.Tensor, X: Any, Y: Any, center: bool, dtype: torch.dtype, dev: torch.device,
+                   block: int) -> torch.Tensor:
+    """K ← X̃ Ỹᵀ accumulated over feature blocks."""
+    mx = column_mean(X).to(dev) if center else None
+    my = column_mean(Y).to(dev) if center else None
+    K.zero_()
+    for start, stop, xb in iter_blocks(X, block, axis=1):
+        xb = _centred(xb, None if mx is None else mx[start:stop], dtype, dev)
+        yb = _centred(Y[:, start:stop], None if my is None else my[start:stop], dtype, dev)
+        K += (xb @ yb.T).to(torch.float64)
     return K
 
 
