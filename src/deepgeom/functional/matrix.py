@@ -16,9 +16,9 @@ choices that matter for speed and precision are made once:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import functools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
