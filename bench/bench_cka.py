@@ -2,15 +2,19 @@
 
     python bench/bench_cka.py            # N = 5,120 (heatmap) + the 2 models × 20+ layers × 10,000 case
     python bench/bench_cka.py --quick    # N = 2,048, scale case at 4,000
+    python bench/bench_cka.py --only relu-deep --methods deepgeom,torch-cka   # one case, some methods
 
 Models: an MLP (width 256) and a 1-D CNN (32 channels on length-40 inputs, D = 1,280 per layer),
 every activation output plus the logits, on mnist1d-shaped Gaussian inputs: 23 × 21 layers (22 and
 20 hidden) and 13 × 9 layers (12 and 8 hidden); minibatch CKA with batch 256 (Nguyen et al. 2021),
-one pass in a fixed order. "deepgeom-f32" is deepgeom with float32 Gram products (after the exact
-float64 centring).
+one pass in a fixed order.
 
 * deepgeom: ``cka_matrix(model_a, model_b, x, batch_size=256)`` — one pass, U-centred kernels per
-  batch, all pairs from one matrix product, float64 accumulation.
+  batch, all pairs from one matrix product, float64 HSIC terms and sums; its default
+  ``compute_dtype="auto"`` runs the Gram products of these float32 activations in float32 after
+  centring. "deepgeom-f64" forces float64 products: the reference every ``max |Δ|`` is taken against.
+* forward only: the two models run over the same batches and nothing else — the floor every method
+  pays, so ``torch-cka / forward only`` bounds the ratio any method that runs the models can reach.
 * torch-cka 0.21: ``CKA(...).compare(loader)`` with an unshuffled loader and the layers listed (its
   defaults would hook every module and zip a shuffled loader with itself). It computes HSIC₁ in
   float32 on uncentred Grams, pair by pair (three n×n×n products per pair per batch).
@@ -89,13 +93,25 @@ def run_deepgeom(a, b, la, lb, x):
     return cka_matrix(a, b, x, layers_a=la, layers_b=lb, batch_size=BATCH, progress=False).values
 
 
-def run_deepgeom32(a, b, la, lb, x):
+def run_deepgeom64(a, b, la, lb, x):
     import torch
 
     from deepgeom.analysis.similarity import cka_matrix
 
     return cka_matrix(a, b, x, layers_a=la, layers_b=lb, batch_size=BATCH, progress=False,
-                      compute_dtype=torch.float32).values
+                      compute_dtype=torch.float64).values
+
+
+def run_forward(a, b, la, lb, x):
+    """Only the two models' forward passes over the batches: the floor every method pays."""
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        for s in range(0, x.shape[0], BATCH):
+            a(x[s:s + BATCH])
+            b(x[s:s + BATCH])
+    return np.full((len(la), len(lb)), np.nan)
 
 
 def run_torch_cka(a, b, la, lb, x):
@@ -144,10 +160,12 @@ def run_ckatorch(a, b, la, lb, x):
     return M.numpy()
 
 
-METHODS = {"deepgeom": run_deepgeom, "deepgeom-f32": run_deepgeom32, "torch-cka": run_torch_cka,
-           "ckatorch": run_ckatorch}
-IMPORTS = {"deepgeom": "deepgeom.analysis.similarity", "deepgeom-f32": "deepgeom.analysis.similarity",
-           "torch-cka": "torch_cka", "ckatorch": "ckatorch.core"}
+METHODS = {"deepgeom": run_deepgeom, "deepgeom-f64": run_deepgeom64, "torch-cka": run_torch_cka,
+           "ckatorch": run_ckatorch, "forward only": run_forward}
+IMPORTS = {"deepgeom": "deepgeom.analysis.similarity", "deepgeom-f64": "deepgeom.analysis.similarity",
+           "torch-cka": "torch_cka", "ckatorch": "ckatorch.core", "forward only": "torch"}
+#: the values every method is compared with: deepgeom with float64 Gram products
+REFERENCE = "deepgeom-f64"
 
 
 def worker(method: str, n: int, scale: bool, act: str, out: str) -> None:
@@ -193,15 +211,16 @@ def compare(n: int, act: str, deep: bool, out: Path, repeats: int) -> list[dict]
             if m not in best or ("error" not in r and r["cpu_s"] < best[m].get("cpu_s", float("inf"))):
                 best[m] = r
     rows = [best[m] for m in METHODS]
-    ref = np.load(out / f"{tag}-deepgeom.npy")
+    ref = np.load(out / f"{tag}-{REFERENCE}.npy")
     base = best["deepgeom"]
     for r in rows:
         if "error" in r:
             continue
-        M = np.load(out / f"{tag}-{r['method']}.npy")
-        finite = np.isfinite(M)
-        r["max_abs_diff"] = float(np.abs(M - ref)[finite].max()) if finite.any() else None
-        r["nan"] = int((~finite).sum())  # torch-cka: float32 HSIC of ReLU features goes negative → NaN
+        if r["method"] != "forward only":
+            M = np.load(out / f"{tag}-{r['method']}.npy")
+            finite = np.isfinite(M)
+            r["max_abs_diff"] = float(np.abs(M - ref)[finite].max()) if finite.any() else None
+            r["nan"] = int((~finite).sum())  # torch-cka: float32 HSIC of ReLU features goes negative → NaN
         r["cpu_ratio"] = r["cpu_s"] / base["cpu_s"]
         r["wall_ratio"] = r["seconds"] / base["seconds"]
         r["memory_ratio"] = r["peak_mb"] / max(base["peak_mb"], 1.0)
@@ -212,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller N, one repeat")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per method (default 2; quick 1)")
+    ap.add_argument("--only", help="comma-separated cases: relu-deep, tanh-deep, relu, tanh, scale (default all)")
+    ap.add_argument("--methods", help=f"comma-separated subset of {', '.join(METHODS)} (deepgeom and "
+                    f"{REFERENCE} are always run)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--act", default="relu", help=argparse.SUPPRESS)
@@ -225,17 +247,27 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     repeats = args.repeats or (1 if args.quick else 2)
     cols = ["method", "cpu_s", "cpu_ratio", "seconds", "wall_ratio", "peak_mb", "memory_ratio", "max_abs_diff",
-            "nan", "error"]
+            "nan", "error"]  # max_abs_diff: against deepgeom with float64 products
     print(f"bench_cka: {cpu_info()}; load {loadavg()}; batch {BATCH}; 1 thread per worker; best of {repeats}")
     results = {}
     configs = [("relu", True, 1024 if args.quick else 2560), ("tanh", True, 1024 if args.quick else 2560),
                ("relu", False, 2048 if args.quick else 5120), ("tanh", False, 1024 if args.quick else 2048)]
+    only = set(args.only.split(",")) if args.only else None
+    if args.methods:
+        keep = set(args.methods.split(",")) | {"deepgeom", REFERENCE}
+        for m in [m for m in METHODS if m not in keep]:
+            del METHODS[m]
     for act, deep, n in configs:
+        if only is not None and f"{act}{'-deep' if deep else ''}" not in only:
+            continue
         rows = compare(n, act, deep, out, repeats)
         results[f"{act}{'-deep' if deep else ''}"] = {"n": n, "rows": rows, "load": loadavg()}
         print_table(rows, cols, title=f"{act} models ({rows[0].get('layers')} layers), N = {n}; ratios = method / "
                     f"deepgeom (load now {loadavg()})")
     ns = 4000 if args.quick else 10000
+    if only is not None and "scale" not in only:
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        return 0
     r = call("deepgeom", ns, True, "relu", out / "scale.npy")
     results["scale"] = {"n": ns, "row": r, "load": loadavg()}
     print_table([r], ["method", "cpu_s", "seconds", "peak_mb", "layers", "error"],

@@ -259,6 +259,7 @@ def _model_batches(model_a: nn.Module, model_b: nn.Module | None, data: Any, lay
         if sb is None:
             for ba in sa:
                 yield ba, None
+                del ba  # no batch held while the stream runs the next forward pass
             return
         for k, (ba, bb) in enumerate(zip_longest(sa, sb)):
             if ba is None or bb is None:
@@ -272,6 +273,7 @@ def _model_batches(model_a: nn.Module, model_b: nn.Module | None, data: Any, lay
                     "fixed order (a shuffling sampler, or data that changes between passes, would pair "
                     "activations of different examples and give a meaningless CKA)")
             yield ba, bb
+            del ba, bb
 
     return names_a, names_b, gen()
 
@@ -324,6 +326,7 @@ def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a
         xs = [pcs_a.project(n, ba[n]) if pcs_a else ba[n] for n in order_a]
         ys = None if bb is None else [pcs_b.project(n, bb[n]) if pcs_b else bb[n] for n in order_b]
         acc.update(xs, ys)
+        del ba, bb, xs, ys  # this batch's activations go before the next forward passes run
     if acc.n_batches == 0:
         raise InputError(f"no batch with at least {_MIN_BATCH} examples: the unbiased HSIC estimator needs more data")
     if skipped:
