@@ -163,6 +163,14 @@ def test_auto_products_follow_the_data():
     assert product_dtype(f64, np.zeros((2, 2), np.float32)) == f64
     with pytest.raises(InputError, match="compute_dtype"):
         product_dtype("float32", np.zeros((2, 2)))
+    # float32 matmuls that torch may run in TF32/bf16 are not float32 precision: "auto" takes float64
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert product_dtype("auto", np.zeros((2, 2), np.float32)) == f64
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert product_dtype("auto", np.zeros((2, 2), np.float32)) == f32
 
 
 @pytest.mark.parametrize("exponent", [70, -70, 120, -120])

@@ -33,6 +33,7 @@ __all__ = [
     "column_mean",
     "gram",
     "product_dtype",
+    "float32_matmul_is_exact_ieee",
     "covariance",
     "center_gram",
 ]
@@ -119,21 +120,39 @@ def _self_product(A: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     return K
 
 
-def product_dtype(compute_dtype: torch.dtype | str, X: Any) -> torch.dtype:
+def float32_matmul_is_exact_ieee(dev: torch.device) -> bool:
+    """Whether torch runs float32 matmuls on ``dev`` in IEEE float32 (not TF32/bf16 internally).
+
+    ``torch.set_float32_matmul_precision("high"/"medium")`` or, on CUDA,
+    ``torch.backends.cuda.matmul.allow_tf32 = True`` let torch round inputs to 10 or 8 bits.
+    """
+    try:
+        full = torch.get_float32_matmul_precision() == "highest"
+    except Exception:  # noqa: BLE001 - a precision setting torch will not report: assume the worst
+        full = False
+    if dev.type == "cuda":
+        full = full and not bool(torch.backends.cuda.matmul.allow_tf32)
+    return full
+
+
+def product_dtype(compute_dtype: torch.dtype | str, X: Any, dev: torch.device | None = None) -> torch.dtype:
     """The dtype Gram products run in; ``"auto"`` → the data's own precision, at least float32.
 
-    float32 (or narrower) data get float32 products, anything else float64. After exact centring
-    a float32 product errs by about ``sqrt(D)·2⁻²⁴`` of the rows' norms per entry, the order of the
-    rounding already inside float32 activations (each an inner product of a float32 forward pass),
-    so it changes no digit such data carry. (CKA heatmaps, ``bench/BENCHMARKS_cka.md``: 1e-9 from
-    float64 products, while one model's float32 forward passes on two devices differ by 3e-8.)
+    float32 (or narrower) data get float32 products, anything else float64 — and float64 too when
+    torch is set to run float32 matmuls on ``dev`` in TF32/bf16 (:func:`float32_matmul_is_exact_ieee`).
+    After exact centring a float32 product errs by about ``sqrt(D)·2⁻²⁴`` of the rows' norms per
+    entry, the order of the rounding already inside float32 activations (each an inner product of a
+    float32 forward pass), so it changes no digit such data carry. (CKA heatmaps,
+    ``bench/BENCHMARKS_cka.md``: 1e-9 from float64 products, while one model's float32 forward
+    passes on two devices differ by 3e-8.)
     """
     if isinstance(compute_dtype, torch.dtype):
         return compute_dtype
     if compute_dtype != "auto":
         raise InputError(f"compute_dtype must be a torch floating dtype or 'auto'; got {compute_dtype!r}")
     dtype = X.dtype if isinstance(X, torch.Tensor) else torch.from_numpy(np.empty(0, np.asarray(X[:0]).dtype)).dtype
-    return torch.float32 if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float64
+    narrow = dtype in (torch.float32, torch.float16, torch.bfloat16)
+    return torch.float32 if narrow and float32_matmul_is_exact_ieee(dev or torch.device("cpu")) else torch.float64
 
 
 def _out_of_range(K: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -200,7 +219,7 @@ def gram(
     m = Y.shape[0]
     if Y.shape[1] != d:
         raise InputError(f"X and Y need the same number of features for a Gram matrix; got {d} and {Y.shape[1]}")
-    dtype = product_dtype(compute_dtype, X)
+    dtype = product_dtype(compute_dtype, X, dev)
     block = block_features or block_size_for(n + (0 if same else m), torch.finfo(dtype).bits // 8)
     K = torch.empty((n, m), dtype=torch.float64, device=dev) if out is None else out
     if not same:

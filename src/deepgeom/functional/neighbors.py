@@ -37,7 +37,13 @@ import torch
 from .._results import ResultMixin
 from .._validation import check_finite_values, check_matrix, check_positive_int, is_memmap
 from ..errors import InputError
-from .matrix import DEFAULT_BLOCK_BYTES, as_tensor, block_size_for, resolve_device
+from .matrix import (
+    DEFAULT_BLOCK_BYTES,
+    as_tensor,
+    block_size_for,
+    float32_matmul_is_exact_ieee,
+    resolve_device,
+)
 
 __all__ = ["Neighbors", "knn", "duplicate_groups", "ensure_neighbors"]
 
@@ -145,13 +151,7 @@ def _matmul_unit(dtype: torch.dtype, dev: torch.device) -> float:
     """Unit roundoff of a matmul in ``dtype`` on ``dev`` (float32 may run as TF32/bf16 if torch allows)."""
     if dtype == torch.float64:
         return U64
-    try:
-        reduced = torch.get_float32_matmul_precision() != "highest"
-    except Exception:  # noqa: BLE001 - a precision setting torch will not report: assume the worst
-        reduced = True
-    if dev.type == "cuda":
-        reduced = reduced or bool(torch.backends.cuda.matmul.allow_tf32)
-    return 2.0**-8 if reduced else U32
+    return U32 if float32_matmul_is_exact_ieee(dev) else 2.0**-8
 
 
 U_BF16 = 2.0**-8  #: unit roundoff of bfloat16 (8 significant bits)
