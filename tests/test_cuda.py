@@ -3,7 +3,8 @@
 Tolerances: the neighbour distances are exact to float64 precision on both devices (float64 sums of
 exact float64 differences, in a different order), so they agree to a few ulps (rtol 1e-12); indices
 agree exactly (ties are broken by index on both). Kernels and spectra are float64 sums in a different
-order: 1e-10 relative to their scale. A model's own float32 forward pass differs between devices by
+order: 1e-10 relative to their scale (CKA with float64 products; the default float32 products of
+float32 activations agree to 1e-7). A model's own float32 forward pass differs between devices by
 ~1e-7 relative, so heatmaps computed *from models* agree to 1e-6.
 """
 
@@ -69,9 +70,14 @@ def test_cka_from_the_same_activations_cuda_matches_cpu(rng):
     acts_a = {f"a{i}": np.maximum(rng.normal(size=(1000, 64)) @ rng.normal(size=(64, 64)), 0).astype(np.float32)
               for i in range(3)}
     acts_b = {f"b{i}": np.tanh(rng.normal(size=(1000, 32))).astype(np.float32) for i in range(2)}
-    a = deepgeom.cka_matrix(acts_a, acts_b, batch_size=200)
-    b = deepgeom.cka_matrix(acts_a, acts_b, batch_size=200, device="cuda")
+    f64 = torch.float64
+    a = deepgeom.cka_matrix(acts_a, acts_b, batch_size=200, compute_dtype=f64)
+    b = deepgeom.cka_matrix(acts_a, acts_b, batch_size=200, device="cuda", compute_dtype=f64)
     np.testing.assert_allclose(np.asarray(b.matrix), np.asarray(a.matrix), rtol=0, atol=1e-10)
+    # the default products follow the float32 activations: float32 on both devices (TF32 is off
+    # unless the user turns it on — then "auto" takes float64), other summation orders: ~1e-9
+    c = deepgeom.cka_matrix(acts_a, acts_b, batch_size=200, device="cuda")
+    np.testing.assert_allclose(np.asarray(c.matrix), np.asarray(a.matrix), rtol=0, atol=1e-7)
 
 
 def test_cka_matrix_of_models_on_cuda_matches_cpu(rng):
