@@ -259,16 +259,16 @@ def test_not_invariant_to_general_linear_map(seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(8, 300), st.integers(1, 3), st.sampled_from([1, 3, 40, 600]), st.sampled_from([1, 7, 300]),
+@given(st.integers(8, 300), st.integers(1, 3), st.sampled_from([1, 3, 40, 600, 3000]), st.sampled_from([1, 7, 300]),
        st.floats(0, 4), st.integers(-100, 100), st.booleans(), st.integers(0, 2**31 - 1))
 def test_auto_products_match_float64(B, batches, d1, d2, log_offset, exponent, relu, seed):
     """Minibatch CKA with the default ``compute_dtype="auto"`` on float32 activations (float32 Gram
     products after exact float64 centring) against float64 products: within 1e-6. The data are
     built to hurt float32: common offsets up to 10⁴ × the spread, columns whose scales differ by
     e^±6, ReLU zeros, overall scales 2^±100 (squares out of float32's range without the rescale).
-    Measured over 300 such random configurations: worst 4.3e-7 (at B = 4, where U-centring leaves
-    a 2-dimensional residual), 1e-9 typical at B ≥ 32; a float32 rounding of each product entry,
-    ~√D·2⁻²⁴ relative, is the source."""
+    Measured over 300 such random configurations (B = 4–512, D up to 3,000): worst 3.1e-8, ~1e-9
+    typical; batches under 32 rows take float64 products (at B = 4–8 float32 rounding, ~√D·2⁻²⁴ of
+    each entry, is amplified by U-centring to 1e-6–2e-5)."""
     rng = np.random.default_rng(seed)
     N = B * batches
     Z = rng.normal(size=(N, 5))
@@ -289,6 +289,31 @@ def test_auto_products_match_float64(B, batches, d1, d2, log_offset, exponent, r
         assume((kk > 0).all() and (ll > 0).all())
         out[str(dtype)] = m.compute()
     assert np.abs(out["auto"] - out[str(torch.float64)]).max() < 1e-6
+
+
+def test_auto_is_float64_for_rbf_distances():
+    """Found by review: RBF distances |a|² + |b|² − 2ab from a float32 product lose the small
+    distances of a tight cluster beside far points (CKA was off by 0.05), so "auto" is float64 there."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(40, 30)) * 1e-3, 10 + rng.normal(size=(8, 30))]).astype(np.float32)
+    y = rng.normal(size=(48, 5)).astype(np.float32)
+    out = []
+    for dtype in ("auto", torch.float64):
+        m = MinibatchCKA(kernel="rbf", compute_dtype=dtype)
+        m.update([x], [y])
+        out.append(m.compute()[0, 0])
+    assert out[0] == out[1]
+    assert abs(out[0] - rbf_cka(x.astype(np.float64), y.astype(np.float64), debiased=True)) < TOL
+
+
+def test_tiny_activations_do_not_underflow_the_ratio():
+    """√HSIC(K,K)·√HSIC(L,L), not √(HSIC(K,K)·HSIC(L,L)): the product underflows for data near 1e-40
+    (CKA(x, 2x) came out 0.99998967)."""
+    x = np.random.default_rng(1).normal(size=(64, 5)) * 1e-40
+    m = MinibatchCKA(compute_dtype=torch.float64)
+    m.update([x], [2 * x])
+    assert abs(m.compute()[0, 0] - 1) < 1e-12
+    assert abs(linear_cka(x, 2 * x) - 1) < 1e-12
 
 
 # ------------------------------------------------------------------------------------- minibatch

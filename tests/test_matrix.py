@@ -153,24 +153,30 @@ def test_feature_mismatch_is_an_input_error(rng):
 
 
 def test_auto_products_follow_the_data():
-    """``compute_dtype="auto"``: float32 products for float32-or-narrower data, float64 otherwise."""
+    """``compute_dtype="auto"``: float32 products for float32-or-narrower data in batches of ≥ 32
+    rows no wider than 100·n², float64 otherwise."""
     f32, f64 = torch.float32, torch.float64
-    assert product_dtype("auto", np.zeros((2, 2), np.float32)) == f32
-    assert product_dtype("auto", torch.zeros(2, 2, dtype=torch.bfloat16)) == f32
-    assert product_dtype("auto", np.zeros((2, 2), np.float16)) == f32
-    assert product_dtype("auto", np.zeros((2, 2))) == f64
-    assert product_dtype("auto", np.zeros((2, 2), np.int64)) == f64
-    assert product_dtype(f64, np.zeros((2, 2), np.float32)) == f64
+    shape = (32, 4)
+    assert product_dtype("auto", np.zeros(shape, np.float32)) == f32
+    assert product_dtype("auto", torch.zeros(shape, dtype=torch.bfloat16)) == f32
+    assert product_dtype("auto", np.zeros(shape, np.float16)) == f32
+    assert product_dtype("auto", np.zeros(shape)) == f64
+    assert product_dtype("auto", np.zeros(shape, np.int64)) == f64
+    assert product_dtype(f64, np.zeros(shape, np.float32)) == f64
+    # small batches of wide layers: U-centring amplifies float32 rounding (see product_dtype)
+    assert product_dtype("auto", np.zeros((31, 4), np.float32)) == f64
+    assert product_dtype("auto", np.zeros((32, 102_400), np.float32)) == f32
+    assert product_dtype("auto", np.zeros((32, 102_401), np.float32)) == f64
     with pytest.raises(InputError, match="compute_dtype"):
-        product_dtype("float32", np.zeros((2, 2)))
+        product_dtype("float32", np.zeros(shape))
     # float32 matmuls that torch may run in TF32/bf16 are not float32 precision: "auto" takes float64
     before = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("medium")
-        assert product_dtype("auto", np.zeros((2, 2), np.float32)) == f64
+        assert product_dtype("auto", np.zeros(shape, np.float32)) == f64
     finally:
         torch.set_float32_matmul_precision(before)
-    assert product_dtype("auto", np.zeros((2, 2), np.float32)) == f32
+    assert product_dtype("auto", np.zeros(shape, np.float32)) == f32
 
 
 @pytest.mark.parametrize("exponent", [70, -70, 120, -120])
@@ -182,7 +188,7 @@ def test_float32_products_out_of_range_are_rescaled(rng, exponent, center, block
     within the float32 bound (without the rescale: inf, or digits lost to underflow)."""
     X = (rng.normal(size=(30, 50)) * 2.0**exponent + (3 * 2.0**exponent if center else 0)).astype(np.float32)
     ref_X = centred(X) if center else X.astype(np.float64)
-    K = gram(X, center=center, compute_dtype="auto", block_features=block_features).numpy()
+    K = gram(X, center=center, compute_dtype=torch.float32, block_features=block_features).numpy()
     assert np.isfinite(K).all()
     assert np.all(np.abs(K - ref_X @ ref_X.T) <= bound(ref_X, ref_X, 50, U32, extra=3 * U32))
     assert X.min() != 0  # the input itself is untouched and representable
@@ -201,5 +207,26 @@ def test_float32_data_near_the_float32_limit(block_features):
     2¹²⁸): the rescaled product scales first, then centres."""
     X = torch.tensor([[2.0**127, -(2.0**127)], [-(2.0**127), 2.0**126], [2.0**125, 0.0]], dtype=torch.float32)
     Xc = centred(X.numpy())
-    K = gram(X, center=True, compute_dtype="auto", block_features=block_features).numpy()
+    K = gram(X, center=True, compute_dtype=torch.float32, block_features=block_features).numpy()
     assert np.isfinite(K).all() and np.all(np.abs(K - Xc @ Xc.T) <= bound(Xc, Xc, 2, U32, extra=3 * U32))
+
+
+@pytest.mark.parametrize("block_features", [None, 1])
+@pytest.mark.parametrize("case", ["column sums overflow", "subnormal", "large constant column"])
+def test_float32_rescue_cases(case, block_features):
+    """Found by review: (a) float32 values near 1e38 whose float32 column sums overflow inside the
+    centring (NaN, once falsely reported as NaN data); (b) subnormal float32 data (2⁻ᵉ itself is not
+    a float32); (c) a large constant column beside columns of tiny spread — the scale must come from
+    the *centred* data (it once flushed every product to 0). Each matches float64 within the
+    float32 bound."""
+    rng = np.random.default_rng(0)
+    if case == "column sums overflow":
+        X = np.array([[3e38, 1], [2e38, 2], [1e38, 0], [0, 5], [-1e38, 1]], dtype=np.float32)
+    elif case == "subnormal":
+        X = (rng.normal(size=(20, 6)) * 1e-40).astype(np.float32)
+    else:
+        X = np.concatenate([np.full((20, 1), 1e10), rng.normal(size=(20, 5)) * 1e-15], 1).astype(np.float32)
+    Xc = centred(X)
+    K = gram(torch.from_numpy(X), center=True, compute_dtype=torch.float32, block_features=block_features).numpy()
+    assert np.isfinite(K).all() and np.abs(Xc @ Xc.T).max() > 0
+    assert np.all(np.abs(K - Xc @ Xc.T) <= bound(Xc, Xc, X.shape[1], U32, extra=3 * U32))

@@ -437,10 +437,11 @@ def cka_matrix(
             the heatmap from a last pass. The variance fraction of each PC is returned in
             ``pc1_fraction_a/b``.
         reduce: how (B, T, H) outputs become rows (see :func:`deepgeom.capture.stream`).
-        compute_dtype: dtype of the Gram products, after the exact float64 centring (HSIC terms and
-            sums are float64). ``"auto"``: the activations' own precision — float32 products for
-            float32 activations (values within ~1e-9 of float64 products; see
-            :func:`deepgeom.functional.matrix.product_dtype`), float64 for float64 data.
+        compute_dtype: dtype of the Gram products, after centring (HSIC terms and sums are float64).
+            ``"auto"``: the activations' own precision — float32 products for float32 activations in
+            batches of ≥ 32 (values within ~1e-9 of float64 products; see
+            :func:`deepgeom.functional.matrix.product_dtype`), float64 for float64 data, smaller
+            batches and the RBF kernel.
 
     Returns:
         :class:`CKAResult`.

@@ -115,11 +115,11 @@ def _ratio(xy: float, xx: float, yy: float, what: str = "") -> float:
             f"Y{what} has no variance left after centring (constant features or rank too low for the "
             f"estimator): HSIC(L, L) = {yy:.3g}, so CKA is undefined"
         )
-    return float(xy / math.sqrt(xx * yy))
+    return float(xy / (math.sqrt(xx) * math.sqrt(yy)))  # not √(xx·yy): it underflows for tiny data
 
 
 # ---------------------------------------------------------------------------------------------- grams
-def gram_linear(X: Any, *, center: bool = True, compute_dtype: torch.dtype = torch.float64,
+def gram_linear(X: Any, *, center: bool = True, compute_dtype: torch.dtype | str = torch.float64,
                 device: str | torch.device | None = None) -> torch.Tensor:
     r"""Linear kernel :math:`K = XX^\top` (N×N, float64), by the shared matrix core.
 
@@ -135,7 +135,7 @@ def gram_linear(X: Any, *, center: bool = True, compute_dtype: torch.dtype = tor
     return gram(X, center=center, compute_dtype=compute_dtype, device=device)
 
 
-def gram_rbf(X: Any, sigma: float = 0.8, *, compute_dtype: torch.dtype = torch.float64,
+def gram_rbf(X: Any, sigma: float = 0.8, *, compute_dtype: torch.dtype | str = torch.float64,
              device: str | torch.device | None = None) -> torch.Tensor:
     r"""RBF kernel with a bandwidth relative to the median distance (Kornblith et al. 2019).
 
@@ -153,7 +153,11 @@ def gram_rbf(X: Any, sigma: float = 0.8, *, compute_dtype: torch.dtype = torch.f
     sigma = float(sigma)
     if not (sigma > 0 and math.isfinite(sigma)):
         raise InputError(f"sigma (RBF bandwidth as a fraction of the median distance) must be > 0; got {sigma!r}")
-    G = gram(X, center=True, compute_dtype=compute_dtype, device=device)  # distances don't see centring
+    # distances as |a|² + |b|² − 2ab cancel where the median distance is small next to the norms: a
+    # float32 product would lose them (a tight cluster beside far points: CKA off by 0.05), so
+    # "auto" means float64 here
+    dtype = torch.float64 if compute_dtype == "auto" else compute_dtype
+    G = gram(X, center=True, compute_dtype=dtype, device=device)  # distances don't see centring
     sq = torch.diagonal(G)
     D2 = (sq[:, None] + sq[None, :] - 2.0 * G).clamp_min_(0.0)
     D2.fill_diagonal_(0.0)
@@ -414,15 +418,17 @@ class MinibatchCKA:
               {\sqrt{\sum_i \mathrm{HSIC}_1(K_{a,i}, K_{a,i})\ \sum_i \mathrm{HSIC}_1(L_{b,i}, L_{b,i})}}.
 
     Memory is the running (A×B) sums plus one batch of U-centred kernels (A + B)·B² floats.
-    Columns are centred per batch in float64 before the Gram product (exactly the same estimate; it
-    removes the offset that makes float32 HSIC₁ negative for ReLU features).
+    Columns are centred per batch before the Gram product (exactly the same estimate; it removes the
+    offset that makes float32 HSIC₁ negative for ReLU features).
 
     Args:
         kernel: ``"linear"`` or ``"rbf"`` (bandwidth ``sigma`` × the batch's median distance).
         compute_dtype: dtype of the Gram products (HSIC terms and sums are float64). ``"auto"``
-            (default) follows the activations: float32 products for float32 activations, float64
-            for float64 data (:func:`deepgeom.functional.matrix.product_dtype`). The exact float64
-            centring comes first, so the offset problem does not return in float32.
+            (default) follows the activations: float32 products for float32 activations in batches
+            of ≥ 32 rows, float64 otherwise and always for the RBF kernel's distances
+            (:func:`deepgeom.functional.matrix.product_dtype`). The columns are centred first
+            (float32 data in two float32 passes, otherwise with float64 means), so the offset
+            problem does not return in float32.
         device: where the products run (``"auto"`` → CUDA when present).
 
     Example:
@@ -539,5 +545,6 @@ class MinibatchCKA:
                 f"first-side indices {bad_a.tolist()}, second-side indices {bad_b.tolist()}; set to NaN",
                 RuntimeWarning, stacklevel=2)
         with np.errstate(invalid="ignore", divide="ignore"):
-            den = np.sqrt(np.where(kk > 0, kk, np.nan)[:, None] * np.where(ll > 0, ll, np.nan)[None, :])
+            # √kk·√ll, not √(kk·ll): the product underflows for tiny activations (1e-40 data)
+            den = np.sqrt(np.where(kk > 0, kk, np.nan))[:, None] * np.sqrt(np.where(ll > 0, ll, np.nan))[None, :]
             return kl / den

@@ -144,14 +144,19 @@ def product_dtype(compute_dtype: torch.dtype | str, X: Any, dev: torch.device | 
     entry, the order of the rounding already inside float32 activations (each an inner product of a
     float32 forward pass), so it changes no digit such data carry. (CKA heatmaps,
     ``bench/BENCHMARKS_cka.md``: 1e-9 from float64 products, while one model's float32 forward
-    passes on two devices differ by 3e-8.)
+    passes on two devices differ by 3e-8.) Centring kernels afterwards (H·H, U-centring) removes
+    the diagonal's share, which amplifies that error when a batch is small next to its width
+    (measured on i.i.d. Gaussian layers, CKA against float64 products: 2e-5 at n = 8, D = 10⁵;
+    1.7e-6 at n = 16; 2.2e-7 at n = 32 — 6e-8 at n = 64), so "auto" keeps float32 only for
+    n ≥ 32 rows and D ≤ 100·n² features.
     """
     if isinstance(compute_dtype, torch.dtype):
         return compute_dtype
     if compute_dtype != "auto":
         raise InputError(f"compute_dtype must be a torch floating dtype or 'auto'; got {compute_dtype!r}")
     dtype = X.dtype if isinstance(X, torch.Tensor) else torch.from_numpy(np.empty(0, np.asarray(X[:0]).dtype)).dtype
-    narrow = dtype in (torch.float32, torch.float16, torch.bfloat16)
+    n, d = X.shape
+    narrow = dtype in (torch.float32, torch.float16, torch.bfloat16) and n >= 32 and d <= 100 * n * n
     return torch.float32 if narrow and float32_matmul_is_exact_ieee(dev or torch.device("cpu")) else torch.float64
 
 
@@ -159,22 +164,25 @@ def _out_of_range(K: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether a symmetric Gram product in ``dtype`` may have overflowed or lost digits to underflow.
 
     Read from the diagonal — squared row norms, which bound every entry (Cauchy–Schwarz): within
-    2⁸ of the dtype's largest number, or so small that the products that matter (a mantissa's
-    width below the largest) would fall under its smallest normal number. NaN from NaN data is
-    left to the callers' own checks.
+    2⁸ of the dtype's largest number, or all so small that the products that matter (a mantissa's
+    width below the largest) would fall under its smallest normal number, or not a number at all
+    (an overflow inside the centring; NaN data are told apart by :func:`_exponent`).
     """
     fi = torch.finfo(dtype)
     top = float(torch.diagonal(K).max())
     digits = 2.0 ** (2 * (round(-math.log2(fi.eps)) + 1))
-    return top > fi.max / 2**8 or top < fi.tiny * digits  # 0: all products may have underflowed
+    return not fi.tiny * digits <= top <= fi.max / 2**8  # 0: all products may have underflowed
 
 
-def _exponent(*arrays: Any) -> int:
-    """e with 2^e ≈ max |entry| (a power of two, so scaling by it is exact); 0 if not finite."""
+def _exponent(X: Any, center: bool) -> int:
+    """e with max |X̃| = m·2ᵉ, m ∈ [½, 1), X̃ the (centred) data, from a streamed float64 pass —
+    float64 holds every float32 magnitude, so neither overflow nor subnormals get in the way; 0 if
+    X̃ is 0 or not finite (NaN/Inf data stay for the callers' checks)."""
+    mean = column_mean(X) if center else None
     top = 0.0
-    for A in arrays:
-        for _, _, blk in iter_blocks(A, block_size_for(A.shape[1], 8), axis=0):
-            top = max(top, float(as_tensor(blk).abs().max()))
+    for _, _, blk in iter_blocks(X, block_size_for(X.shape[1], 8), axis=0):
+        b = as_tensor(blk).to(torch.float64)
+        top = max(top, float((b if mean is None else b - mean.to(b.device)).abs().max()))
     return math.frexp(top)[1] if math.isfinite(top) and top > 0 else 0
 
 
@@ -226,8 +234,8 @@ def gram(
         return _cross_product(K, X, Y, center, dtype, dev, block)
     _self_gram(K, X, center, dtype, dev, block, 0)
     if _out_of_range(K, dtype):
-        e = _exponent(X)
-        if e:
+        e = _exponent(X, center)
+        if e and abs(e) < 1000:  # beyond that float64 itself cannot hold 2⁻ᵉ or the result
             _self_gram(K, X, center, dtype, dev, block, e)
     return K
 
@@ -241,7 +249,7 @@ def _centred(X: Any, mean: torch.Tensor | None, dtype: torch.dtype, dev: torch.d
     """
     X = as_tensor(X).to(dev)
     if scale != 1.0:
-        X = X * scale
+        X = X.to(torch.float64) * scale  # exact: float64's range holds any 2⁻ᵉ and the scaled data
     if mean is None:
         return X.to(dtype)
     xb = torch.empty(X.shape, dtype=dtype, device=dev)
@@ -256,7 +264,7 @@ def _self_gram(K: torch.Tensor, X: Any, center: bool, dtype: torch.dtype, dev: t
     scale = 2.0**-e
     if isinstance(X, torch.Tensor) and block >= d:
         # a minibatch: one product into K
-        X = X.to(dev) * scale if e else X.to(dev)
+        X = X.to(dev, torch.float64) * scale if e else X.to(dev)  # exact in float64 (any float32 range)
         if center and X.dtype == dtype == torch.float32:
             # float32 data for float32 products: centred in float32 twice, the second pass removing
             # what the first mean's rounding left — 2.4× cheaper than float64 means at 256 × 1,280;
@@ -274,7 +282,7 @@ def _self_gram(K: torch.Tensor, X: Any, center: bool, dtype: torch.dtype, dev: t
             xb = _centred(xb, None if mean is None else mean[start:stop], dtype, dev, scale)
             K += _self_product(xb).to(torch.float64)
     if e:
-        K.mul_(4.0**e)
+        K.mul_(2.0**e).mul_(2.0**e)  # 4ᵉ itself may not be a float64
 
 
 def _cross_product(K: torch.Tensor, X: Any, Y: Any, center: bool, dtype: torch.dtype, dev: torch.device,
