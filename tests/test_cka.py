@@ -27,6 +27,7 @@ from deepgeom.functional.cka import (
     kernel_cka,
     linear_cka,
     rbf_cka,
+    u_center,
     unbiased_hsic,
     unbiased_hsic_pairs,
 )
@@ -304,6 +305,47 @@ def test_auto_is_float64_for_rbf_distances():
         out.append(m.compute()[0, 0])
     assert out[0] == out[1]
     assert abs(out[0] - rbf_cka(x.astype(np.float64), y.astype(np.float64), debiased=True)) < TOL
+
+
+@pytest.mark.parametrize("minibatch", [True, False])
+@pytest.mark.parametrize("case", ["private features", "massive activation"])
+def test_diagonal_heavy_kernels_fall_back_to_float64(case, minibatch):
+    """Found by review: when the diagonal dominates a kernel (a private feature per example; one
+    "massive activation" row, as in LLMs) centring leaves little beside float32 rounding — CKA was
+    off by 8.6e-3 and 3.7e-6. ``float32_too_coarse`` sends such kernels back to float64 products."""
+    from deepgeom.analysis.similarity import cka_matrix_from_captures
+
+    rng = np.random.default_rng(0)
+    if case == "private features":
+        n = 32
+        G = rng.standard_normal((n, 16)).astype(np.float32)
+        P = 1e4 * np.eye(n, dtype=np.float32)
+        caps = {"a": np.hstack([G, P]), "b": np.hstack([np.tanh(G @ rng.standard_normal((16, 16))), P])}
+        caps = {k: v.astype(np.float32) for k, v in caps.items()}
+    else:
+        n, D = 256, 768
+        G = rng.standard_normal((2 * n, D)).astype(np.float32)
+        H = np.maximum(G @ (rng.standard_normal((D, D)) / np.sqrt(D)).astype(np.float32), 0)
+        G[0, [5, 9]] = 1e4
+        H[0, [7, 100]] = 1e4
+        caps = {"a": G, "b": H}
+    kw = {"batch_size": n, "minibatch": minibatch, "debiased": True}
+    auto = cka_matrix_from_captures(caps, **kw).values[0, 1]
+    f64 = cka_matrix_from_captures(caps, compute_dtype=torch.float64, **kw).values[0, 1]
+    assert abs(auto - f64) < 1e-9
+
+
+def test_ordinary_activations_keep_float32_products():
+    """The fallback's ratio tr K / ‖U(K)‖_F on ReLU features of a random net is far below the limit."""
+    from deepgeom.functional.cka import DIAGONAL_SHARE_LIMIT, float32_too_coarse
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(256, 40))
+    for _ in range(4):
+        h = np.maximum(h @ rng.normal(size=(h.shape[1], 300)) * np.sqrt(2 / h.shape[1]), 0)
+        K = gram_linear(h.astype(np.float32))
+        trace, norm = float(K.diagonal().sum()), float(torch.linalg.norm(u_center(K)))
+        assert trace / norm < DIAGONAL_SHARE_LIMIT / 10 and not float32_too_coarse(trace, norm)
 
 
 def test_tiny_activations_do_not_underflow_the_ratio():

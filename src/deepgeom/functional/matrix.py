@@ -201,9 +201,12 @@ def gram(
     With ``center=True`` the columns of X (and Y) are centred with their exact means first, so
     :math:`K = H X Y^\top H` with :math:`H = I - \frac1n 11^\top` (the centred kernel of
     Kornblith et al. 2019), computed without the cancellation of centring afterwards. The centred
-    data are rounded once to ``compute_dtype``; when a product of X with itself comes out of that
-    dtype's range (data near 1e19 or 1e-19 in float32) it is redone on data scaled by a power of
-    two, which is exact.
+    data are rounded once to ``compute_dtype`` — except a float32 in-memory tensor with float32
+    products, centred by two float32 passes (2.4× cheaper): its K is H X Xᵀ H within the float32
+    bound up to a common shift of the rows by a few float32 roundings of the spread, which every
+    centred kernel (H·H, U-centring) removes and which shows only in rows lying at the column mean.
+    When a product of X with itself comes out of the dtype's range (data near 1e19 or 1e-19 in
+    float32) it is redone on the centred data scaled by a power of two, which is exact.
 
     Args:
         X: (N, D) array, tensor or memmap. Y: (M, D) or None for ``X Xᵀ``.
