@@ -30,8 +30,8 @@ from torch import nn
 from .._results import ResultMixin, to_jsonable
 from .._validation import check_fraction, check_matrix, check_positive_int
 from ..errors import InputError, UnknownNameError
-from ..functional.cka import KERNELS, MinibatchCKA, float32_too_coarse, gram_rbf, u_center
-from ..functional.matrix import as_tensor, covariance, gram, product_dtype, resolve_device
+from ..functional.cka import KERNELS, MinibatchCKA, centred_linear_kernel, gram_rbf, u_center
+from ..functional.matrix import as_tensor, covariance, gram
 
 __all__ = [
     "CKAResult",
@@ -349,15 +349,8 @@ def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debias
         return K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean() if kernel == "rbf" else K
 
     for X in arrays:
-        if kernel == "linear":
-            dtype = product_dtype(compute_dtype, X, resolve_device(device))
-            K = gram(X, center=True, compute_dtype=dtype, device=device)
-            trace = float(K.diagonal().sum())
-            K = centred(K)
-            if dtype == torch.float32 and float32_too_coarse(trace, float(torch.linalg.norm(K))):
-                K = centred(gram(X, center=True, compute_dtype=torch.float64, device=device))
-        else:
-            K = centred(gram_rbf(X, sigma, compute_dtype=compute_dtype, device=device))
+        K = (centred_linear_kernel(X, centred, compute_dtype=compute_dtype, device=device) if kernel == "linear"
+             else centred(gram_rbf(X, sigma, compute_dtype=compute_dtype, device=device)))
         norm = float(torch.linalg.norm(K))
         rows.append((K / norm if norm > 0 else torch.full_like(K, float("nan"))).reshape(-1).cpu())
         del K

@@ -145,6 +145,23 @@ def float32_too_coarse(trace: float, centred_norm: float) -> bool:
     return not trace <= DIAGONAL_SHARE_LIMIT * centred_norm
 
 
+def centred_linear_kernel(X: Any, centre: Any, *, compute_dtype: torch.dtype | str = "auto",
+                          device: str | torch.device | None = None, out: torch.Tensor | None = None,
+                          ) -> torch.Tensor:
+    """``centre(gram(X, center=True))`` — the linear kernel as every CKA form uses it, with a kernel
+    from float32 products redone in float64 when :func:`float32_too_coarse` says the centring left
+    too little beside their rounding. ``centre`` maps the float64 kernel to its centred form (U-centring,
+    or the identity for HKH); ``out`` receives the Gram product."""
+    dev = resolve_device(device)
+    dtype = product_dtype(compute_dtype, X, dev)
+    K = gram(X, center=True, compute_dtype=dtype, device=dev, out=out)
+    trace = float(K.diagonal().sum())
+    K = centre(K)
+    if dtype == torch.float32 and float32_too_coarse(trace, float(torch.linalg.norm(K))):
+        K = centre(gram(X, center=True, compute_dtype=torch.float64, device=dev, out=out))
+    return K
+
+
 # ---------------------------------------------------------------------------------------------- grams
 def gram_linear(X: Any, *, center: bool = True, compute_dtype: torch.dtype | str = torch.float64,
                 device: str | torch.device | None = None) -> torch.Tensor:
@@ -524,18 +541,12 @@ class MinibatchCKA:
                 K = self._stack(side, (len(xs), n, n), dev)
                 selfs = torch.empty(len(xs), dtype=torch.float64, device=dev)
             if self.kernel == "linear":
-                dtype = product_dtype(self.compute_dtype, x, dev)
-                gram(x, center=True, compute_dtype=dtype, device=dev, out=K[i])
+                U = centred_linear_kernel(x, _u_center_, compute_dtype=self.compute_dtype, device=dev, out=K[i])
             else:
-                dtype = None
                 K[i] = gram_rbf(x, self.sigma, compute_dtype=self.compute_dtype, device=dev)
-            trace = float(K[i].diagonal().sum()) if dtype == torch.float32 else 0.0
-            u = _u_center_(K[i]).reshape(-1)
+                U = _u_center_(K[i])
+            u = U.reshape(-1)
             selfs[i] = torch.dot(u, u)
-            if dtype == torch.float32 and float32_too_coarse(trace, math.sqrt(float(selfs[i]))):
-                gram(x, center=True, compute_dtype=torch.float64, device=dev, out=K[i])
-                u = _u_center_(K[i]).reshape(-1)
-                selfs[i] = torch.dot(u, u)
         return K, selfs, int(n)
 
     def update(self, xs: Sequence[Any], ys: Sequence[Any] | None = None) -> None:
