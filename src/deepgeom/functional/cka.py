@@ -515,9 +515,9 @@ class MinibatchCKA:
         return K
 
     def _kernels(self, xs: Sequence[Any], side: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The batch's U-centred kernels as one fresh float64 (L, n, n) stack and their self products
-        ⟨U, U⟩. Each kernel is U-centred and squared right after its Gram product, while it is still in
-        cache: the stack is then read once more, by the pair product."""
+        """The batch's U-centred kernels as one float64 (L, n, n) stack (reused between batches) and
+        their self products ⟨U, U⟩. Each kernel is U-centred and squared right after its Gram product,
+        while it is still in cache: the stack is then read once more, by the pair product."""
         if len(xs) == 0:
             raise InputError(f"{side}: need at least one layer's activations per batch")
         dev = resolve_device(self.device)
