@@ -31,7 +31,7 @@ from .._results import ResultMixin, to_jsonable
 from .._validation import check_fraction, check_matrix, check_positive_int
 from ..errors import InputError, UnknownNameError
 from ..functional.cka import KERNELS, MinibatchCKA, centred_linear_kernel, gram_rbf, u_center
-from ..functional.matrix import as_tensor, covariance, gram
+from ..functional.matrix import as_tensor, center_gram, covariance, gram
 
 __all__ = [
     "CKAResult",
@@ -343,10 +343,10 @@ def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debias
     """(L, N²) stack of centred (or U-centred) kernels, each scaled to unit Frobenius norm."""
     rows = []
 
-    def centred(K):
+    def centred(K):  # linear kernels come centred (HKH) from the core; RBF kernels are centred here
         if debiased:
             return u_center(K)
-        return K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean() if kernel == "rbf" else K
+        return center_gram(K) if kernel == "rbf" else K
 
     for X in arrays:
         K = (centred_linear_kernel(X, centred, compute_dtype=compute_dtype, device=device) if kernel == "linear"
