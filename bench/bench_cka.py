@@ -200,11 +200,16 @@ def call(method: str, n: int, scale: bool, act: str, out: Path) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def case_name(act: str, deep: bool) -> str:
+    """A case's name in --only, results.json and the saved matrices: relu, tanh-deep, ..."""
+    return f"{act}{'-deep' if deep else ''}"
+
+
 def compare(n: int, act: str, deep: bool, out: Path, repeats: int) -> list[dict]:
     """Every method ``repeats`` times, interleaved (A B C A B C …); keep each method's fastest CPU time."""
     import numpy as np
 
-    tag = f"{act}{'-deep' if deep else ''}"
+    tag = case_name(act, deep)
     best: dict[str, dict] = {}
     for _ in range(repeats):
         for m in METHODS:
@@ -214,6 +219,7 @@ def compare(n: int, act: str, deep: bool, out: Path, repeats: int) -> list[dict]
     rows = [best[m] for m in METHODS]
     ref = np.load(out / f"{tag}-{REFERENCE}.npy")
     base = best["deepgeom"]
+    fwd = best.get("forward only", {}).get("cpu_s")
     for r in rows:
         if "error" in r:
             continue
@@ -223,7 +229,6 @@ def compare(n: int, act: str, deep: bool, out: Path, repeats: int) -> list[dict]
             r["max_abs_diff"] = float(np.abs(M - ref)[finite].max()) if finite.any() else None
             r["nan"] = int((~finite).sum())  # torch-cka: float32 HSIC of ReLU features goes negative → NaN
         r["cpu_ratio"] = r["cpu_s"] / base["cpu_s"]
-        fwd = best.get("forward only", {}).get("cpu_s")
         if fwd is not None and r["method"] != "forward only" and base["cpu_s"] > fwd:
             # the same ratio for the CKA work alone: what each method adds to the forward passes
             r["cka_ratio"] = (r["cpu_s"] - fwd) / (base["cpu_s"] - fwd)
@@ -263,20 +268,18 @@ def main(argv: list[str] | None = None) -> int:
         for m in [m for m in METHODS if m not in keep]:
             del METHODS[m]
     for act, deep, n in configs:
-        if only is not None and f"{act}{'-deep' if deep else ''}" not in only:
+        if only is not None and case_name(act, deep) not in only:
             continue
         rows = compare(n, act, deep, out, repeats)
-        results[f"{act}{'-deep' if deep else ''}"] = {"n": n, "rows": rows, "load": loadavg()}
+        results[case_name(act, deep)] = {"n": n, "rows": rows, "load": loadavg()}
         print_table(rows, cols, title=f"{act} models ({rows[0].get('layers')} layers), N = {n}; ratios = method / "
                     f"deepgeom (load now {loadavg()})")
     ns = 4000 if args.quick else 10000
-    if only is not None and "scale" not in only:
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-        return 0
-    r = call("deepgeom", ns, True, "relu", out / "scale.npy")
-    results["scale"] = {"n": ns, "row": r, "load": loadavg()}
-    print_table([r], ["method", "cpu_s", "seconds", "peak_mb", "layers", "error"],
-                title=f"scale: 2 models × 20+ layers × {ns} examples (deepgeom only), load {loadavg()}")
+    if only is None or "scale" in only:
+        r = call("deepgeom", ns, True, "relu", out / "scale.npy")
+        results["scale"] = {"n": ns, "row": r, "load": loadavg()}
+        print_table([r], ["method", "cpu_s", "seconds", "peak_mb", "layers", "error"],
+                    title=f"scale: 2 models × 20+ layers × {ns} examples (deepgeom only), load {loadavg()}")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return 0
 
