@@ -5,6 +5,7 @@
 - known-ID manifolds (:mod:`deepgeom.data.manifolds`): ``hypersphere``, ``linear-subspace``,
   ``swiss-roll``, ``curved-manifold``, ``winding-curve``;
 - user files (``.npy``/``.npz``/``.pt``/``.safetensors``) by path;
+- a bundled corpus of real English sentences (:func:`sentences`) for text models;
 - seeded label shuffling of a fraction of the training labels (:func:`shuffle_labels`).
 
 Nothing here downloads anything.
@@ -24,6 +25,7 @@ from .files import load_file
 from .idx import read_idx, write_idx
 from .labels import shuffle_labels
 from .manifolds import curved_manifold, hypersphere, linear_subspace, swiss_roll, winding_curve
+from .text import sentences
 
 __all__ = [
     "Dataset",
@@ -39,6 +41,7 @@ __all__ = [
     "load_manifold",
     "load_mnist1d",
     "read_idx",
+    "sentences",
     "shuffle_labels",
     "swiss_roll",
     "winding_curve",

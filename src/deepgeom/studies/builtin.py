@@ -7,6 +7,8 @@ name                           scope    what (tables)
                                         (Ansuini et al. 2019) → ``id_profiles``
 ``id_during_training``         run      ID of the last hidden layer at every checkpoint, beside the
                                         accuracy → ``id_training``
+``id_scale``                   run      decimation curve (TwoNN on N, N/2, N/4, … points) of one layer
+                                        → ``id_scale``
 ``cka_matrix``                 run      minibatch CKA between all layer pairs of the trained network,
                                         block structure, first-PC variance fractions (Nguyen et al.
                                         2021) → ``cka_pairs``, ``cka_blocks``, ``cka_pc1``
@@ -176,6 +178,33 @@ def id_during_training(ctx) -> pd.DataFrame:
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
     return out.merge(_history_at(ctx.run, epochs), on="epoch", how="left")
+
+
+@register_analysis(
+    "id_scale",
+    check=_check_common,
+    defaults={"n_points": 1000, "split": "train", "layer": "penultimate", "epoch": None, "min_points": 50,
+              "batch_size": 512, "seed": 0},
+    table="id_scale",
+)
+def id_scale(ctx) -> pd.DataFrame:
+    """Decimation curve of one layer (default: the last hidden layer) of the trained network: TwoNN on
+    disjoint random blocks of N, N/2, N/4, … points (:func:`deepgeom.functional.intrinsic_dim.twonn_scale`;
+    Facco et al. 2017, Ansuini et al. 2019's scale check). A plateau over block sizes means the ID is
+    well defined at the sample's scale. Columns: the scale table plus ``layer``, ``epoch``."""
+    from ..capture import capture
+    from ..functional.intrinsic_dim import twonn_scale
+
+    p = ctx.params
+    x, _, _ = _split(ctx.run, p["split"], p["n_points"], ctx.seed)
+    epoch = ctx.run.epochs[-1] if p["epoch"] is None else p["epoch"]
+    model = ctx.run.model(epoch)
+    layer = model.penultimate if p["layer"] == "penultimate" else p["layer"]
+    acts = capture(model, x, layers=[layer], batch_size=p["batch_size"], progress=False)[layer]
+    table = twonn_scale(acts, min_points=p["min_points"], seed=ctx.seed).table.copy()
+    table.insert(0, "layer", layer)
+    table.insert(0, "epoch", epoch)
+    return table
 
 
 # ------------------------------------------------------------------------------------- CKA

@@ -49,7 +49,7 @@ SWEEP_AXES: dict[str, Any] = {
 }
 
 #: Top-level keys a config may hold.
-TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses")
+TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses", "claims")
 
 #: Training settings understood by the runner (forwarded to :class:`deepgeom.train.TrainConfig`).
 TRAIN_KEYS: dict[str, Any] = {
@@ -140,6 +140,7 @@ class StudyConfig:
     train: dict[str, Any]
     analyses: dict[str, dict]
     raw: dict[str, Any]
+    claims: list = dataclasses.field(default_factory=list)  # pre-registered claims (deepgeom.claims.Claim)
 
     @property
     def runs(self) -> list[RunSpec]:
@@ -298,6 +299,9 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         analysis = get_analysis(aname)  # UnknownNameError lists the registered ones
         analyses[aname] = analysis.resolve_params(params)
 
+    from ..claims import parse_claims
+
+    claims = parse_claims(raw.get("claims"), where="claims")
     cfg = StudyConfig(
         name=name,
         description=str(description),
@@ -309,6 +313,7 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         train=train,
         analyses=analyses,
         raw=raw,
+        claims=claims,
     )
     runs = cfg.runs
     if not runs:

@@ -1,0 +1,229 @@
+"""The reproduction's figures, drawn from the same tables the claims are judged on.
+
+Every curve that averages seeds shows the spread: mean over seeds with a band from the lowest to the
+highest seed (TwoNN and PC-ID alike); single-model curves show their subsample interval. Captions (in
+:data:`CAPTIONS`) say what is plotted, never what it is expected to show.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..claims import Tables
+from ..claims.statistics import _last_hidden_value, _per_run
+
+__all__ = ["draw_figures", "CAPTIONS"]
+
+CAPTIONS: dict[str, str] = {
+    "profiles": "TwoNN ID (left) and PC-ID (right) of each analysed layer against relative depth, for the "
+                "width-16 VGG on Fashion-MNIST training images: trained (final epoch) and the same networks "
+                "untrained (epoch 0). Line: mean over seeds; band: lowest to highest seed.",
+    "id_training": "TwoNN ID of every analysed layer (rows, input at the top) at each checkpoint (columns) of "
+                   "the width-16 VGG, mean over seeds.",
+    "decimation": "TwoNN ID of the last hidden layer of the width-16 VGG on disjoint blocks of N, N/2, N/4, … "
+                  "training images: mean over blocks (points) with the blocks' standard deviation, one line per seed.",
+    "id_accuracy": "Last-hidden-layer TwoNN ID against test accuracy of every trained architecture (seed "
+                   "means; bars: seed range where there are several seeds). Title: Pearson r with its 95% "
+                   "Fisher interval.",
+    "shuffle": "Left: last-hidden-layer TwoNN ID against the fraction of shuffled training labels (mean over "
+               "seeds, bars: seed range). Right: the lowest final training accuracy reached at each fraction.",
+    "shuffle_profiles": "TwoNN ID profiles of the width-8 VGG trained with each fraction of shuffled labels "
+                        "(mean over seeds; band: seed range).",
+    "transformer": "TwoNN ID of all-MiniLM-L6-v2's hidden states (embeddings, then the 6 encoder layers) on "
+                   "the bundled sentences, mean-pooled (left) and token-level (right): all examples (line) and "
+                   "the 2.5–97.5% range over random 80% subsamples of sentences (band).",
+}
+
+
+def _band(ax, x, groups: pd.DataFrame, col: str, label: str, color=None, marker="o"):
+    g = groups.groupby(x)[col]
+    xs = np.asarray(sorted(groups[x].unique()), dtype=float)
+    mean, lo, hi = g.mean().reindex(xs), g.min().reindex(xs), g.max().reindex(xs)
+    (line,) = ax.plot(xs, mean.values, marker=marker, label=label, color=color)
+    ax.fill_between(xs, lo.values, hi.values, alpha=0.2, color=line.get_color())
+
+
+def _fig_profiles(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = t.get("id_profiles", "profiles")
+    df = df[(df["model"] == "vgg") & (df["width"] == df[df["model"] == "vgg"]["width"].max())]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    last = df["epoch"].max()
+    for ax, col, name in zip(axes, ("twonn_id", "pca_id"), ("TwoNN ID", "PC-ID"), strict=True):
+        for ep, lab in ((last, f"trained (epoch {last})"), (0, "untrained (epoch 0)")):
+            _band(ax, "relative_depth", df[df["epoch"] == ep], col, lab)
+        ax.set_xlabel("relative depth")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=8)
+    axes[1].set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def _fig_id_training(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = t.get("id_training", "profiles")
+    df = df[(df["model"] == "vgg") & (df["width"] == df[df["model"] == "vgg"]["width"].max())]
+    piv = df.groupby(["relative_depth", "epoch"])["twonn_id"].mean().unstack("epoch").sort_index()
+    layers = df.drop_duplicates("relative_depth").set_index("relative_depth")["layer"].reindex(piv.index)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    im = ax.imshow(piv.values, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(piv.shape[1]), [str(c) for c in piv.columns])
+    ax.set_yticks(range(piv.shape[0]), list(layers))
+    for (i, j), v in np.ndenumerate(piv.values):
+        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="w")
+    ax.set_xlabel("epoch")
+    fig.colorbar(im, ax=ax, label="TwoNN ID")
+    fig.tight_layout()
+    return fig
+
+
+def _fig_decimation(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = t.get("id_scale", "profiles")
+    df = df[(df["model"] == "vgg") & (df["width"] == df[df["model"] == "vgg"]["width"].max())]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for seed, d in df.groupby("seed"):
+        d = d.sort_values("block_size")
+        ax.errorbar(d["block_size"], d["id_mean"], yerr=d["id_std"].fillna(0), marker="o", capsize=3,
+                    label=f"seed {seed}")
+    ax.set_xscale("log")
+    ax.set_xlabel("points per block")
+    ax.set_ylabel("TwoNN ID")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_id_accuracy(t: Tables, claims: pd.DataFrame | None):
+    import matplotlib.pyplot as plt
+
+    df = t.get("id_profiles", "profiles")
+    df = df[(df["shuffle_fraction"] == 0) & (df["epoch"] == df.groupby("run")["epoch"].transform("max"))]
+    lh = _per_run(df, lambda d: _last_hidden_value(d, "twonn_id")).rename("id")
+    hist = t.get("history", "profiles")
+    acc = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")["test_acc"].rename("acc")
+    m = df.drop_duplicates("run").set_index("run")[["model", "width", "depth"]].join(lh).join(acc)
+    g = m.groupby(["model", "width", "depth"])
+    agg = g.agg(id=("id", "mean"), id_lo=("id", "min"), id_hi=("id", "max"), acc=("acc", "mean"),
+                acc_lo=("acc", "min"), acc_hi=("acc", "max")).reset_index()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for model, d in agg.groupby("model"):
+        ax.errorbar(d["acc"], d["id"], xerr=[d["acc"] - d["acc_lo"], d["acc_hi"] - d["acc"]],
+                    yerr=[d["id"] - d["id_lo"], d["id_hi"] - d["id"]], fmt="o", capsize=3, label=model)
+        for r in d.itertuples():
+            ax.annotate(f"w{r.width} d{r.depth}", (r.acc, r.id), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("test accuracy")
+    ax.set_ylabel("last-hidden TwoNN ID")
+    if claims is not None:
+        row = claims[claims["statistic"] == "id_accuracy_correlation"]
+        if len(row):
+            r = row.iloc[0]
+            ax.set_title(f"r = {r.measured:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}], n = {r.n}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_shuffle(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = t.get("id_profiles", "shuffle")
+    df = df[df["epoch"] == df.groupby("run")["epoch"].transform("max")]
+    lh = _per_run(df, lambda d: _last_hidden_value(d, "twonn_id")).rename("id")
+    hist = t.get("history", "shuffle")
+    tr = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")["train_acc"].rename("train_acc")
+    m = df.drop_duplicates("run").set_index("run")[["seed", "shuffle_fraction"]].join(lh).join(tr)
+    g = m.groupby("shuffle_fraction")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    mean = g["id"].mean()
+    axes[0].errorbar(mean.index, mean.values, yerr=[mean - g["id"].min(), g["id"].max() - mean], marker="o",
+                     capsize=3)
+    axes[0].set_xlabel("fraction of shuffled training labels")
+    axes[0].set_ylabel("last-hidden TwoNN ID")
+    axes[1].plot(g["train_acc"].min().index, g["train_acc"].min().values, marker="o")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].set_xlabel("fraction of shuffled training labels")
+    axes[1].set_ylabel("lowest final training accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def _fig_shuffle_profiles(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = t.get("id_profiles", "shuffle")
+    df = df[df["epoch"] == df.groupby("run")["epoch"].transform("max")]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for f, d in df.groupby("shuffle_fraction"):
+        _band(ax, "relative_depth", d, "twonn_id", f"{f:g} shuffled")
+    ax.set_xlabel("relative depth")
+    ax.set_ylabel("TwoNN ID")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_transformer(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = t.get("transformer_id", "transformer")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, mode in zip(axes, ("mean", "tokens"), strict=True):
+        d = df[df["reduce"] == mode]
+        full = d[d["replicate"] == 0].sort_values("layer_index")
+        reps = d[d["replicate"] > 0].groupby("layer_index")["twonn_id"]
+        ax.plot(full["layer_index"], full["twonn_id"], marker="o", label="all examples")
+        if reps.ngroups:
+            ax.fill_between(reps.quantile(0.025).index, reps.quantile(0.025).values, reps.quantile(0.975).values,
+                            alpha=0.25, label="subsample 95% range")
+        ax.set_xticks(range(7), ["emb", "L1", "L2", "L3", "L4", "L5", "L6"])
+        ax.set_title(f"{'mean-pooled' if mode == 'mean' else 'token-level'} (n = {int(full['n'].iloc[0])})", fontsize=9)
+        ax.set_ylabel("TwoNN ID")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+_ANSUINI: dict[str, Callable] = {
+    "profiles": _fig_profiles, "id_training": _fig_id_training, "decimation": _fig_decimation,
+    "id_accuracy": _fig_id_accuracy, "shuffle": _fig_shuffle, "shuffle_profiles": _fig_shuffle_profiles,
+    "transformer": _fig_transformer,
+}
+
+FIGURES: dict[str, dict[str, Callable]] = {"ansuini2019": _ANSUINI}
+
+
+def draw_figures(paper: str, tables: Tables, fig_dir: Path) -> dict[str, str]:
+    """Draw the paper's figures into ``fig_dir`` (PNG + SVG); returns ``{name: error}`` for any that failed
+    (also written to ``fig_dir/errors.json``) — a missing table leaves that figure out, not the others."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..viz._common import save_figure
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    claims_path = fig_dir.parent / "claims.parquet"
+    claims = pd.read_parquet(claims_path) if claims_path.is_file() else None
+    errors = {}
+    for name, fn in FIGURES.get(paper, {}).items():
+        try:
+            fig = fn(tables, claims) if name == "id_accuracy" else fn(tables)
+            save_figure(fig, fig_dir / name)
+            plt.close(fig)
+        except Exception as exc:  # noqa: BLE001 - recorded; the other figures are still drawn
+            errors[name] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    (fig_dir / "errors.json").write_text(json.dumps(errors, indent=2))
+    return errors

@@ -1,0 +1,173 @@
+"""``deepgeom reproduce PAPER --out DIR``: run a paper's bundled studies, judge its pre-registered claims.
+
+A paper's *spec* (``specs/<paper>.yaml`` beside this module) holds study configs, optional extra
+steps (the pretrained-transformer profile), a ``quick`` variant of both for testing the machinery, and
+the claims. The studies run through :func:`deepgeom.studies.run_study` — resumable, so a killed
+reproduction reruns only what is missing — in ``workers`` processes at once (one study each, one torch
+thread each, so the arithmetic does not depend on the worker count). Layout of ``DIR``::
+
+    <paper>/<study>/          each study's directory (runs/, tables/, study.json)
+    <paper>/transformer/      the transformer step's table (tables/transformer_id.parquet)
+    <paper>/claims.csv|parquet the paper's claims with measured values, intervals and verdicts
+    <paper>/figures/          the reproduction's figures (PNG + SVG)
+    <paper>/reproduction.json what ran: mode, wall time, machine, versions, study directories
+    claims.csv|parquet        every paper's claims found under DIR (the table the report opens with)
+    report/index.html         claims table, then each paper's figures
+    REPRODUCTION.md           the same as Markdown (what ``--markdown`` splices into the repository's file)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import copy
+import datetime as _dt
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..claims import CLAIM_COLUMNS, Tables, evaluate_claims, parse_claims
+from ..errors import InputError, UnknownNameError
+from ..studies._io import write_table
+
+__all__ = ["papers", "load_spec", "reproduce", "SPEC_DIR"]
+
+SPEC_DIR = Path(__file__).with_name("specs")
+
+
+def papers() -> list[str]:
+    """The papers with a bundled reproduction spec."""
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+def load_spec(paper: str, *, quick: bool = False) -> dict[str, Any]:
+    """A paper's spec with its claims validated; ``quick`` swaps in the ``quick`` studies and extras
+    (same study names and claims, so the machinery is exercised end to end on tiny settings)."""
+    import yaml
+
+    if paper not in papers():
+        raise UnknownNameError("paper", paper, papers())
+    spec = yaml.safe_load((SPEC_DIR / f"{paper}.yaml").read_text(encoding="utf-8"))
+    spec["claims_parsed"] = parse_claims(spec.get("claims"), where=f"{paper}.claims")
+    if quick:
+        q = spec.get("quick") or {}
+        spec["studies"] = {**spec["studies"], **q.get("studies", {})}
+        if "transformer" in spec:
+            spec["transformer"] = {**spec["transformer"], **q.get("transformer", {})}
+    return spec
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _run_one_study(config: dict, out_dir: str, threads: int) -> dict:
+    """Worker: one study, resumable, with ``threads`` torch threads. Returns a summary (picklable)."""
+    from ..studies import run_study
+
+    t0 = time.perf_counter()
+    res = run_study(config, out_dir, progress=False, threads=threads, on_error="continue")
+    return {"dir": out_dir, "computed": res.n_computed, "skipped": res.n_skipped,
+            "failed": [f"{u.label}: {u.error}" for u in res.failed], "seconds": time.perf_counter() - t0}
+
+
+def _run_transformer(settings: dict, out_dir: str, threads: int) -> dict:
+    import torch
+
+    from .transformer import transformer_profile
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    transformer_profile(out_dir, **settings)
+    return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": []}
+
+
+def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, workers: int = 2,
+              progress: bool = True, figures: bool = True) -> pd.DataFrame:
+    """Reproduce ``paper`` (one of :func:`papers`, or ``"all"``) into ``out_dir`` and return its claims table.
+
+    Runs the spec's studies (resuming finished units), the extra steps, then judges every claim
+    (:func:`deepgeom.claims.evaluate_claims`), draws the figures and writes ``claims.csv``,
+    ``report/index.html`` and ``REPRODUCTION.md`` under ``out_dir``. ``workers`` processes run studies
+    side by side, each with ``max(1, cpus // workers)`` torch threads.
+    """
+    from tqdm.auto import tqdm
+
+    targets = papers() if paper == "all" else [paper]
+    for p in targets:
+        if p not in papers():
+            raise UnknownNameError("paper", p, [*papers(), "all"])
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers must be an integer >= 1; got {workers!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for p in targets:
+        spec = load_spec(p, quick=quick)
+        pdir = out / p
+        pdir.mkdir(exist_ok=True)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        tasks: list[tuple[str, Any, tuple]] = [
+            (f"study {name}", _run_one_study, (copy.deepcopy(cfg), str(pdir / name), threads))
+            for name, cfg in spec["studies"].items()]
+        if "transformer" in spec:
+            tasks.append(("transformer", _run_transformer, (dict(spec["transformer"]), str(pdir / "transformer"),
+                                                            threads)))
+        t0 = time.perf_counter()
+        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        results: dict[str, dict] = {}
+        bar = tqdm(total=len(tasks), desc=f"reproduce {p}{' (quick)' if quick else ''}", unit="step",
+                   disable=not progress, dynamic_ncols=True)
+        with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+            futs = {pool.submit(fn, *args): name for name, fn, args in tasks}
+            for fut in cf.as_completed(futs):
+                name = futs[fut]
+                try:
+                    results[name] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - recorded; claims needing it become inconclusive
+                    results[name] = {"failed": [f"{type(exc).__name__}: {exc}"]}
+                bar.set_postfix_str(f"{name} done", refresh=False)
+                bar.update(1)
+        bar.close()
+        wall = time.perf_counter() - t0
+        dirs = {name: pdir / name for name in spec["studies"]}
+        if "transformer" in spec:
+            dirs["transformer"] = pdir / "transformer"
+        tables = Tables({k: v for k, v in dirs.items() if v.exists()})
+        claims = evaluate_claims(spec["claims_parsed"], tables)
+        write_table(claims, pdir / "claims")
+        meta = {"paper": p, "title": spec.get("title", p), "quick": quick, "started": started,
+                "wall_seconds": round(wall, 1), "workers": workers, "threads_per_worker": threads,
+                "cpu": _cpu_model(), "cpus": os.cpu_count(), "steps": results,
+                "command": f"deepgeom reproduce {p} --out {out}{' --quick' if quick else ''}",
+                "versions": _versions()}
+        (pdir / "reproduction.json").write_text(json.dumps(meta, indent=2, default=str))
+        if figures:
+            from .figures import draw_figures
+
+            draw_figures(p, tables, pdir / "figures")
+        frames.append(claims)
+    from .report import write_outputs
+
+    write_outputs(out)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CLAIM_COLUMNS)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for mod in ("deepgeom", "torch", "numpy"):
+        try:
+            out[mod] = str(__import__(mod).__version__)
+        except Exception:  # noqa: BLE001 - informative only
+            out[mod] = "unavailable"
+    return out
