@@ -28,6 +28,12 @@ TINY = {
         "spectrum_through_training": {"n_points": 150},
         "predictions": {"include_shuffled": True},
     },
+    "claims": [
+        {"id": "C1", "paper": "Papyan et al. 2020", "sentence": "NC1 falls during training.", "statistic": "nc1_ratio",
+         "params": {"where": {"shuffle_fraction": 0.0}}, "op": "<", "threshold": 1, "describe": "NC1 last / first"},
+        {"id": "C2", "paper": "Ansuini et al. 2019", "sentence": "Hunchback made by training.",
+         "statistic": "hunchback_contrast", "op": ">", "threshold": 0.2, "describe": "trained minus untrained"},
+    ],
 }
 
 SECTION_IDS = ["overview", "findings", "id-profile", "id-accuracy", "id-training", "cka", "cka-across", "spectrum", "collapse",
@@ -115,13 +121,15 @@ def test_report_tables_show_the_studys_numbers(study):
         assert f"<td>{regime}</td>" in text  # the MF/EF call
     assert "digits: Pearson r needs at least 3 true-label runs (this study has 1)" in text
     assert "needs two or more architectures with two or more seeds" in text
-    # the findings table: one row per claim the tables speak to, with the measured numbers
-    prof = pd.read_csv(study / "tables" / "id_profiles.csv")
-    trained = prof[prof["condition"] == "trained"]
-    assert f"{(trained['twonn_id'] / trained['D']).max():.3f}" in text
-    for claim in ("hunchback", "PC-ID ≫ TwoNN", "shuffled labels: the late-layer ID", "block", "MF (dominant count",
-                  "NC1 → 0"):
-        assert claim in text, claim
+    # the claims table: one row per registered claim, measured from the tables, verdict computed
+    claims = pd.read_csv(study / "report" / "claims.csv")
+    assert list(claims["claim_id"]) == ["C1", "C2"]
+    spec = pd.read_csv(study / "tables" / "spectra.csv")
+    true_run = spec[spec["shuffle_fraction"] == 0].sort_values("epoch")
+    assert claims["measured"].iloc[0] == pytest.approx(true_run["nc1"].iloc[-1] / true_run["nc1"].iloc[0])
+    assert (claims["n"] == [1, 2]).all()  # one true-label run; both runs for C2
+    assert claims["verdict"].iloc[0] == "inconclusive"  # one run: no interval, so never 'holds'
+    assert "Pre-registered claims and verdicts" in text and "fails if entirely on the other side" in text
     # config and provenance
     assert "tiny-report" in text and "two small MLPs on digits" in text
     versions = json.loads((study / "study.json").read_text())["versions"]

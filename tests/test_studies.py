@@ -100,7 +100,8 @@ def test_packaged_demo_configs_are_valid_and_configs_copy_matches():
 
     demo = load_config(default_config_path())
     quick = load_config(default_config_path(quick=True))
-    assert len(demo.runs) == 6 and len(quick.runs) == 3
+    assert len(demo.runs) == 8 and len(quick.runs) == 3
+    assert [c.id for c in demo.claims] == ["D1", "D2", "D3", "D4", "D5", "D6"]
     for cfg in (demo, quick):
         assert {r.shuffle_fraction for r in cfg.runs} == {0.0, 1.0}  # trained vs shuffled labels
         assert {r.model for r in cfg.runs} == {"mlp", "resnet"}

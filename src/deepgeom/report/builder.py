@@ -162,7 +162,7 @@ def _register_sections() -> None:
 
     SECTIONS[:] = [
         ("overview", "Runs", _section_overview),
-        ("findings", "The papers' findings, measured here", s.section_findings),
+        ("findings", "Pre-registered claims and verdicts", s.section_findings),
         ("id-profile", "Intrinsic dimension over relative depth", s.section_id_profile),
         ("id-accuracy", "Last-hidden-layer ID vs test accuracy", s.section_id_accuracy),
         ("id-training", "Intrinsic dimension during training", s.section_id_training),

@@ -34,108 +34,23 @@ def _last_hidden(df: pd.DataFrame) -> pd.DataFrame:
     return out.assign(_o=out["run"].map(order)).sort_values(["_o", "epoch"]).drop(columns="_o")
 
 
-# ------------------------------------------------------------------------------------- findings
-def _finding_rows(ctx: ReportContext) -> list[dict]:
-    """One row per published claim that this study's tables can speak to, with the measured numbers.
-
-    Nothing is judged against a hard-coded expectation of *this* study: each row states the paper's
-    claim and what the tables show (counts, medians, correlations), so the reader decides."""
-    rows: list[dict] = []
-
-    def add(paper: str, claim: str, measured: str) -> None:
-        rows.append({"paper": paper, "claim": claim, "measured here": measured})
-
-    if ctx.has_table("id_profiles"):
-        df = ctx.table("id_profiles")
-        tr = df[df["condition"] == "trained"]
-        if len(tr):
-            ratio = (tr["twonn_id"] / tr["D"]).max()
-            add("Ansuini 2019", "ID ≪ number of units in every layer",
-                f"largest TwoNN ID / D over all layers of trained runs: {ratio:.3f}")
-            ok = pc = 0
-            for _, d in tr.groupby("run"):
-                d = d.sort_values("layer_index")
-                h = d[(d["layer"] != "input") & (d["layer"] != "output")]
-                if len(h):
-                    pc += 1
-                    ok += bool(h["twonn_id"].max() > d["twonn_id"].iloc[0] and h["twonn_id"].max() > d["twonn_id"].iloc[-1])
-            add("Ansuini 2019", "ID rises then falls with depth (hunchback) in trained networks",
-                f"{ok} of {pc} trained runs have a hidden layer above both input and output ID")
-            if "pca_id" in tr:
-                q = (tr["pca_id"] / tr["twonn_id"]).replace([np.inf, -np.inf], np.nan).dropna()
-                if len(q):
-                    add("Ansuini 2019", "PC-ID ≫ TwoNN ID (curved, not flat, representations)",
-                        f"PC-ID / TwoNN: median {q.median():.1f}, range {q.min():.1f}–{q.max():.1f}")
-        lh = _last_hidden(df[df["epoch"] > 0]) if (df["epoch"] > 0).any() else df.iloc[0:0]
-        un = _last_hidden(df[df["epoch"] == 0]) if (df["epoch"] == 0).any() else df.iloc[0:0]
-        if len(lh) and len(un):
-            m = lh.merge(un[["run", "twonn_id"]], on="run", suffixes=("", "_untrained"))
-            m = m[m["shuffle_fraction"] == 0]
-            if len(m):
-                drop = m["twonn_id_untrained"] - m["twonn_id"]
-                add("Ansuini 2019", "training lowers the last-hidden-layer ID (untrained profiles stay flat/high)",
-                    f"last-hidden ID untrained → trained: lower in {int((drop > 0).sum())} of {len(m)} true-label runs "
-                    f"(median change {-drop.median():+.2f})")
-        sh = lh[lh["shuffle_fraction"] > 0]
-        if len(sh):
-            parts = []
-            for row in sh.itertuples():
-                same = lh[(lh["shuffle_fraction"] == 0) & (lh["dataset"] == row.dataset) & (lh["model"] == row.model)
-                          & (lh["width"] == row.width) & (lh["depth"] == row.depth)]
-                if len(same):
-                    parts.append(f"{ctx.label_of(row.run)}: {row.twonn_id:.2f} vs {same['twonn_id'].mean():.2f} "
-                                 "with true labels")
-            if parts:
-                add("Ansuini 2019", "shuffled labels: the late-layer ID does not fall the same way",
-                    "last-hidden TwoNN ID " + "; ".join(parts))
-    if ctx.has_table("cka_blocks") or ctx.has_table("cka_pairs"):
-        blocks = ctx.table("cka_blocks") if ctx.has_table("cka_blocks") else pd.DataFrame(columns=["run", "size"])
-        pairs = ctx.table("cka_pairs")
-        n_runs = pairs["run"].nunique()
-        with_block = blocks["run"].nunique() if len(blocks) else 0
-        biggest = int(blocks["size"].max()) if len(blocks) else 0
-        add("Nguyen 2021", "blocks of consecutive layers with high mutual CKA appear in larger models",
-            f"{with_block} of {n_runs} runs have a block at CKA ≥ {blocks['threshold'].iloc[0] if len(blocks) else 0.9:g}; "
-            f"largest block: {biggest} layers")
-        if ctx.has_table("cka_pc1") and len(blocks):
-            pc1 = ctx.table("cka_pc1")
-            inside, outside = [], []
-            for run, p in pc1.groupby("run"):
-                b = blocks[blocks["run"] == run]
-                names = set()
-                for r in b.itertuples():
-                    lay = p["layer"].tolist()
-                    if r.first_layer in lay and r.last_layer in lay:
-                        names |= set(lay[lay.index(r.first_layer): lay.index(r.last_layer) + 1])
-                inside += p[p["layer"].isin(names)]["pc1_fraction"].tolist()
-                outside += p[~p["layer"].isin(names)]["pc1_fraction"].tolist()
-            if inside and outside:
-                add("Nguyen 2021", "layers inside a block share a dominant first principal component",
-                    f"median PC1 variance fraction inside blocks {np.median(inside):.2f} vs outside {np.median(outside):.2f}")
-    if ctx.has_table("spectra"):
-        s = ctx.table("spectra")
-        last = s[s["epoch"] == s.groupby("run")["epoch"].transform("max")]
-        if "regime" in last:
-            calls = ", ".join(f"{ctx.label_of(r.run)}: {r.regime} ({int(r.dominant)})" for r in last.itertuples())
-            add("Nam 2024", "trained networks settle into MF (dominant count ≈ C) or stay EF",
-                f"last checkpoint (C = {int(last['n_classes'].iloc[0])}): {calls}")
-        if "nc1" in s and (s["epoch"] > 0).any():
-            first = s[s["epoch"] == s.groupby("run")["epoch"].transform("min")].set_index("run")["nc1"]
-            fin = last.set_index("run")["nc1"]
-            fell = int((fin < first.reindex(fin.index)).sum())
-            add("Papyan 2020", "within-class variability collapses during training (NC1 → 0)",
-                f"NC1 fell from the first to the last checkpoint in {fell} of {len(fin)} runs "
-                f"(last: {fin.min():.2f}–{fin.max():.2f})")
-    return rows
-
-
+# ------------------------------------------------------------------------------------- claims
 def section_findings(ctx: ReportContext) -> str:
-    rows = _finding_rows(ctx)
-    if not rows:
-        raise NotRun("no analysis of this study speaks to the papers' claims")
-    return (_p("Each row states a published claim and what this study's tables show for it; small networks "
-               "on small data need not reproduce every claim. The sections below hold the figures and the "
-               "full numbers.", "note") + html_table(pd.DataFrame(rows)))
+    """The study's pre-registered claims (``claims:`` in its config), judged on its tables."""
+    import yaml
+
+    from ..claims import Tables, evaluate_claims, parse_claims
+    from .claims import claims_html
+
+    raw = yaml.safe_load(ctx.config_text) if ctx.config_text else {}
+    claims = parse_claims((raw or {}).get("claims"), where="claims")
+    if not claims:
+        raise NotRun("this study registers no claims (add a 'claims:' list to its config; see docs/studies.md)")
+    df = evaluate_claims(claims, Tables({"study": ctx.study_dir}))
+    from ..studies._io import write_table
+
+    write_table(df, ctx.report_dir / "claims")
+    return claims_html(df) + _p('The same table: <a href="claims.csv">claims.csv</a>.', "note")
 
 
 # ------------------------------------------------------------------------------------- ID
@@ -145,10 +60,10 @@ def section_id_profile(ctx: ReportContext) -> str:
     df = ctx.table("id_profiles", "id_profile")
     parts = [_p("TwoNN intrinsic dimension (Facco et al. 2017) of each analysed layer against relative depth "
                 "(layer index / number of analysed layers), with the linear PC-ID (components for 90% of the "
-                "variance) on the right axis, as in Ansuini et al. (2019): a trained network's ID rises then "
-                "falls toward the output (a \"hunchback\"); an untrained one's stays flat; shuffled labels "
-                "keep the late-layer ID high. PC-ID ≫ TwoNN means the representation is curved, not flat.",
-                "note")]
+                "variance) on the right axis, as in Ansuini et al. (2019), for the untrained (epoch 0), "
+                "trained and shuffled-label networks. Whether the paper's findings (a rise then fall in "
+                "trained nets, flat untrained profiles, PC-ID ≫ TwoNN) hold here is judged in the claims "
+                "table at the top, against criteria fixed in the config.", "note")]
     df["arch"] = df.apply(_arch, axis=1)
     for arch, d in df.groupby("arch", sort=False):
         seed = d["seed"].min()
@@ -220,8 +135,8 @@ def section_id_accuracy(ctx: ReportContext) -> str:
     text = " ".join(texts)
     parts = [_p("Ansuini et al. (2019) found that the ID of the last hidden layer, measured on training data, "
                 "predicts generalisation across architectures: correlation r = 0.94 with the top-5 test "
-                "<i>error</i> on ImageNet networks, so a lower ID goes with a higher accuracy and r below is "
-                "expected to be negative. " + text, "note"),
+                "<i>error</i> on ImageNet networks: the paper's direction corresponds to a negative r between ID "
+                "and accuracy here. " + text, "note"),
              ctx.figure("id_vs_accuracy", lambda: plot_id_vs_accuracy(pts),
                         "Last-hidden-layer TwoNN ID against test accuracy; hollow markers: shuffled labels."),
              html_table(pts)]

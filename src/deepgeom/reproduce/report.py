@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import re
 import shutil
 import string
@@ -18,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..claims import CLAIM_COLUMNS
+from ..report.claims import claims_html, fmt_interval
 from ..studies._io import atomic_write_text, write_table
 from .figures import CAPTIONS
 
@@ -32,38 +32,8 @@ def _papers(out: Path) -> list[tuple[str, pd.DataFrame, dict]]:
     return found
 
 
-def _num(v) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    a = abs(float(v))
-    return f"{v:.3g}" if a < 0.01 or a >= 1000 else f"{v:.2f}"
-
-
 def _interval(r) -> str:
-    return f"{_num(r.measured)} [{_num(r.ci_low)}, {_num(r.ci_high)}]"
-
-
-def _claims_html(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{c}</th>" for c in ("paper", "claim", "criterion", "paper's value", "measured [95% CI]",
-                                             "n", "verdict", "note"))
-    rows = []
-    for r in df.itertuples():
-        rows.append(
-            f'<tr class="v-{r.verdict}"><td>{html.escape(r.paper)} ({html.escape(r.claim_id)})</td>'
-            f"<td>{html.escape(r.claim)}</td><td>{html.escape(r.criterion)}</td><td>{html.escape(r.paper_value)}</td>"
-            f"<td>{_interval(r)}</td><td>{r.n}</td><td><b>{r.verdict}</b></td><td>{html.escape(str(r.note))}</td></tr>")
-    return (f'<div class="tablewrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
-            "</table></div>")
-
-
-def claims_section_html(df: pd.DataFrame) -> str:
-    """The claims table with a one-line explanation of the verdict rule (shared with study reports)."""
-    counts = df["verdict"].value_counts().to_dict()
-    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("holds", "fails", "inconclusive"))
-    return ('<p class="note">Each claim was written down with its criterion before the run (the bundled '
-            "config). The verdict is read off the 95% interval: <b>holds</b> if it lies entirely on the "
-            "claimed side of the threshold, <b>fails</b> if entirely on the other side, <b>inconclusive</b> if it "
-            f"straddles it or a precondition is unmet. {summary}.</p>" + _claims_html(df))
+    return fmt_interval(r.measured, r.ci_low, r.ci_high)
 
 
 def markdown(out: Path) -> str:
@@ -102,7 +72,7 @@ def splice_markdown(target: Path, out: Path) -> Path:
     for m in re.finditer(r"<!-- BEGIN (\S+) -->.*?<!-- END \1 -->\n", new, flags=re.S):
         block, paper = m.group(0), m.group(1)
         pat = re.compile(rf"<!-- BEGIN {re.escape(paper)} -->.*?<!-- END {re.escape(paper)} -->\n?", flags=re.S)
-        text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
+        text = pat.sub(lambda _, b=block: b, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
     atomic_write_text(target, text)
     return target
 
@@ -115,7 +85,7 @@ def write_outputs(out: Path) -> Path:
     write_table(all_claims, out / "claims")
     report = out / "report"
     (report / "figures").mkdir(parents=True, exist_ok=True)
-    body = [f'<section id="claims"><h2>Claims and verdicts</h2>{claims_section_html(all_claims)}</section>']
+    body = [f'<section id="claims"><h2>Claims and verdicts</h2>{claims_html(all_claims)}</section>']
     nav = ['<a href="#claims">Claims and verdicts</a>']
     for paper, _, meta in found:
         figs = []
