@@ -17,7 +17,7 @@ import pandas as pd
 from ..claims import Tables
 from ..claims.statistics import _last_hidden_value, _per_run
 
-__all__ = ["draw_figures", "CAPTIONS"]
+__all__ = ["draw_figures", "CAPTIONS", "CLAIM_FIGURES", "FIGURES"]
 
 CAPTIONS: dict[str, str] = {
     "profiles": "TwoNN ID (left) and PC-ID (right) of each analysed layer against relative depth, for the "
@@ -78,7 +78,7 @@ def _fig_id_training(t: Tables):
     ax.set_xticks(range(piv.shape[1]), [str(c) for c in piv.columns])
     ax.set_yticks(range(piv.shape[0]), list(layers))
     for (i, j), v in np.ndenumerate(piv.values):
-        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="w")
+        ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
     ax.set_xlabel("epoch")
     fig.colorbar(im, ax=ax, label="TwoNN ID")
     fig.tight_layout()
@@ -192,6 +192,14 @@ def _fig_transformer(t: Tables):
     fig.tight_layout()
     return fig
 
+
+#: The figure that shows the evidence behind each statistic (linked beside the claim in REPRODUCTION.md).
+CLAIM_FIGURES: dict[str, str] = {
+    "id_over_dimension": "profiles", "hunchback": "profiles", "hunchback_contrast": "profiles",
+    "profile_flatness": "profiles", "pcid_over_twonn": "profiles", "id_accuracy_correlation": "id_accuracy",
+    "shuffle_id_slope": "shuffle", "id_training_ratio": "id_training", "decimation_deviation": "decimation",
+    "subsample_hunchback": "transformer",
+}
 
 _ANSUINI: dict[str, Callable] = {
     "profiles": _fig_profiles, "id_training": _fig_id_training, "decimation": _fig_decimation,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import string
@@ -19,7 +20,7 @@ import pandas as pd
 from ..claims import CLAIM_COLUMNS
 from ..report.claims import claims_html, fmt_interval
 from ..studies._io import atomic_write_text, write_table
-from .figures import CAPTIONS
+from .figures import CAPTIONS, CLAIM_FIGURES
 
 __all__ = ["write_outputs", "markdown", "splice_markdown"]
 
@@ -36,39 +37,62 @@ def _interval(r) -> str:
     return fmt_interval(r.measured, r.ci_low, r.ci_high)
 
 
-def markdown(out: Path) -> str:
-    """REPRODUCTION.md text for every paper reproduced under ``out``."""
+def markdown(out: Path, figure_link=None) -> str:
+    """REPRODUCTION.md text for every paper reproduced under ``out``.
+
+    ``figure_link(paper, png_path) -> str`` gives each figure's link (default: relative to ``out``).
+    """
+    link = figure_link or (lambda paper, png: f"{paper}/figures/{png.name}")
     parts = []
     for paper, df, meta in _papers(out):
-        figs = sorted((out / paper / "figures").glob("*.png"))
+        figs = {p.stem: p for p in sorted((out / paper / "figures").glob("*.png"))}
+        mode = "quick mode (a machinery check, not a reproduction)" if meta.get("quick") else "full run"
         parts.append(f"<!-- BEGIN {paper} -->\n## {meta.get('title', paper)}\n")
-        parts.append(f"Run: `{meta.get('command', '')}` — {'quick mode (machinery check, not a reproduction)' if meta.get('quick') else 'full run'}; "
-                     f"started {meta.get('started', '?')}, wall time {meta.get('wall_seconds', '?')} s on "
-                     f"{meta.get('cpus', '?')} × {meta.get('cpu', '?')} ({meta.get('workers', '?')} workers × "
-                     f"{meta.get('threads_per_worker', '?')} thread). Verdicts: "
+        parts.append(f"`{meta.get('command', '')}` — {mode}; started {meta.get('started', '?')}, wall time "
+                     f"{meta.get('wall_seconds', '?')} s on {meta.get('cpus', '?')} × {meta.get('cpu', '?')} "
+                     f"({meta.get('workers', '?')} workers × {meta.get('threads_per_worker', '?')} thread). Verdicts: "
                      + ", ".join(f"{(df['verdict'] == v).sum()} {v}" for v in ("holds", "fails", "inconclusive"))
                      + ".\n")
-        parts.append("| id | paper's claim | paper's value | criterion (pre-registered) | measured [95% CI] | n | verdict |")
-        parts.append("|---|---|---|---|---|---|---|")
+        parts.append("| id | the paper's claim | the paper's value | criterion (pre-registered) | measured [95% CI] "
+                     "| n | verdict | figure |")
+        parts.append("|---|---|---|---|---|---|---|---|")
+
+        def cell(s) -> str:
+            return str(s).replace("|", "/").replace("\n", " ")
+
         for r in df.itertuples():
-            cell = lambda s: str(s).replace("|", "/").replace("\n", " ")  # noqa: E731
+            fig = CLAIM_FIGURES.get(r.statistic)
+            fig_cell = f"[{fig}]({link(paper, figs[fig])})" if fig in figs else "–"
             parts.append(f"| {r.claim_id} | {cell(r.claim)} | {cell(r.paper_value)} | {cell(r.criterion)} | "
-                         f"{_interval(r)} | {r.n} | **{r.verdict}** |")
-        parts.append("\nNotes per claim (what the number is made of):\n")
+                         f"{_interval(r)} | {r.n} | **{r.verdict}** | {fig_cell} |")
+        parts.append("\nWhat each number is made of:\n")
         for r in df.itertuples():
-            parts.append(f"- **{r.claim_id}** ({r.verdict}): {str(r.note)}")
+            parts.append(f"- **{r.claim_id}** ({r.verdict}): {cell(r.note)}")
         if figs:
-            parts.append("\nFigures (in the run's `" + f"{paper}/figures/` directory):\n")
-            for f in figs:
-                parts.append(f"- `{f.name}` — {CAPTIONS.get(f.stem, '')}")
+            parts.append("\nFigures:\n")
+            for stem, png in figs.items():
+                parts.append(f"- [{stem}]({link(paper, png)}) — {CAPTIONS.get(stem, '')}")
         parts.append(f"\n<!-- END {paper} -->\n")
     return "\n".join(parts)
 
 
-def splice_markdown(target: Path, out: Path) -> Path:
-    """Replace (or append) each reproduced paper's section of ``target`` (between its BEGIN/END markers)."""
+def splice_markdown(target: Path, out: Path, figure_dir: Path | None = None) -> Path:
+    """Replace (or append) each reproduced paper's section of ``target`` (between its BEGIN/END markers),
+    copying the figures to ``figure_dir/<paper>/`` (default ``docs/reproduction`` beside ``target``) so the
+    file's links work from the repository."""
+    target = Path(target)
+    figure_dir = Path(figure_dir) if figure_dir is not None else target.parent / "docs" / "reproduction"
+    for paper, _, _ in _papers(out):
+        dest = figure_dir / paper
+        dest.mkdir(parents=True, exist_ok=True)
+        for png in (out / paper / "figures").glob("*.png"):
+            shutil.copyfile(png, dest / png.name)
+
+    def link(paper: str, png: Path) -> str:
+        return os.path.relpath(figure_dir / paper / png.name, target.parent).replace(os.sep, "/")
+
     text = target.read_text(encoding="utf-8") if target.is_file() else "# Reproductions\n\n"
-    new = markdown(out)
+    new = markdown(out, link)
     for m in re.finditer(r"<!-- BEGIN (\S+) -->.*?<!-- END \1 -->\n", new, flags=re.S):
         block, paper = m.group(0), m.group(1)
         pat = re.compile(rf"<!-- BEGIN {re.escape(paper)} -->.*?<!-- END {re.escape(paper)} -->\n?", flags=re.S)
