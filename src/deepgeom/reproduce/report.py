@@ -48,9 +48,12 @@ def markdown(out: Path, figure_link=None) -> str:
         figs = {p.stem: p for p in sorted((out / paper / "figures").glob("*.png"))}
         mode = "quick mode (a machinery check, not a reproduction)" if meta.get("quick") else "full run"
         parts.append(f"<!-- BEGIN {paper} -->\n## {meta.get('title', paper)}\n")
+        cpu = f", CPU time {meta['cpu_seconds']} s" if meta.get("cpu_seconds") is not None else ""
+        load = f", load average at the end {meta['load_average']}" if meta.get("load_average") else ""
         parts.append(f"`{meta.get('command', '')}` — {mode}; started {meta.get('started', '?')}, wall time "
-                     f"{meta.get('wall_seconds', '?')} s on {meta.get('cpus', '?')} × {meta.get('cpu', '?')} "
-                     f"({meta.get('workers', '?')} workers × {meta.get('threads_per_worker', '?')} thread). Verdicts: "
+                     f"{meta.get('wall_seconds', '?')} s{cpu} on {meta.get('cpus', '?')} × {meta.get('cpu', '?')} "
+                     f"({meta.get('workers', '?')} workers × {meta.get('threads_per_worker', '?')} thread{load}). "
+                     + (f"{meta['machine_note']} " if meta.get("machine_note") else "") + "Verdicts: "
                      + ", ".join(f"{(df['verdict'] == v).sum()} {v}" for v in ("holds", "fails", "inconclusive"))
                      + ".\n")
         parts.append("| id | the paper's claim | the paper's value | criterion (pre-registered) | measured [95% CI] "

@@ -123,7 +123,7 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         if "transformer" in spec:
             tasks.append(("transformer", _run_transformer, (dict(spec["transformer"]), str(pdir / "transformer"),
                                                             threads)))
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         results: dict[str, dict] = {}
         bar = tqdm(total=len(tasks), desc=f"reproduce {p}{' (quick)' if quick else ''}", unit="step",
@@ -140,6 +140,7 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
                 bar.update(1)
         bar.close()
         wall = time.perf_counter() - t0
+        cpu = _cpu_seconds() - cpu0
         dirs = {name: pdir / name for name in spec["studies"]}
         if "transformer" in spec:
             dirs["transformer"] = pdir / "transformer"
@@ -147,7 +148,8 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         claims = evaluate_claims(spec["claims_parsed"], tables)
         write_table(claims, pdir / "claims")
         meta = {"paper": p, "title": spec.get("title", p), "quick": quick, "started": started,
-                "wall_seconds": round(wall, 1), "workers": workers, "threads_per_worker": threads,
+                "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+                "load_average": _load_average(), "workers": workers, "threads_per_worker": threads,
                 "cpu": _cpu_model(), "cpus": os.cpu_count(), "steps": results,
                 "command": f"deepgeom reproduce {p} --out {out}{' --quick' if quick else ''}",
                 "versions": _versions()}
@@ -161,6 +163,22 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
 
     write_outputs(out)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CLAIM_COLUMNS)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the study workers)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1/5/15-minute load average at the end: a busy machine stretches the wall time."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _versions() -> dict[str, str]:
