@@ -41,7 +41,13 @@ from ..functional.collapse import (
     power_law_alpha,
     richness,
 )
-from ..functional.spectrum import Spectrum, dominant_count, dominant_count_subsamples, feature_spectrum, regime
+from ..functional.spectrum import (
+    Spectrum,
+    dominant_count,
+    dominant_count_subsamples,
+    feature_spectrum,
+    regime,
+)
 
 __all__ = ["SpectraThroughTraining", "spectra_through_training", "checkpoint_spectrum", "feature_report",
            "subspace_overlap"]
@@ -135,7 +141,9 @@ def checkpoint_spectrum(
     """Spectrum and the summary row for one checkpoint's features Φ, outputs and targets.
 
     Classification when ``targets`` are integer labels (NC metrics, regime, accuracy), regression when
-    they are floats (Π of the target at ``k_top``, mean squared error). ``outputs`` may be None: then
+    they are floats (Π of the target at ``k_top``, mean squared error, R², and the regime: MF when
+    :func:`~deepgeom.functional.spectrum.regime` calls the count MF against m + 1 modes for m target
+    functions and R² ≥ 0.5). ``outputs`` may be None: then
     they are ``Φ Wᵀ + b`` when ``weights`` are given, else the output columns are left out.
     ``count_subsamples`` > 0 adds the dominant count on that many random 80% subsamples of the points
     (:func:`deepgeom.functional.spectrum.dominant_count_subsamples`, seeded by ``seed``): columns
@@ -215,7 +223,16 @@ def checkpoint_spectrum(
             row.update(nc1=nan, nc2=nan, nc3=nan, nc4=nan, nc_error=str(exc))
     else:
         y = t[:, None] if t.ndim == 1 else t
-        row["mse"] = float(((out - y) ** 2).sum(1).mean()) if out is not None and out.shape == y.shape else nan
+        fits = out is not None and out.shape == y.shape
+        row["mse"] = float(((out - y) ** 2).sum(1).mean()) if fits else nan
+        # R² over all outputs: 1 − SSE / total variance of the targets
+        ss = float(((y - y.mean(0)) ** 2).sum())
+        row["r2"] = 1.0 - float(((out - y) ** 2).sum()) / ss if fits and ss > 0 else nan
+        # the MF call for m target functions: a gap at m + 1 modes (the constant plus the m targets, as
+        # C classes give the constant plus C − 1 directions), once the fit explains half the variance
+        m = y.shape[1]
+        learned = bool(np.isfinite(row["r2"]) and row["r2"] >= 0.5)
+        row["regime"] = regime(dc, m + 1) if learned else "EF"
     return sp, row
 
 

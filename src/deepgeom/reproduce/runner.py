@@ -8,6 +8,7 @@ thread each, so the arithmetic does not depend on the worker count). Layout of `
 
     <paper>/<study>/          each study's directory (runs/, tables/, study.json)
     <paper>/transformer/      the transformer step's table (tables/transformer_id.parquet)
+    <paper>/regression/       the regression step's tables (tables/regression.parquet; nam2024)
     <paper>/claims.csv|parquet the paper's claims with measured values, intervals and verdicts
     <paper>/figures/          the reproduction's figures (PNG + SVG)
     <paper>/reproduction.json what ran: mode, wall time, machine, versions, study directories
@@ -56,8 +57,9 @@ def load_spec(paper: str, *, quick: bool = False) -> dict[str, Any]:
     if quick:
         q = spec.get("quick") or {}
         spec["studies"] = {**spec["studies"], **q.get("studies", {})}
-        if "transformer" in spec:
-            spec["transformer"] = {**spec["transformer"], **q.get("transformer", {})}
+        for step in ("transformer", "regression"):
+            if step in spec:
+                spec[step] = {**spec[step], **q.get(step, {})}
     return spec
 
 
@@ -92,6 +94,17 @@ def _run_transformer(settings: dict, out_dir: str, threads: int) -> dict:
     return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": []}
 
 
+def _run_regression(settings: dict, out_dir: str, threads: int) -> dict:
+    import torch
+
+    from .regression import regression_study
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    regression_study(out_dir, **settings)
+    return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": []}
+
+
 def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, workers: int = 2,
               progress: bool = True, figures: bool = True) -> pd.DataFrame:
     """Reproduce ``paper`` (one of :func:`papers`, or ``"all"``) into ``out_dir`` and return its claims table.
@@ -123,6 +136,9 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         if "transformer" in spec:
             tasks.append(("transformer", _run_transformer, (dict(spec["transformer"]), str(pdir / "transformer"),
                                                             threads)))
+        if "regression" in spec:
+            tasks.append(("regression", _run_regression, (dict(spec["regression"]), str(pdir / "regression"),
+                                                          threads)))
         t0 = time.perf_counter()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         results: dict[str, dict] = {}
@@ -141,8 +157,9 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         bar.close()
         wall = time.perf_counter() - t0
         dirs = {name: pdir / name for name in spec["studies"]}
-        if "transformer" in spec:
-            dirs["transformer"] = pdir / "transformer"
+        for step in ("transformer", "regression"):
+            if step in spec:
+                dirs[step] = pdir / step
         tables = Tables({k: v for k, v in dirs.items() if v.exists()})
         claims = evaluate_claims(spec["claims_parsed"], tables)
         write_table(claims, pdir / "claims")
