@@ -62,7 +62,12 @@ def test_regression_step_and_figures(quick_run):
 
 def test_a_rerun_resumes_without_recomputing(quick_run):
     before = (quick_run / "nam2024" / "regression" / "tables" / "regression.parquet").stat().st_mtime_ns
+    meta = json.loads((quick_run / "nam2024" / "reproduction.json").read_text())
     assert main(["reproduce", "nam2024", "--out", str(quick_run), "--quick", "--quiet"]) == 0
     again = json.loads((quick_run / "nam2024" / "mf_ce" / "study.json").read_text())
     assert {u["status"] for u in again["units"]} == {"skipped"}
     assert (quick_run / "nam2024" / "regression" / "tables" / "regression.parquet").stat().st_mtime_ns == before
+    # a pure resume keeps the timing of the run that computed the results, and records itself beside it
+    after = json.loads((quick_run / "nam2024" / "reproduction.json").read_text())
+    assert (after["started"], after["wall_seconds"]) == (meta["started"], meta["wall_seconds"])
+    assert "resumed" in after

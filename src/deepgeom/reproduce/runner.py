@@ -101,8 +101,11 @@ def _run_regression(settings: dict, out_dir: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
+    table = Path(out_dir) / "tables" / "regression.parquet"
+    before = table.stat().st_mtime_ns if table.is_file() else None
     regression_study(out_dir, **settings)
-    return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": []}
+    computed = int(before is None or table.stat().st_mtime_ns != before)
+    return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": [], "computed": computed}
 
 
 def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, workers: int = 2,
@@ -168,7 +171,14 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
                 "cpu": _cpu_model(), "cpus": os.cpu_count(), "steps": results,
                 "command": f"deepgeom reproduce {p} --out {out}{' --quick' if quick else ''}",
                 "versions": _versions()}
-        (pdir / "reproduction.json").write_text(json.dumps(meta, indent=2, default=str))
+        meta_path = pdir / "reproduction.json"
+        previous = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+        if previous and previous.get("quick") == quick and not any(
+                r.get("computed", 1) or r.get("failed") for r in results.values()):
+            # a pure resume (e.g. a rerun for --markdown) recomputed nothing: the timing that describes the
+            # results is the run that computed them, so keep it and record the resume beside it
+            meta = {**previous, "resumed": started}
+        meta_path.write_text(json.dumps(meta, indent=2, default=str))
         if figures:
             from .figures import draw_figures
 
