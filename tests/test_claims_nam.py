@@ -83,6 +83,20 @@ def test_spectral_only_uses_the_gap_and_the_band_not_the_accuracy(tmp_path):
     assert _eval(t, "regime_share", {"epoch": 0}).measured == 0.0
 
 
+def test_the_same_network_in_two_studies_counts_once(tmp_path):
+    # an untrained net analysed in a CE and an MSE study has a bit-identical spectrum: one unit, not two
+    fp = {"top_eigenvalue": 3.5, "effective_dim": 20.1, "gap_decades": 0.1, "n_samples": 100}
+    ce = pd.concat([_run(f"c{s}", s, [0], [30 + s], ["EF"], "effective_dim", accuracy=[0.1],
+                         **{**fp, "top_eigenvalue": 3.5 + s}) for s in range(3)])
+    mse = ce.assign(run=lambda d: "m" + d["run"].str[1:])
+    other = _run("o", 9, [0], [30], ["EF"], "effective_dim", accuracy=[0.1], **{**fp, "top_eigenvalue": 7.0})
+    t = Tables({"ce": _write(tmp_path, "ce", {"spectra": ce}), "mse": _write(tmp_path, "mse", {"spectra": mse}),
+                "o": _write(tmp_path, "o", {"spectra": other})})
+    r = _eval(t, "regime_share", {"study": ["ce", "mse", "o"], "epoch": 0, "spectral_only": True}, "<", 0.2)
+    assert r.n == 4 and "3 rows with a spectrum identical" in r.note
+    assert r.ci_high == pytest.approx(1 - 0.025 ** (1 / 4), rel=1e-9)
+
+
 def test_count_deviation_and_blocking(tmp_path):
     ep = [0, 10]
     runs = [_run("r0", 0, ep, [40, 10], ["EF", "MF"]), _run("r1", 1, ep, [40, 11], ["EF", "MF"]),

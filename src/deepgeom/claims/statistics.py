@@ -369,12 +369,27 @@ def _gap_mf(d: pd.DataFrame, expected: int | None) -> pd.Series:
     return d["rule"].isin(["gap", "rank"]) & ((d["dominant"] - exp).abs() <= tol)
 
 
+_FINGERPRINT = ("top_eigenvalue", "effective_dim", "gap_decades", "dominant", "n_samples")
+
+
+def _distinct_networks(d: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Drop rows whose spectrum is bit-identical to another row's: the same untrained network analysed in
+    two studies (same seed and architecture, e.g. a cross-entropy and an MSE study at epoch 0, or true and
+    shuffled labels on the same inputs) is one unit, not two. Only when the table has the fingerprint
+    columns ``top_eigenvalue, effective_dim, gap_decades, dominant, n_samples``."""
+    if not all(c in d.columns for c in _FINGERPRINT):
+        return d, 0
+    keep = d.drop_duplicates(subset=list(_FINGERPRINT))
+    return keep, int(len(d) - len(keep))
+
+
 @register_statistic("regime_share")
 def regime_share(tables: Tables, *, study: Any = None, where: Mapping | None = None, epoch: Any = "last",
                  table: str = "spectra", spectral_only: bool = False, expected: int | None = None,
                  min_train_acc: float | None = None) -> Estimate:
     """Share of runs whose regime at ``epoch`` (default each run's final checkpoint) is ``MF``, with its
-    Clopper–Pearson 95% interval over runs (runs are the independent units).
+    Clopper–Pearson 95% interval over runs (runs are the independent units; the same network appearing in
+    two studies counts once, see :func:`_distinct_networks`).
 
     ``spectral_only`` judges the spectral part of the call alone — a gap- or rank-decided dominant count
     within max(1, round(0.2 C)) of C — without the accuracy condition, to ask whether the gap rule by
@@ -382,6 +397,7 @@ def regime_share(tables: Tables, *, study: Any = None, where: Mapping | None = N
     any run's ``accuracy`` (on the labels it was trained on) is below it at that epoch.
     """
     d = _unit_at(_stacked(tables, study, where, table), epoch)
+    d, n_dup = _distinct_networks(d)
     mf = _gap_mf(d, expected) if spectral_only else (d["regime"] == "MF")
     p, lo, hi, n = proportion_interval(int(mf.sum()), int(len(mf)))
     acc_col = "accuracy" if "accuracy" in d.columns else "r2"
@@ -393,6 +409,8 @@ def regime_share(tables: Tables, *, study: Any = None, where: Mapping | None = N
             f"dominant counts {counts}; {acc_col} {d[acc_col].min():.3f}–{d[acc_col].max():.3f}")
     if "test_acc" in d.columns and d["test_acc"].notna().any():
         note += f"; test acc {d['test_acc'].min():.3f}–{d['test_acc'].max():.3f}"
+    if n_dup:
+        note += f"; {n_dup} rows with a spectrum identical to another run's dropped (the same network twice)"
     return Estimate(p, lo, hi, n, note=note + "; Clopper–Pearson interval over runs", blocked=blocked)
 
 
