@@ -366,7 +366,7 @@ def spectra_through_training(
         pi_outputs_top_k, k90_/k99_targets, k90_/k99_outputs, effective_rank, participation_ratio, alpha,
         richness, basis_overlap`` (with the previous checkpoint) and, for classification, ``n_classes,
         regime, accuracy, nc1, nc2, nc2_equinorm, nc2_equiangular, nc3, nc4`` (plus ``test_acc`` from a run's
-        history), for regression ``mse``.
+        history), for regression ``mse``, ``r2``, ``regime``; ``kernel_class_distance`` beside the NC metrics.
     """
     items, source = _checkpoint_list(checkpoints, build)
     meta: dict[str, Any] = {}
