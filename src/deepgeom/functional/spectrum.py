@@ -487,9 +487,8 @@ def regime(
         c, gap_ok, cen = count, True, bool(centered)
     c = check_positive_int(c, "count", minimum=0)
     n_classes = check_positive_int(n_classes, "n_classes", minimum=2)
-    tol = max(1, int(round(0.2 * n_classes))) if tolerance is None else tolerance
-    if isinstance(tol, bool) or not isinstance(tol, (int, np.integer)) or tol < 0:
-        raise InputError(f"tolerance must be an integer >= 0; got {tolerance!r}")
+    tol = max(1, int(round(0.2 * n_classes))) if tolerance is None else check_positive_int(
+        tolerance, "tolerance", minimum=0)
     expected = n_classes - 1 if cen else n_classes
     learned = True
     if accuracy is not None:
