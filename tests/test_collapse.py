@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from deepgeom.errors import InputError
 from deepgeom.functional.collapse import (
+    class_kernel_distance,
     class_means,
     effective_rank,
     neural_collapse,
@@ -174,6 +175,37 @@ def test_richness(rng):
     assert 0.3 < r < 1.0
     with pytest.raises(InputError, match="constant"):
         richness(H, np.ones((40, 2)))
+
+
+def brute_class_distance(H, y):
+    """1 - CKA(HH^T, P) by the textbook formula, P the projection onto [1, onehot(y)], dense N x N."""
+    n = len(y)
+    A = np.hstack([np.ones((n, 1)), np.eye(y.max() + 1)[y]])
+    P = A @ np.linalg.pinv(A)
+    J = np.eye(n) - 1.0 / n
+    K, L = J @ H @ H.T @ J, J @ P @ J
+    return 1 - (K * L).sum() / np.sqrt((K * K).sum() * (L * L).sum())
+
+
+def test_class_kernel_distance(rng):
+    # terminal collapse (features at the ETF class means): the kernel is block-constant, distance 0
+    H, y, _ = etf_setup(rng, C=4, per=10, p=12, offset=3.0)
+    assert class_kernel_distance(H, y) == pytest.approx(0.0, abs=1e-10)
+    # with within-class spread: equals the dense N x N formula (1e-10: float64, well conditioned)
+    dists = []
+    for spread in (0.3, 1.0, 3.0):
+        Hs, ys, _ = etf_setup(np.random.default_rng(5), C=4, per=10, p=12, spread=spread)
+        d = class_kernel_distance(Hs, ys)
+        assert d == pytest.approx(brute_class_distance(Hs, ys), abs=1e-10)
+        dists.append(d)
+    assert dists[0] < dists[1] < dists[2]  # more within-class spread, farther from block-constant
+    # invariant to renaming the classes and to rotating the features
+    perm = np.array([2, 0, 3, 1])
+    Q = orthonormal(rng, 12, 12)
+    Hs, ys, _ = etf_setup(np.random.default_rng(6), C=4, per=10, p=12, spread=1.0)
+    assert class_kernel_distance(Hs @ Q, perm[ys]) == pytest.approx(class_kernel_distance(Hs, ys), abs=1e-10)
+    with pytest.raises(InputError):
+        class_kernel_distance(H, np.zeros(40, dtype=int))
 
 
 def test_errors(rng):

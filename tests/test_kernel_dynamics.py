@@ -27,6 +27,7 @@ from deepgeom.analysis.kernel_dynamics import (
 from deepgeom.cli import main
 from deepgeom.data import load
 from deepgeom.errors import InputError
+from deepgeom.functional.spectrum import regime
 from deepgeom.models import from_config
 from deepgeom.train import TrainConfig, train
 
@@ -124,7 +125,16 @@ def test_regression_target_captured_by_top_eigenfunctions(digits):
     # measured: Π*(3) = 0.51 at init → 0.97 after 20 epochs, MSE 0.59 → 0.003
     assert s.loc[0, "pi_targets_top_k"] < 0.7 and s.loc[20, "pi_targets_top_k"] > 0.9
     assert s.loc[20, "mse"] < 0.05 * s.loc[0, "mse"]
-    assert "nc1" not in s.columns and "regime" not in s.columns
+    assert "nc1" not in s.columns
+    # R² = 1 − SSE / SS_tot with SSE = n · mse (mse sums over the outputs, averages over the points)
+    Y = y.numpy().astype(np.float64)
+    ss_tot = ((Y - Y.mean(0)) ** 2).sum()
+    # (1e-6: the targets are float32, so the two sums round differently in the 8th digit)
+    np.testing.assert_allclose(s["r2"], 1 - len(Y) * s["mse"] / ss_tot, rtol=1e-6)
+    # the regime call for m = 2 targets: against m + 1 = 3 modes, and never MF before the fit (R² < 0.5)
+    assert s.loc[0, "r2"] < 0.5 and s.loc[0, "regime"] == "EF"
+    expect = regime(int(s.loc[20, "dominant"]), 3) == "MF" and s.loc[20, "rule"] in ("gap", "rank")
+    assert s.loc[20, "regime"] == ("MF" if expect else "EF")
 
 
 def test_subspace_overlap():

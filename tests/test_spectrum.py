@@ -18,6 +18,7 @@ from deepgeom.functional.spectrum import (
     Spectrum,
     alignment_curve,
     dominant_count,
+    dominant_count_subsamples,
     effective_dimension,
     feature_spectrum,
     regime,
@@ -210,11 +211,87 @@ def test_effective_dimension_closed_forms():
 
 
 def test_regime_rule():
-    assert regime(10, 10) == "MF" and regime(12, 10) == "MF" and regime(13, 10) == "EF"
-    assert regime(3, 10) == "MF"
+    # the count must sit at C (uncentred) within the tolerance max(1, round(0.2 C)) = 2 for C = 10
+    assert regime(10, 10) == "MF" and regime(12, 10) == "MF" and regime(8, 10) == "MF"
+    assert regime(13, 10) == "EF" and regime(7, 10) == "EF"
+    # few modes is an unlearned kernel, not a minimal one (the MLP at epoch 1 once counted 2 -> "MF")
+    assert regime(2, 10) == "EF" and regime(3, 10) == "EF" and regime(4, 10) == "EF"
+    assert regime(9, 10, centered=True, tolerance=0) == "MF" and regime(10, 10, centered=True, tolerance=0) == "EF"
     assert regime(4, 3, tolerance=0) == "EF"
     with pytest.raises(InputError):
         regime(5, 1)
+    with pytest.raises(InputError):
+        regime(5, 3, tolerance=-1)
+    with pytest.raises(InputError):
+        regime(5, 3, accuracy=1.5)
+
+
+def test_regime_needs_learned_classes():
+    # accuracy must reach halfway from chance to perfect: 0.1 + 0.45 = 0.55 for C = 10
+    assert regime(10, 10, accuracy=0.55) == "MF"
+    assert regime(10, 10, accuracy=0.54) == "EF"
+    assert regime(10, 10, accuracy=0.1) == "EF"  # at chance: never MF, whatever the count
+    assert regime(3, 3, accuracy=0.9, min_accuracy=0.95) == "EF"
+
+
+def planted(rng, n, rho):
+    """Φ (n x len(rho)) whose uncentred kernel has exactly the eigenvalues rho."""
+    d = len(rho)
+    return np.sqrt(n) * orthonormal(rng, n, d) @ np.diag(np.sqrt(rho)) @ orthonormal(rng, d, d).T
+
+
+@pytest.mark.parametrize("C", [3, 10])
+def test_planted_c_separated_modes_are_mf(rng, C):
+    # C modes 1.0 .. 0.5 then a noise floor 1.5 decades lower: the gap is at k = C
+    rho = np.r_[np.linspace(1.0, 0.5, C), 0.015 * np.linspace(1.0, 0.5, 60)]
+    dc = dominant_count(feature_spectrum(planted(rng, 300, rho)))
+    assert (dc.count, dc.rule) == (C, "gap")
+    assert dc.gap_decades == pytest.approx(np.log10(0.5 / 0.015), rel=1e-8)
+    assert regime(dc, C) == "MF" and regime(dc, C, accuracy=1.0) == "MF"
+    assert regime(dc, C, accuracy=1.0 / C) == "EF"  # the same spectrum at chance accuracy
+
+
+def test_planted_power_law_is_never_mf_even_with_count_at_c(rng):
+    # ρ_k = k^-1: the effective dimension of the tail can land near C, but there is no gap
+    rho = np.arange(1, 151, dtype=float) ** -1.0
+    dc = dominant_count(feature_spectrum(planted(rng, 300, rho)))
+    assert dc.rule == "effective_dim"
+    assert regime(dc, dc.count, accuracy=1.0) == "EF"  # even when C equals the count
+
+
+def test_planted_near_collapse_is_mf(rng):
+    # near-collapse: C class modes with a within-class floor 5 decades down (not exactly rank C)
+    C = 5
+    rho = np.r_[2.0, np.full(C - 1, 0.4), np.full(40, 4e-6)]
+    dc = dominant_count(feature_spectrum(planted(rng, 200, rho)))
+    assert (dc.count, dc.rule) == (C, "gap")
+    assert regime(dc, C, accuracy=1.0) == "MF"
+
+
+def test_untrained_random_relu_net_is_not_mf():
+    # a random ReLU MLP's penultimate features on random inputs: kernel without a class block
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 20, generator=g)
+    h = torch.relu(x @ torch.randn(20, 256, generator=g) / 20**0.5)
+    h = torch.relu(h @ torch.randn(256, 128, generator=g) * (2 / 256) ** 0.5)
+    y = torch.randint(0, 10, (400,), generator=g)
+    dc = dominant_count(feature_spectrum(h.double(), targets=y))
+    assert dc.rule != "gap"
+    assert regime(dc, 10) == "EF" and regime(dc, 10, accuracy=0.1) == "EF"
+
+
+def test_count_subsamples_are_stable_on_a_real_gap_and_reproducible(rng):
+    C = 4
+    rho = np.r_[np.linspace(1.0, 0.5, C), 0.01 * np.linspace(1.0, 0.5, 30)]
+    Phi = planted(rng, 400, rho)
+    subs = dominant_count_subsamples(Phi, replicates=5, fraction=0.75, seed=3)
+    assert [d.count for d in subs] == [C] * 5 and {d.rule for d in subs} == {"gap"}
+    again = dominant_count_subsamples(Phi, replicates=5, fraction=0.75, seed=3)
+    assert [d.gap_decades for d in subs] == [d.gap_decades for d in again]
+    with pytest.raises(InputError):
+        dominant_count_subsamples(Phi, fraction=0.0)
+    with pytest.raises(InputError):
+        dominant_count_subsamples(Phi, replicates=0)
 
 
 def test_torch_and_numpy_inputs_agree(rng):

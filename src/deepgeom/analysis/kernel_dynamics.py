@@ -34,13 +34,20 @@ from .._results import ResultMixin
 from ..errors import InputError
 from ..functional import matrix
 from ..functional.collapse import (
+    class_kernel_distance,
     effective_rank,
     neural_collapse,
     participation_ratio,
     power_law_alpha,
     richness,
 )
-from ..functional.spectrum import Spectrum, dominant_count, feature_spectrum, regime
+from ..functional.spectrum import (
+    Spectrum,
+    dominant_count,
+    dominant_count_subsamples,
+    feature_spectrum,
+    regime,
+)
 
 __all__ = ["SpectraThroughTraining", "spectra_through_training", "checkpoint_spectrum", "feature_report",
            "subspace_overlap"]
@@ -128,12 +135,20 @@ def checkpoint_spectrum(
     k_max_count: int = 64,
     min_gap_decades: float = 0.25,
     min_slope_ratio: float = 3.0,
+    count_subsamples: int = 0,
+    seed: int = 0,
 ) -> tuple[Spectrum, dict[str, Any]]:
     """Spectrum and the summary row for one checkpoint's features Φ, outputs and targets.
 
     Classification when ``targets`` are integer labels (NC metrics, regime, accuracy), regression when
-    they are floats (Π of the target at ``k_top``, mean squared error). ``outputs`` may be None: then
+    they are floats (Π of the target at ``k_top``, mean squared error, R², and the regime: MF when
+    :func:`~deepgeom.functional.spectrum.regime` calls the count MF against m + 1 modes for m target
+    functions and R² ≥ 0.5). ``outputs`` may be None: then
     they are ``Φ Wᵀ + b`` when ``weights`` are given, else the output columns are left out.
+    ``count_subsamples`` > 0 adds the dominant count on that many random 80% subsamples of the points
+    (:func:`deepgeom.functional.spectrum.dominant_count_subsamples`, seeded by ``seed``): columns
+    ``dominant_sub_min``, ``dominant_sub_median``, ``dominant_sub_max``, and for classification
+    ``mf_sub_fraction`` (share of subsamples whose count alone would be called MF at this accuracy).
     Returns ``(spectrum, row)``.
     """
     t = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
@@ -180,10 +195,25 @@ def checkpoint_spectrum(
             row["richness"] = richness(features, out)
         except InputError:
             pass
+    subs = None
+    if count_subsamples:
+        subs = dominant_count_subsamples(features, replicates=count_subsamples, seed=seed, center=center,
+                                         k_max=k_max_count, min_gap_decades=min_gap_decades,
+                                         min_slope_ratio=min_slope_ratio)
+        sc = np.array([d.count for d in subs])
+        row.update(dominant_sub_min=int(sc.min()), dominant_sub_median=float(np.median(sc)),
+                   dominant_sub_max=int(sc.max()))
     if classification:
         row["n_classes"] = C
-        row["regime"] = regime(dc, C) if C and C >= 2 else None
         row["accuracy"] = float(np.mean(out.argmax(1) == t)) if out is not None and out.shape[1] == C else nan
+        acc = row["accuracy"] if np.isfinite(row["accuracy"]) else None
+        row["regime"] = regime(dc, C, accuracy=acc) if C and C >= 2 else None
+        if subs is not None and C and C >= 2:
+            row["mf_sub_fraction"] = float(np.mean([regime(d, C, accuracy=acc) == "MF" for d in subs]))
+        try:
+            row["kernel_class_distance"] = class_kernel_distance(features, t, n_classes=C)
+        except InputError:
+            row["kernel_class_distance"] = nan
         try:
             preds = out.argmax(1) if (weights is None and out is not None and out.shape[1] == C) else None
             nc = neural_collapse(features, t, weights=weights, bias=bias, predictions=preds, n_classes=C)
@@ -193,7 +223,16 @@ def checkpoint_spectrum(
             row.update(nc1=nan, nc2=nan, nc3=nan, nc4=nan, nc_error=str(exc))
     else:
         y = t[:, None] if t.ndim == 1 else t
-        row["mse"] = float(((out - y) ** 2).sum(1).mean()) if out is not None and out.shape == y.shape else nan
+        fits = out is not None and out.shape == y.shape
+        row["mse"] = float(((out - y) ** 2).sum(1).mean()) if fits else nan
+        # R² over all outputs: 1 − SSE / total variance of the targets
+        ss = float(((y - y.mean(0)) ** 2).sum())
+        row["r2"] = 1.0 - float(((out - y) ** 2).sum()) / ss if fits and ss > 0 else nan
+        # the MF call for m target functions: a gap at m + 1 modes (the constant plus the m targets, as
+        # C classes give the constant plus C − 1 directions), once the fit explains half the variance
+        m = y.shape[1]
+        learned = bool(np.isfinite(row["r2"]) and row["r2"] >= 0.5)
+        row["regime"] = regime(dc, m + 1) if learned else "EF"
     return sp, row
 
 
@@ -293,6 +332,7 @@ def spectra_through_training(
     min_gap_decades: float = 0.25,
     min_slope_ratio: float = 3.0,
     keep_eigenvalues: int = 200,
+    count_subsamples: int = 0,
     max_points: int | None = None,
     seed: int = 0,
     batch_size: int = 512,
@@ -315,6 +355,8 @@ def spectra_through_training(
         k_top: k for the eigenbasis overlap and the ``pi_*_top_k`` columns (default C; regression m+1).
         k_max_count, min_gap_decades, min_slope_ratio: passed to :func:`deepgeom.functional.spectrum.dominant_count`.
         keep_eigenvalues: eigenvalues per epoch kept in the tidy table.
+        count_subsamples: dominant count on this many random 80% subsamples per checkpoint (its spread;
+            see :func:`checkpoint_spectrum`); 0 = off.
         max_points: analyse a seeded random subset of this many training points (None: all).
         seed: seed of that subset. batch_size, device: for the forward passes.
 
@@ -324,7 +366,7 @@ def spectra_through_training(
         pi_outputs_top_k, k90_/k99_targets, k90_/k99_outputs, effective_rank, participation_ratio, alpha,
         richness, basis_overlap`` (with the previous checkpoint) and, for classification, ``n_classes,
         regime, accuracy, nc1, nc2, nc2_equinorm, nc2_equiangular, nc3, nc4`` (plus ``test_acc`` from a run's
-        history), for regression ``mse``.
+        history), for regression ``mse``, ``r2``, ``regime``; ``kernel_class_distance`` beside the NC metrics.
     """
     items, source = _checkpoint_list(checkpoints, build)
     meta: dict[str, Any] = {}
@@ -364,7 +406,8 @@ def spectra_through_training(
             b = None if head.bias is None else head.bias.detach().cpu().double().numpy()
         sp, row = checkpoint_spectrum(Phi, out, y_np, weights=W, bias=b, center=center, n_classes=n_classes,
                                       k_top=k_top, k_max_count=k_max_count, min_gap_decades=min_gap_decades,
-                                      min_slope_ratio=min_slope_ratio)
+                                      min_slope_ratio=min_slope_ratio, count_subsamples=count_subsamples,
+                                      seed=seed)
         k_used = int(k_top or (n_classes if classification else (y_np.shape[1] if y_np.ndim == 2 else 1) + 1))
         row["basis_overlap"] = subspace_overlap(prev_E, sp.eigenfunctions, k_used) if prev_E is not None else float("nan")
         prev_E = sp.eigenfunctions

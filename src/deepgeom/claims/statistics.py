@@ -308,3 +308,210 @@ def nc1_ratio(tables: Tables, *, study: str | None = None, where: Mapping | None
     vals = {run: float(d.sort_values("epoch")["nc1"].iloc[-1] / d.sort_values("epoch")["nc1"].iloc[0])
             for run, d in df.groupby("run", sort=False)}
     return _summary(pd.Series(vals, dtype=float), "runs")
+
+
+# ------------------------------------------------------------------------------------- Nam et al. 2024
+# These read the ``spectra`` table of ``spectrum_through_training`` (one row per run and checkpoint:
+# ``dominant``, ``rule``, ``regime``, ``accuracy`` on the analysed training points, ``test_acc``, NC1–NC4,
+# ``kernel_class_distance``, ``richness``), or a table of the same shape (``table=``, e.g. the regression
+# step's ``regression``). ``study`` may be a list: the tables of those studies are stacked (a sweep whose
+# settings live in separate studies, such as learning rates), with a ``study`` column added.
+def _stacked(tables: Tables, study: Any, where: Mapping | None, table: str = "spectra") -> pd.DataFrame:
+    names = list(study) if isinstance(study, (list, tuple)) else [study]
+    frames = []
+    for s in names:
+        df = tables.get(table, s)
+        df["study"] = s if s is not None else ""
+        frames.append(df)
+    df = _where(pd.concat(frames, ignore_index=True), where)
+    if df.empty:
+        raise InputError(f"no rows in {table!r} of {names} for where={dict(where or {})}")
+    df["unit"] = df["study"].astype(str) + ":" + df["run"].astype(str)
+    return df
+
+
+def _unit_at(df: pd.DataFrame, epoch: Any) -> pd.DataFrame:
+    """One row per run at ``epoch`` (``"last"``: each run's final checkpoint; an int: that epoch)."""
+    if epoch == "last":
+        return df.sort_values("epoch").groupby("unit", sort=False).tail(1).set_index("unit")
+    d = df[df["epoch"] == int(epoch)]
+    if d.empty:
+        raise InputError(f"no checkpoint at epoch {epoch!r} (epochs: {sorted(df['epoch'].unique())})")
+    return d.drop_duplicates("unit").set_index("unit")
+
+
+def proportion_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, float, float, int]:
+    """Share k/n with its Clopper–Pearson (exact binomial) interval: ``(k/n, low, high, n)``; NaN for n = 0."""
+    from scipy import stats
+
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    a = (1 - level) / 2
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a, k + 1, n - k))
+    return k / n, lo, hi, n
+
+
+def _expected_count(d: pd.DataFrame, expected: int | None) -> pd.Series:
+    if expected is not None:
+        return pd.Series(int(expected), index=d.index)
+    if "n_classes" not in d.columns:
+        raise InputError("this table has no n_classes column; give expected= (the count MF means)")
+    centred = d["centered"].astype(bool) if "centered" in d.columns else False
+    return d["n_classes"].astype(int) - centred.astype(int)
+
+
+def _gap_mf(d: pd.DataFrame, expected: int | None) -> pd.Series:
+    """The regime call's spectral part alone (:func:`deepgeom.functional.spectrum.regime` without the
+    accuracy condition): a gap- or rank-decided count within max(1, round(0.2 C)) of C."""
+    exp = _expected_count(d, expected)
+    tol = np.maximum(1, np.round(0.2 * exp)).astype(int)
+    return d["rule"].isin(["gap", "rank"]) & ((d["dominant"] - exp).abs() <= tol)
+
+
+_FINGERPRINT = ("top_eigenvalue", "effective_dim", "gap_decades", "dominant", "n_samples")
+
+
+def _distinct_networks(d: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Drop rows whose spectrum is bit-identical to another row's: the same untrained network analysed in
+    two studies (same seed and architecture, e.g. a cross-entropy and an MSE study at epoch 0, or true and
+    shuffled labels on the same inputs) is one unit, not two. Only when the table has the fingerprint
+    columns ``top_eigenvalue, effective_dim, gap_decades, dominant, n_samples``."""
+    if not all(c in d.columns for c in _FINGERPRINT):
+        return d, 0
+    keep = d.drop_duplicates(subset=list(_FINGERPRINT))
+    return keep, int(len(d) - len(keep))
+
+
+@register_statistic("regime_share")
+def regime_share(tables: Tables, *, study: Any = None, where: Mapping | None = None, epoch: Any = "last",
+                 table: str = "spectra", spectral_only: bool = False, expected: int | None = None,
+                 min_train_acc: float | None = None) -> Estimate:
+    """Share of runs whose regime at ``epoch`` (default each run's final checkpoint) is ``MF``, with its
+    Clopper–Pearson 95% interval over runs (runs are the independent units; the same network appearing in
+    two studies counts once, see :func:`_distinct_networks`).
+
+    ``spectral_only`` judges the spectral part of the call alone — a gap- or rank-decided dominant count
+    within max(1, round(0.2 C)) of C — without the accuracy condition, to ask whether the gap rule by
+    itself would be fooled (e.g. by untrained nets at epoch 0). ``min_train_acc`` blocks the verdict when
+    any run's ``accuracy`` (on the labels it was trained on) is below it at that epoch.
+    """
+    d = _unit_at(_stacked(tables, study, where, table), epoch)
+    d, n_dup = _distinct_networks(d)
+    mf = _gap_mf(d, expected) if spectral_only else (d["regime"] == "MF")
+    p, lo, hi, n = proportion_interval(int(mf.sum()), int(len(mf)))
+    acc_col = "accuracy" if "accuracy" in d.columns else "r2"
+    blocked = ""
+    if min_train_acc is not None and (d[acc_col] < min_train_acc).any():
+        blocked = f"{int((d[acc_col] < min_train_acc).sum())} runs below {acc_col} {min_train_acc:g}"
+    counts = ", ".join(str(int(c)) for c in d["dominant"])
+    note = (f"{int(mf.sum())} of {n} runs MF ({'spectral part only' if spectral_only else 'full call'}); "
+            f"dominant counts {counts}; {acc_col} {d[acc_col].min():.3f}–{d[acc_col].max():.3f}")
+    if "test_acc" in d.columns and d["test_acc"].notna().any():
+        note += f"; test acc {d['test_acc'].min():.3f}–{d['test_acc'].max():.3f}"
+    if n_dup:
+        note += f"; {n_dup} rows with a spectrum identical to another run's dropped (the same network twice)"
+    return Estimate(p, lo, hi, n, note=note + "; Clopper–Pearson interval over runs", blocked=blocked)
+
+
+@register_statistic("count_deviation")
+def count_deviation(tables: Tables, *, study: Any = None, where: Mapping | None = None, epoch: Any = "last",
+                    table: str = "spectra", expected: int | None = None,
+                    min_train_acc: float | None = None) -> Estimate:
+    """Per run: |dominant count − C_exp| at ``epoch``, C_exp = C for an uncentred kernel (C − 1 centred;
+    or ``expected``); mean and t-interval over runs. 0: the count sits exactly at the number of classes.
+    ``min_train_acc`` blocks the verdict when any run's ``accuracy`` is below it at that epoch."""
+    d = _unit_at(_stacked(tables, study, where, table), epoch)
+    dev = (d["dominant"] - _expected_count(d, expected)).abs().astype(float)
+    note = ("counts " + ", ".join(f"{int(c)}" for c in d["dominant"]) + "; rules " + ", ".join(sorted(set(d["rule"])))
+            + "; regimes " + ", ".join(str(r) for r in d["regime"]))
+    for col in ("accuracy", "test_acc"):
+        if col in d.columns and d[col].notna().any():
+            note += f"; {col} {d[col].min():.3f}–{d[col].max():.3f}"
+    blocked = ""
+    if min_train_acc is not None and (d["accuracy"] < min_train_acc).any():
+        blocked = f"{int((d['accuracy'] < min_train_acc).sum())} runs below training accuracy {min_train_acc:g}"
+    return _summary(dev, "runs", note, blocked)
+
+
+@register_statistic("mf_entry_epoch")
+def mf_entry_epoch(tables: Tables, *, study: Any = None, where: Mapping | None = None,
+                   table: str = "spectra") -> Estimate:
+    """Per run: the first checkpoint epoch from which the regime is ``MF`` at every later checkpoint, as
+    a fraction of the run's final epoch (0: MF from the start, 1: only at the end). A run not MF at its
+    final checkpoint is censored at 1 — the latest possible entry, so it can only push the mean up — and
+    counted in the note. Mean and t-interval over runs."""
+    df = _stacked(tables, study, where, table)
+    vals, never, entries = {}, 0, []
+    for unit, d in df.groupby("unit", sort=False):
+        d = d.sort_values("epoch")
+        mf = (d["regime"] == "MF").to_numpy()
+        ep = d["epoch"].to_numpy()
+        if not mf[-1]:
+            vals[unit], never = 1.0, never + 1
+            entries.append("never")
+            continue
+        j = len(mf) - 1
+        while j > 0 and mf[j - 1]:
+            j -= 1
+        vals[unit] = float(ep[j]) / float(ep[-1]) if ep[-1] > 0 else 0.0
+        entries.append(f"{ep[j]:g}")
+    s = pd.Series(vals, dtype=float)
+    return _summary(s, "runs", f"entry epochs {', '.join(entries)}; {never} runs not MF at the end "
+                               f"(censored at 1)")
+
+
+@register_statistic("accuracy_gap_by_regime")
+def accuracy_gap_by_regime(tables: Tables, *, study: Any = None, where: Mapping | None = None,
+                           accuracy: str = "test_acc", table: str = "spectra") -> Estimate:
+    """Per seed, over the runs of a sweep (e.g. one study per learning rate): mean final ``accuracy`` of
+    the runs whose final regime is MF minus that of the runs called EF; mean and t-interval over seeds.
+    Seeds without both an MF and an EF run are left out (the note says how many); blocked if fewer than
+    two seeds remain. The note also gives each seed's best run and its regime."""
+    d = _unit_at(_stacked(tables, study, where, table), "last")
+    diffs, best = {}, []
+    for seed, g in d.groupby("seed"):
+        best_row = g.loc[g[accuracy].idxmax()]
+        best.append(f"seed {seed}: best {accuracy} {best_row[accuracy]:.3f} in {best_row['study']} ({best_row['regime']})")
+        mf, ef = g[g["regime"] == "MF"][accuracy], g[g["regime"] != "MF"][accuracy]
+        if len(mf) and len(ef):
+            diffs[seed] = float(mf.mean() - ef.mean())
+    s = pd.Series(diffs, dtype=float)
+    blocked = "" if len(s) >= 2 else f"only {len(s)} seeds have both MF and EF runs"
+    return _summary(s, "seeds (MF minus EF accuracy)", "; ".join(best), blocked)
+
+
+@register_statistic("column_ratio")
+def column_ratio(tables: Tables, *, study: Any = None, where: Mapping | None = None, column: str = "nc1",
+                 table: str = "spectra", min_train_acc: float | None = None) -> Estimate:
+    """Per run: ``column`` at the final checkpoint over its value at the first (e.g. NC1, or the kernel's
+    distance to the block-constant class kernel); mean and t-interval over runs. ``min_train_acc`` blocks
+    the verdict unless every run reached that training accuracy at the end (the terminal phase)."""
+    df = _stacked(tables, study, where, table)
+    first, last = _unit_at(df[df["epoch"] == df.groupby("unit")["epoch"].transform("min")], "last"), _unit_at(df, "last")
+    r = (last[column] / first[column].reindex(last.index)).astype(float)
+    blocked = ""
+    if min_train_acc is not None and (last["accuracy"] < min_train_acc).any():
+        blocked = (f"terminal phase not reached: final training accuracy {last['accuracy'].min():.3f} "
+                   f"< {min_train_acc:g} in {int((last['accuracy'] < min_train_acc).sum())} runs")
+    note = f"{column}: first {first[column].mean():.3g}, final {last[column].mean():.3g} (means)"
+    return _summary(r, "runs", note, blocked)
+
+
+@register_statistic("final_value")
+def final_value(tables: Tables, *, study: Any = None, where: Mapping | None = None, column: str = "pi_targets_top_k",
+                table: str = "spectra", epoch: Any = "last") -> Estimate:
+    """Per run: ``column`` at ``epoch`` (default the final checkpoint); mean and t-interval over runs."""
+    d = _unit_at(_stacked(tables, study, where, table), epoch)
+    return _summary(d[column].astype(float), "runs", f"{column} per run: " + ", ".join(f"{v:.3g}" for v in d[column]))
+
+
+@register_statistic("paired_contrast")
+def paired_contrast(tables: Tables, *, a: Mapping, b: Mapping, column: str = "richness", table: str = "spectra",
+                    epoch: Any = "last") -> Estimate:
+    """Per seed: ``column`` at ``epoch`` of setting ``a`` minus that of setting ``b`` (each ``{study,
+    where}``; one run per seed each); mean and paired t-interval over seeds."""
+    va = _unit_at(_stacked(tables, a.get("study"), a.get("where"), table), epoch).groupby("seed")[column].mean()
+    vb = _unit_at(_stacked(tables, b.get("study"), b.get("where"), table), epoch).groupby("seed")[column].mean()
+    diff = (va - vb.reindex(va.index)).dropna()
+    return _summary(diff, "seeds (a minus b)", f"{column}: a {va.mean():.3g}, b {vb.mean():.3g} (means over seeds)")

@@ -40,6 +40,7 @@ from . import matrix
 from .spectrum import Spectrum, effective_dimension, rank_tolerance
 
 __all__ = [
+    "class_kernel_distance",
     "CollapseMetrics",
     "PowerLawFit",
     "neural_collapse",
@@ -349,3 +350,23 @@ def richness(features: Any, outputs: Any) -> float:
     if Q.shape[1] < 2:
         raise InputError("outputs are constant over the sample; the ideal kernel has no non-constant part")
     return float(1.0 - linear_cka(H, Q))
+
+
+def class_kernel_distance(features: Any, labels: Any, n_classes: int | None = None) -> float:
+    r"""Distance of the feature kernel from the block-constant rank-C kernel of neural collapse.
+
+    :math:`1 - \mathrm{CKA}(K, K_{class})` with :math:`K = \Phi\Phi^\top` and :math:`K_{class} = QQ^\top`
+    the projection onto the constant and the class indicators (Q an orthonormal basis of
+    ``[1, onehot(labels)]``); linear CKA (Kornblith et al. 2019) centres both. At terminal neural
+    collapse (Papyan et al. 2020: features at their class means, the centred means a simplex ETF) the
+    kernel is block-constant, :math:`K_{ij}` depends only on whether :math:`y_i = y_j`, and the distance is
+    0; Nam et al. (2024) read neural collapse this way. It is :func:`richness` with the one-hot labels in
+    place of the network's outputs: it asks whether the kernel holds the classes and nothing else.
+    """
+    H = check_matrix(features, "features", min_rows=2)
+    y, c = _labels(labels, int(H.shape[0]), n_classes)
+    if c < 2:
+        raise InputError("class_kernel_distance needs at least two classes")
+    Y = np.zeros((y.shape[0], c))
+    Y[np.arange(y.shape[0]), y] = 1.0
+    return richness(H, Y)

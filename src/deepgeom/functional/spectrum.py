@@ -55,6 +55,7 @@ __all__ = [
     "as_target_matrix",
     "dominant_count",
     "regime",
+    "dominant_count_subsamples",
     "rank_tolerance",
     "effective_dimension",
 ]
@@ -449,18 +450,87 @@ def dominant_count(
     )
 
 
-def regime(count: int | DominantCount, n_classes: int, *, tolerance: int | None = None) -> str:
-    r"""``"MF"`` (minimal feature) if ``count ≤ C + tolerance``, else ``"EF"`` (extended feature).
+def regime(
+    count: int | DominantCount,
+    n_classes: int,
+    *,
+    tolerance: int | None = None,
+    accuracy: float | None = None,
+    min_accuracy: float | None = None,
+    centered: bool | None = None,
+) -> str:
+    r"""``"MF"`` (minimal feature) or ``"EF"`` (extended feature; here: *not* minimal) — Nam et al. (2024).
 
-    Nam et al. (2024) call a network MF when the number of significant eigenfunctions is about the
-    number of classes C: C modes for an uncentred kernel (constant + C−1 class directions), C−1
-    centred. The default ``tolerance = max(1, round(0.2·C))`` (2 for C = 10) absorbs that ±1 and a
-    pair of classes not yet split; counts below C are MF too (fewer features than classes).
+    Nam et al. call a network MF when the number of significant eigenfunctions is about the number of
+    classes C: C for an uncentred kernel (the constant plus C−1 class directions), C−1 centred. A count
+    alone can be fooled: an untrained net or one at epoch 1 has few modes above its noise for reasons that
+    have nothing to do with the classes (issue 12: counts 2 and 4 were once called MF). So MF needs all of
+
+    1. **a spectral gap**: with a :class:`DominantCount`, its rule is ``"gap"`` (a significant cliff
+       :math:`g_k=\log_{10}(\rho_k/\rho_{k+1}) \ge` ``min_gap_decades`` with local slope
+       :math:`\ge` ``min_slope_ratio`` × the median slope, see :func:`dominant_count`) or ``"rank"``
+       (Φ exactly of rank ≤ k_max: an exact collapse); a count read off the effective dimension is never
+       MF. A plain integer count cannot be checked for a gap (only 2 and 3 below apply);
+    2. **the count at C**: :math:`|count - C_{exp}| \le` ``tolerance``, with :math:`C_{exp}` = C uncentred,
+       C − 1 centred (``centered``, taken from the DominantCount; default uncentred for an integer), and
+       ``tolerance = max(1, round(0.2·C))`` (2 for C = 10: a pair of classes not yet split, or one split
+       in two). Counts well below C are *not* MF: fewer features than the output needs is an unlearned
+       kernel, not a minimal one;
+    3. **learned classes**: when ``accuracy`` (on the labels the kernel is analysed with) is given, it must
+       reach ``min_accuracy``, by default halfway from chance to perfect, :math:`1/C + (1 - 1/C)/2`
+       (0.55 for C = 10). An untrained network, or one at chance, is therefore never MF.
     """
-    c = count.count if isinstance(count, DominantCount) else count
-    c = check_positive_int(c, "count")
+    if isinstance(count, DominantCount):
+        c, gap_ok = count.count, count.rule in ("gap", "rank")
+        cen = count.centered if centered is None else bool(centered)
+    else:
+        c, gap_ok, cen = count, True, bool(centered)
+    c = check_positive_int(c, "count", minimum=0)
     n_classes = check_positive_int(n_classes, "n_classes", minimum=2)
-    tol = max(1, int(round(0.2 * n_classes))) if tolerance is None else int(tolerance)
-    if tol < 0:
-        raise InputError(f"tolerance must be >= 0; got {tolerance!r}")
-    return "MF" if c <= n_classes + tol else "EF"
+    tol = max(1, int(round(0.2 * n_classes))) if tolerance is None else check_positive_int(
+        tolerance, "tolerance", minimum=0)
+    expected = n_classes - 1 if cen else n_classes
+    learned = True
+    if accuracy is not None:
+        acc = float(accuracy)
+        if not (0.0 <= acc <= 1.0):
+            raise InputError(f"accuracy must be in [0, 1]; got {accuracy!r}")
+        chance = 1.0 / n_classes
+        need = chance + 0.5 * (1.0 - chance) if min_accuracy is None else float(min_accuracy)
+        if not (0.0 <= need <= 1.0):
+            raise InputError(f"min_accuracy must be in [0, 1]; got {min_accuracy!r}")
+        learned = acc >= need
+    return "MF" if (gap_ok and abs(c - expected) <= tol and learned) else "EF"
+
+
+def dominant_count_subsamples(
+    Phi: Any,
+    *,
+    replicates: int = 10,
+    fraction: float = 0.8,
+    seed: int = 0,
+    center: bool = False,
+    **count_options: Any,
+) -> list[DominantCount]:
+    r"""The dominant count (:func:`dominant_count`) on ``replicates`` random subsamples of the points.
+
+    Each replicate keeps ``round(fraction · n)`` of the ``n`` rows of Φ without replacement (seeded), re-
+    diagonalises the kernel and counts. The spread of the returned counts is the count's sampling
+    uncertainty at this n; a count decided by a real gap does not move, one at the edge of the
+    significance thresholds does. ``count_options`` go to :func:`dominant_count`. Returns one
+    :class:`DominantCount` per replicate (each with its own rule, so :func:`regime` can judge it).
+    """
+    Phi = check_matrix(Phi, "Phi", min_rows=4)
+    replicates = check_positive_int(replicates, "replicates")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise InputError(f"fraction must be in (0, 1]; got {fraction!r}")
+    n = int(Phi.shape[0])
+    m = max(2, int(round(fraction * n)))
+    rng = np.random.default_rng(seed)
+    X = matrix.as_tensor(Phi)
+    counts = []
+    for _ in range(replicates):
+        idx = torch.from_numpy(np.sort(rng.choice(n, size=m, replace=False)))
+        sp = feature_spectrum(X[idx], center=center, eigenvectors=False, k_max=1)
+        counts.append(dominant_count(sp, **count_options))
+    return counts

@@ -207,7 +207,179 @@ _ANSUINI: dict[str, Callable] = {
     "transformer": _fig_transformer,
 }
 
-FIGURES: dict[str, dict[str, Callable]] = {"ansuini2019": _ANSUINI}
+# ------------------------------------------------------------------------------------- nam2024
+NAM_CAPTIONS: dict[str, str] = {
+    "nam_counts": "Dominant eigenfunction count of the penultimate (uncentred) feature kernel against epoch, "
+                  "cross-entropy (top) and MSE (bottom), one panel per dataset and architecture: mean over "
+                  "seeds (line), lowest to highest seed (band), the lowest and highest count over 80% "
+                  "subsamples of the points (dotted); filled markers where every seed is called MF; dashed: C.",
+    "nam_collapse": "On the same checkpoints, for the MLPs of the MF studies (mean over seeds; one line per "
+                    "dataset and loss): the dominant count, NC1 (log scale), NC2 (equal norms and angles of the "
+                    "class means; 0 = simplex ETF), the kernel's distance to the block-constant rank-C class "
+                    "kernel 1 − CKA(K, K_class), and the training accuracy.",
+    "nam_ef": "mnist1d MLPs and Fashion-MNIST MLPs with shuffled labels: dominant count (left, dashed: C), "
+              "training and test accuracy (right) against epoch; one line per seed.",
+    "nam_sweep": "SGD learning-rate sweep (MLP, Fashion-MNIST): final test accuracy (left) and final dominant "
+                 "count (right) against the learning rate, one marker per seed; filled: called MF, open: EF.",
+    "nam_richness": "Richness D_LR = 1 − CKA(K, K_ideal) through training for each learning rate of the sweep "
+                    "(mean over seeds, band: seed range), from the lazy (smallest lr) to the rich end.",
+    "nam_regression": "Regression with 3 known target functions: share Π*(4) of the targets in the span of the "
+                      "top 4 eigenfunctions (left), dominant count (middle, dashed: m + 1 = 4) and R² on the "
+                      "training points (right) against epoch; one line per seed.",
+}
+
+
+def _nam_spectra(t: Tables, studies) -> pd.DataFrame:
+    frames = []
+    for s in studies:
+        if s in t.studies and (t.studies[s] / "tables" / "spectra.parquet").is_file():
+            frames.append(t.get("spectra", s).assign(study=s))
+    if not frames:
+        raise FileNotFoundError(f"no spectra table in {list(studies)}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _fig_nam_counts(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = _nam_spectra(t, ["mf_ce", "mf_mse"])
+    setups = sorted(df.groupby(["dataset", "model"]).groups)
+    fig, axes = plt.subplots(2, len(setups), figsize=(3.2 * len(setups), 6), squeeze=False, sharey=True)
+    for i, study in enumerate(("mf_ce", "mf_mse")):
+        for j, (ds, model) in enumerate(setups):
+            ax = axes[i, j]
+            d = df[(df["study"] == study) & (df["dataset"] == ds) & (df["model"] == model)]
+            if d.empty:
+                ax.set_axis_off()
+                continue
+            _band(ax, "epoch", d, "dominant", "dominant count")
+            if "dominant_sub_min" in d.columns:
+                g = d.groupby("epoch")
+                ax.plot(g["dominant_sub_min"].min().index, g["dominant_sub_min"].min().values, ":", color="grey")
+                ax.plot(g["dominant_sub_max"].max().index, g["dominant_sub_max"].max().values, ":", color="grey")
+            allmf = d.groupby("epoch")["regime"].apply(lambda r: bool((r == "MF").all()))
+            mean = d.groupby("epoch")["dominant"].mean()
+            ax.plot(allmf.index[allmf.values], mean[allmf.values], "o", color="black", ms=4)
+            ax.axhline(int(d["n_classes"].iloc[0]), ls="--", color="red", lw=1)
+            ax.set_yscale("log")
+            ax.set_title(f"{study.split('_')[1].upper()}: {ds} {model}", fontsize=9)
+            ax.set_xlabel("epoch")
+        axes[i, 0].set_ylabel("dominant count")
+    fig.tight_layout()
+    return fig
+
+
+def _fig_nam_collapse(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = _nam_spectra(t, ["mf_ce", "mf_mse"])
+    df = df[df["model"] == "mlp"]
+    cols = [("dominant", "dominant count", True), ("nc1", "NC1", True), ("nc2", "NC2", False),
+            ("kernel_class_distance", "1 − CKA(K, K_class)", False), ("accuracy", "training accuracy", False)]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.3 * len(cols), 3.4))
+    for (study, ds), d in df.groupby(["study", "dataset"]):
+        lab = f"{ds} {study.split('_')[1].upper()}"
+        for ax, (col, name, log) in zip(axes, cols, strict=True):
+            m = d.groupby("epoch")[col].mean()
+            ax.plot(m.index, m.values, marker="o", ms=3, label=lab)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("epoch")
+            if log:
+                ax.set_yscale("log")
+    axes[0].axhline(10, ls="--", color="red", lw=1)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_nam_ef(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = _nam_spectra(t, ["ef"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for (ds, shuf, seed), d in df.groupby(["dataset", "shuffle_fraction", "seed"]):
+        d = d.sort_values("epoch")
+        lab = f"{ds}{' shuffled' if shuf else ''}"
+        (ln,) = axes[0].plot(d["epoch"], d["dominant"], marker="o", ms=3, label=lab if seed == 0 else None)
+        axes[1].plot(d["epoch"], d["accuracy"], color=ln.get_color(), label=f"{lab} train" if seed == 0 else None)
+        axes[1].plot(d["epoch"], d["test_acc"], "--", color=ln.get_color(), label=f"{lab} test" if seed == 0 else None)
+    axes[0].axhline(10, ls="--", color="red", lw=1)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("dominant count")
+    axes[1].set_ylabel("accuracy")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _lr_frames(t: Tables) -> pd.DataFrame:
+    names = sorted((s for s in t.studies if s.startswith("lr_")), key=lambda s: float(s[3:]))
+    df = _nam_spectra(t, names)
+    df["lr"] = df["study"].str[3:].astype(float)
+    return df
+
+
+def _fig_nam_sweep(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = _lr_frames(t)
+    last = df[df["epoch"] == df.groupby(["study", "run"])["epoch"].transform("max")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, col in zip(axes, ("test_acc", "dominant"), strict=True):
+        for mf, d in last.groupby(last["regime"] == "MF"):
+            ax.scatter(d["lr"], d[col], facecolors="C0" if mf else "none", edgecolors="C0",
+                       label="MF" if mf else "EF")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (SGD)")
+        ax.set_ylabel("final test accuracy" if col == "test_acc" else "final dominant count")
+        ax.legend(fontsize=8)
+    axes[1].axhline(10, ls="--", color="red", lw=1)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_nam_richness(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = _lr_frames(t)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for lr, d in df.groupby("lr"):
+        _band(ax, "epoch", d, "richness", f"lr {lr:g}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("D_LR = 1 − CKA(K, K_ideal)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_nam_regression(t: Tables):
+    import matplotlib.pyplot as plt
+
+    df = t.get("regression", "regression")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for seed, d in df.groupby("seed"):
+        d = d.sort_values("epoch")
+        for ax, col in zip(axes, ("pi_targets_top_k", "dominant", "r2"), strict=True):
+            ax.plot(d["epoch"], d[col], marker="o", ms=3, label=f"seed {seed}")
+    for ax, name in zip(axes, ("Π*(m+1) of the targets", "dominant count", "R² (training points)"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=9)
+    axes[1].axhline(int(df["m"].iloc[0]) + 1, ls="--", color="red", lw=1)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+_NAM: dict[str, Callable] = {
+    "nam_counts": _fig_nam_counts, "nam_collapse": _fig_nam_collapse, "nam_ef": _fig_nam_ef,
+    "nam_sweep": _fig_nam_sweep, "nam_richness": _fig_nam_richness, "nam_regression": _fig_nam_regression,
+}
+CAPTIONS.update(NAM_CAPTIONS)
+
+FIGURES: dict[str, dict[str, Callable]] = {"ansuini2019": _ANSUINI, "nam2024": _NAM}
 
 
 def draw_figures(paper: str, tables: Tables, fig_dir: Path) -> dict[str, str]:

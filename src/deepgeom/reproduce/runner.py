@@ -8,6 +8,7 @@ thread each, so the arithmetic does not depend on the worker count). Layout of `
 
     <paper>/<study>/          each study's directory (runs/, tables/, study.json)
     <paper>/transformer/      the transformer step's table (tables/transformer_id.parquet)
+    <paper>/regression/       the regression step's tables (tables/regression.parquet; nam2024)
     <paper>/claims.csv|parquet the paper's claims with measured values, intervals and verdicts
     <paper>/figures/          the reproduction's figures (PNG + SVG)
     <paper>/reproduction.json what ran: mode, wall time, machine, versions, study directories
@@ -56,8 +57,9 @@ def load_spec(paper: str, *, quick: bool = False) -> dict[str, Any]:
     if quick:
         q = spec.get("quick") or {}
         spec["studies"] = {**spec["studies"], **q.get("studies", {})}
-        if "transformer" in spec:
-            spec["transformer"] = {**spec["transformer"], **q.get("transformer", {})}
+        for step in ("transformer", "regression"):
+            if step in spec:
+                spec[step] = {**spec[step], **q.get(step, {})}
     return spec
 
 
@@ -88,8 +90,25 @@ def _run_transformer(settings: dict, out_dir: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
+    table = Path(out_dir) / "tables" / "transformer_id.parquet"
+    before = table.stat().st_mtime_ns if table.is_file() else None
     transformer_profile(out_dir, **settings)
-    return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": []}
+    computed = int(before is None or table.stat().st_mtime_ns != before)
+    return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": [], "computed": computed}
+
+
+def _run_regression(settings: dict, out_dir: str, threads: int) -> dict:
+    import torch
+
+    from .regression import regression_study
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    table = Path(out_dir) / "tables" / "regression.parquet"
+    before = table.stat().st_mtime_ns if table.is_file() else None
+    regression_study(out_dir, **settings)
+    computed = int(before is None or table.stat().st_mtime_ns != before)
+    return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": [], "computed": computed}
 
 
 def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, workers: int = 2,
@@ -123,6 +142,9 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         if "transformer" in spec:
             tasks.append(("transformer", _run_transformer, (dict(spec["transformer"]), str(pdir / "transformer"),
                                                             threads)))
+        if "regression" in spec:
+            tasks.append(("regression", _run_regression, (dict(spec["regression"]), str(pdir / "regression"),
+                                                          threads)))
         t0, cpu0 = time.perf_counter(), _cpu_seconds()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         results: dict[str, dict] = {}
@@ -142,8 +164,9 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
         dirs = {name: pdir / name for name in spec["studies"]}
-        if "transformer" in spec:
-            dirs["transformer"] = pdir / "transformer"
+        for step in ("transformer", "regression"):
+            if step in spec:
+                dirs[step] = pdir / step
         tables = Tables({k: v for k, v in dirs.items() if v.exists()})
         claims = evaluate_claims(spec["claims_parsed"], tables)
         write_table(claims, pdir / "claims")
@@ -153,7 +176,14 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
                 "cpu": _cpu_model(), "cpus": os.cpu_count(), "steps": results,
                 "command": f"deepgeom reproduce {p} --out {out}{' --quick' if quick else ''}",
                 "versions": _versions()}
-        (pdir / "reproduction.json").write_text(json.dumps(meta, indent=2, default=str))
+        meta_path = pdir / "reproduction.json"
+        previous = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+        if previous and previous.get("quick") == quick and not any(
+                r.get("computed", 1) or r.get("failed") for r in results.values()):
+            # a pure resume (e.g. a rerun for --markdown) recomputed nothing: the timing that describes the
+            # results is the run that computed them, so keep it and record the resume beside it
+            meta = {**previous, "resumed": started}
+        meta_path.write_text(json.dumps(meta, indent=2, default=str))
         if figures:
             from .figures import draw_figures
 

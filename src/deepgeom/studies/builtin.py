@@ -327,13 +327,14 @@ def cka_across(ctx) -> dict[str, pd.DataFrame]:
     "spectrum_through_training",
     check=_check_common,
     defaults={"n_points": 1000, "epochs": "all", "center": False, "keep_eigenvalues": 64, "batch_size": 512,
-              "seed": 0},
+              "count_subsamples": 0, "seed": 0},
 )
 def spectrum_through_training(ctx) -> dict[str, pd.DataFrame]:
     """Feature-kernel spectrum of the penultimate layer Φ at every checkpoint, on a fixed subset of the
     training set with the labels trained on: eigenvalues, dominant count and MF/EF regime, Π of targets
     and outputs, eigenbasis overlap, NC1–NC4 (Nam et al. 2024; Papyan et al. 2020), via
-    :func:`deepgeom.analysis.kernel_dynamics.spectra_through_training`."""
+    :func:`deepgeom.analysis.kernel_dynamics.spectra_through_training`. ``count_subsamples`` > 0 adds the
+    spread of the dominant count over that many random 80% subsamples of the points."""
     from ..analysis.kernel_dynamics import spectra_through_training
 
     p = ctx.params
@@ -343,7 +344,8 @@ def spectrum_through_training(ctx) -> dict[str, pd.DataFrame]:
     epochs = select_epochs(ctx.run.epochs, p["epochs"])
     checkpoints = [(e, ctx.run.model(e)) for e in epochs]
     res = spectra_through_training(checkpoints, (x, y), center=p["center"], keep_eigenvalues=p["keep_eigenvalues"],
-                                   batch_size=p["batch_size"])
+                                   batch_size=p["batch_size"], count_subsamples=p["count_subsamples"],
+                                   seed=ctx.seed)
     summary = res.summary.copy()
     hist = _history_at(ctx.run, epochs)[["epoch", "train_acc", "test_acc"]]
     summary = summary.drop(columns=[c for c in ("train_acc", "test_acc") if c in summary.columns])
