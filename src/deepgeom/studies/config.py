@@ -49,7 +49,8 @@ SWEEP_AXES: dict[str, Any] = {
 }
 
 #: Top-level keys a config may hold.
-TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses")
+TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses",
+                  "resources")
 
 #: Training settings understood by the runner (forwarded to :class:`deepgeom.train.TrainConfig`).
 TRAIN_KEYS: dict[str, Any] = {
@@ -140,6 +141,8 @@ class StudyConfig:
     train: dict[str, Any]
     analyses: dict[str, dict]
     raw: dict[str, Any]
+    #: per-unit threads / CPUs / GPUs / device (:mod:`deepgeom.studies.resources`); not part of any key
+    resources: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @property
     def runs(self) -> list[RunSpec]:
@@ -298,6 +301,10 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         analysis = get_analysis(aname)  # UnknownNameError lists the registered ones
         analyses[aname] = analysis.resolve_params(params)
 
+    from .resources import check_resources
+
+    resources = check_resources(raw.get("resources"), ["train", *analyses])
+
     cfg = StudyConfig(
         name=name,
         description=str(description),
@@ -309,6 +316,7 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         train=train,
         analyses=analyses,
         raw=raw,
+        resources=resources,
     )
     runs = cfg.runs
     if not runs:
