@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import InputError
 
 __all__ = ["EXECUTORS", "UnitJob", "execute_unit", "SerialExecutor", "LocalExecutor", "RayExecutor",
-           "make_executor"]
+           "check_executor", "make_executor"]
 
 EXECUTORS = ("serial", "local", "ray")
 
@@ -396,8 +396,8 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def make_executor(executor: str = "serial", workers: int | None = None, address: str | None = None):
-    """An executor by name (``serial``, ``local``, ``ray``); bad names or counts raise InputError."""
+def check_executor(executor: str = "serial", workers: int | None = None, address: str | None = None) -> None:
+    """Raise InputError (UnknownNameError for the name) for an executor setting that cannot work."""
     if executor not in EXECUTORS:
         from ..errors import UnknownNameError
 
@@ -406,9 +406,14 @@ def make_executor(executor: str = "serial", workers: int | None = None, address:
         raise InputError(f"workers must be an integer >= 1; got {workers!r}")
     if address is not None and executor != "ray":
         raise InputError(f"address is for --executor ray; got executor={executor!r}")
+    if executor == "serial" and workers not in (None, 1):
+        raise InputError("the serial executor runs one unit at a time; use --executor local for workers > 1")
+
+
+def make_executor(executor: str = "serial", workers: int | None = None, address: str | None = None):
+    """An executor by name (``serial``, ``local``, ``ray``); bad names or counts raise InputError."""
+    check_executor(executor, workers, address)
     if executor == "serial":
-        if workers not in (None, 1):
-            raise InputError("the serial executor runs one unit at a time; use --executor local for workers > 1")
         return SerialExecutor()
     if executor == "local":
         return LocalExecutor(workers)

@@ -341,7 +341,7 @@ def run_study(
 
     from .._validation import check_positive_int
     from ..train import RESUME_FILE
-    from .executors import UnitJob, make_executor
+    from .executors import UnitJob, check_executor, make_executor
     from .resources import unit_resources
     from .store import ERROR, clean_dead_tmp_dirs, lease_holder
 
@@ -353,6 +353,7 @@ def run_study(
         threads = check_positive_int(threads, "threads")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise InputError(f"max_retries must be an integer >= 0; got {max_retries!r}")
+    check_executor(executor, workers, address)
     cfg = config if isinstance(config, StudyConfig) else load_config(config)
     out = Path(out_dir)
     runs_dir = out / "runs"
