@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -373,6 +374,7 @@ class RayCluster:
         for p, log in self.procs:
             p.wait()
             log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 @pytest.mark.slow
