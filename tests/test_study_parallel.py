@@ -232,7 +232,8 @@ def test_local_workers_match_serial_and_a_killed_training_is_retried_and_resumed
     assert not list((out / "runs").glob(".tmp-*")) and not list((out / "runs").glob(".lease-*"))
 
 
-def test_a_unit_that_raises_keeps_its_traceback_in_its_folder(tmp_path):
+def test_a_unit_that_raises_keeps_its_traceback_in_its_folder(tmp_path, capsys):
+    from deepgeom.cli import main
     from deepgeom.studies import register_analysis, unregister_analysis
 
     def broken(ctx):
@@ -242,7 +243,13 @@ def test_a_unit_that_raises_keeps_its_traceback_in_its_folder(tmp_path):
     try:
         cfg = {**TINY, "sweep": {**TINY["sweep"], "width": 12}, "train": {**TINY["train"], "epochs": 1},
                "analyses": {"t_broken": {}}}
-        res = run_study(cfg, tmp_path, progress=False, on_error="continue")
+        cfg_file = tmp_path / "c.yaml"
+        cfg_file.write_text(yaml.safe_dump(cfg))
+        assert main(["study", str(cfg_file), "--out", str(tmp_path), "--keep-going"]) == 1
+        printed = capsys.readouterr()
+        assert "2/2" in printed.err  # one progress bar over both units
+        assert "failed: t_broken digits/mlp w12 d2 s0: RuntimeError: no good for 12 (traceback: " in printed.out
+        res = run_study(cfg, tmp_path, progress=False, on_error="continue")  # retried (an error is not done)
         (bad,) = res.failed
         assert bad.error == "RuntimeError: no good for 12" and bad.attempts == 1
         text = Path(bad.error_file).read_text()
