@@ -44,6 +44,11 @@ def _tables(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "tables").glob("*"))}
 
 
+def _published(out: Path) -> list[Path]:
+    """DONE.json of every published unit (not of a temporary folder about to be published)."""
+    return [p for p in (out / "runs").glob("*/DONE.json") if not p.parent.name.startswith(".")]
+
+
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
@@ -295,11 +300,11 @@ def test_a_killed_study_reruns_only_its_unfinished_units(tmp_path, serial_ref):
     out, count = tmp_path / "out", tmp_path / "count.txt"
     proc = _study_proc(cfg, out, count)
     t0 = time.time()
-    while len(list((out / "runs").glob("*/DONE.json"))) < 2 and time.time() - t0 < 300:
+    while len(_published(out)) < 2 and time.time() - t0 < 300:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    before = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/DONE.json")}
+    before = {p.parent.name: p.stat().st_mtime_ns for p in _published(out)}
     assert 2 <= len(before) < N_UNITS
     res = run_study(cfg, out, progress=False)  # its lease (a dead pid) is taken over at once
     assert res.n_skipped == len(before) and res.n_computed == N_UNITS - len(before)
@@ -397,7 +402,7 @@ def test_ray_cluster_of_two_nodes_runs_the_study(tmp_path, serial_ref):
                               env=cluster.env, capture_output=True, text=True, timeout=400)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"{N_UNITS} units computed" in proc.stdout
-        nodes = {json.loads(p.read_text())["worker"]["ray_node"] for p in (out / "runs").glob("*/DONE.json")}
+        nodes = {json.loads(p.read_text())["worker"]["ray_node"] for p in _published(out)}
         assert len(nodes) == 2  # the head and the second node both ran units
         assert _tables(out) == serial_ref
     finally:

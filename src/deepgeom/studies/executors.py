@@ -240,9 +240,7 @@ class LocalExecutor:
 
         self.slots = workers or max(1, (os.cpu_count() or 1))
         self._ctx = mp.get_context("spawn")
-        self._workers: list[dict] = []
-        for _ in range(self.slots):
-            self._workers.append(self._spawn())
+        self._workers: list[dict] = []  # started on demand: a rerun with nothing left starts none
 
     def _spawn(self) -> dict:
         parent, child = self._ctx.Pipe()
@@ -259,7 +257,11 @@ class LocalExecutor:
     def submit(self, job: UnitJob) -> None:
         import cloudpickle
 
-        w = next(w for w in self._workers if w["job"] is None)
+        idle = [w for w in self._workers if w["job"] is None]
+        if not idle:
+            self._workers.append(self._spawn())
+            idle = self._workers[-1:]
+        w = idle[0]
         blob = cloudpickle.dumps(job)
         w["job"] = job
         try:
@@ -338,31 +340,37 @@ class RayExecutor:
     def __init__(self, address: str | None = None, workers: int | None = None, max_retries: int = 3) -> None:
         from .._optional import require
 
-        ray = require("ray", "'deepgeom[ray]'", "--executor ray")
-        self._ray = ray
+        self._ray = require("ray", "'deepgeom[ray]'", "--executor ray")
+        self._address, self._workers = address, workers
         self._owns = False
-        if not ray.is_initialized():
-            import logging
+        self._remote = None  # connected on the first unit: a rerun with nothing left never starts Ray
+        self.slots = workers or 10**6  # Ray queues tasks until a node has the resources
+        self.max_retries = max_retries
+        self._refs: dict[Any, UnitJob] = {}
 
-            kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING,
-                                      "include_dashboard": False}
-            if address is None:
-                kwargs["num_cpus"] = workers or (os.cpu_count() or 1)
+    def _connect(self) -> None:
+        import logging
+
+        ray = self._ray
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": self._address, "log_to_driver": False,
+                                      "logging_level": logging.WARNING, "include_dashboard": False}
+            if self._address is None:
+                kwargs["num_cpus"] = self._workers or (os.cpu_count() or 1)
             try:
                 ray.init(**kwargs)
             except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise InputError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from exc
+                raise InputError(f"cannot connect to the Ray cluster at {self._address!r}: {exc}") from exc
             self._owns = True
-        self.slots = workers or 10**6  # Ray queues tasks until a node has the resources
-        self.max_retries = max_retries
         self._remote = ray.remote(_ray_execute)
-        self._refs: dict[Any, UnitJob] = {}
 
     @property
     def n_running(self) -> int:
         return len(self._refs)
 
     def submit(self, job: UnitJob) -> None:
+        if self._remote is None:
+            self._connect()
         r = job.resources
         ref = self._remote.options(num_cpus=r.get("cpus", 1), num_gpus=r.get("gpus", 0), max_retries=self.max_retries,
                                    retry_exceptions=False, scheduling_strategy="SPREAD").remote(job)
