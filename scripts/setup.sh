@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine: a virtual environment with the CPU torch wheel installed
 # *first* (and pinned by constraints.txt for every later install, so pip never pulls CUDA wheels),
-# the package with its test extras and Ray (the study executor's tests start a Ray cluster), and Fashion-MNIST from Debian's dataset-fashion-mnist package.
+# the package with its test extras and Ray (the study executors' tests start a Ray cluster), and
+# Fashion-MNIST from Debian's dataset-fashion-mnist package.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
