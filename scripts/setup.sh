@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine: a virtual environment with the CPU torch wheel installed
 # *first* (and pinned by constraints.txt for every later install, so pip never pulls CUDA wheels),
-# the package with its test extras, and Fashion-MNIST from Debian's dataset-fashion-mnist package.
+# the package with its test extras and Ray (the study executors' tests start a Ray cluster), and
+# Fashion-MNIST from Debian's dataset-fashion-mnist package.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -13,7 +14,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" torch==2.13.0
-"${pip[@]}" -c constraints.txt -e ".[test,transformer]"
+"${pip[@]}" -c constraints.txt -e ".[test,transformer,ray]"
 
 # Fashion-MNIST: Debian ships the real IDX files; extract the .deb without installing it (no root needed).
 data_dir=${DEEPGEOM_DATA_DIR:-$HOME/.cache/deepgeom}

@@ -30,7 +30,8 @@ MODULES = [
     "deepgeom.functional.cka", "deepgeom.functional.spectrum", "deepgeom.functional.collapse",
     "deepgeom.analysis.id_profile", "deepgeom.analysis.similarity", "deepgeom.analysis.predictions",
     "deepgeom.analysis.kernel_dynamics", "deepgeom.viz.id", "deepgeom.viz.similarity",
-    "deepgeom.viz.spectrum", "deepgeom.studies", "deepgeom.report",
+    "deepgeom.viz.spectrum", "deepgeom.studies", "deepgeom.studies.executors", "deepgeom.studies.store",
+    "deepgeom.studies.resources", "deepgeom.report",
 ]
 
 SUBCOMMANDS = {"data", "layers", "train", "capture", "id", "cka", "spectrum", "study", "report", "demo"}

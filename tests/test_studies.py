@@ -360,14 +360,39 @@ def test_analysis_must_return_frames(tmp_path, fake):
         unregister_analysis("t_bad")
 
 
-def test_environment_is_quiet_about_tmp_dirs(tmp_path, fake):
+def test_start_removes_only_temporary_folders_whose_writer_is_gone(tmp_path, fake):
+    """A starting study removes a dead writer's temporary folder, never a live one's (another process
+    may be computing in it), and leaves a dead training's resume state for the next holder to adopt."""
+    import socket
+    import subprocess
+    import sys
+
     _, _, trainer = fake
-    stale = tmp_path / "runs" / ".tmp-deadbeef-1-abc"
-    stale.mkdir(parents=True)
-    (stale / "half").write_text("x")
+    runs = tmp_path / "runs"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that existed and is gone
+
+    def tmp(name, pid=None, files=("half",), age_s=0.0):
+        d = runs / name
+        d.mkdir(parents=True)
+        for f in files:
+            (d / f).write_text("x")
+        if pid is not None:
+            (d / "OWNER.json").write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "token": "t"}))
+        if age_s:
+            os.utime(d, (d.stat().st_atime - age_s, d.stat().st_mtime - age_s))
+        return d
+
+    dead = tmp(".tmp-deadbeef0000-1-aaa", pid=gone.pid)
+    live = tmp(".tmp-deadbeef0001-1-bbb", pid=os.getppid())
+    resumable = tmp(".tmp-deadbeef0002-1-ccc", pid=gone.pid, files=("resume.pt",))
+    legacy_old = tmp(".tmp-deadbeef0003-1-ddd", age_s=3600)
+    legacy_new = tmp(".tmp-deadbeef0004-1-eee")
     run_study(_cfg(t_per_run={}), tmp_path, progress=False, trainer=trainer)
-    assert not stale.exists()
+    assert not dead.exists() and not legacy_old.exists()
+    assert live.exists() and resumable.exists() and legacy_new.exists()
     assert os.path.isfile(tmp_path / "config.yaml") and os.path.isfile(tmp_path / "study.json")
+    assert not list(runs.glob(".lease-*")) and not list(runs.glob(".clock-*"))
 
 
 # ------------------------------------------------------------------------------------ end to end (real)

@@ -280,3 +280,45 @@ def test_cli_train(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--help"])
     assert exc.value.code == 0
+
+
+def test_resume_continues_after_the_last_saved_epoch_bit_identically(digits, tmp_path, monkeypatch):
+    """A run killed after epoch 2 (of 4) resumes from its resume state: the epochs before are not trained
+    again, and weights, batch-norm buffers and history equal those of an uninterrupted run exactly
+    (batch norm, dropout and SGD momentum all carry state across epochs)."""
+    import importlib
+
+    T = importlib.import_module("deepgeom.train")  # the module (deepgeom.train is also the function)
+    cfg = small_cnn(epochs=4, checkpoint_epochs=[0, 2, 4])
+    data = subset(digits, 300)
+    whole = train(cfg, tmp_path / "whole", dataset=data, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    save = T._save_resume
+
+    def save_then_die(path, state):
+        save(path, state)
+        if state["epoch"] == 2:
+            raise Killed
+
+    monkeypatch.setattr(T, "_save_resume", save_then_die)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "cut", dataset=data, progress=False, resume=True)
+    assert (tmp_path / "cut" / T.RESUME_FILE).is_file()
+    monkeypatch.setattr(T, "_save_resume", save)
+    trained = []
+    batches = T._batches
+    monkeypatch.setattr(T, "_batches", lambda *a: trained.append(1) or batches(*a))  # one call per epoch
+    resumed = train(cfg, tmp_path / "cut", dataset=data, progress=False, resume=True)
+    assert resumed.resumed_from == 2 and len(trained) == 2  # epochs 3 and 4 only
+    sa, sb = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    pd.testing.assert_frame_equal(whole.history, resumed.history, check_exact=True)
+    assert sorted(resumed.checkpoints) == [0, 2, 4] and sorted(resumed.states) == [0, 2, 4]
+    assert all(torch.equal(whole.states[2][k], resumed.states[2][k]) for k in whole.states[2])
+    assert not (tmp_path / "cut" / T.RESUME_FILE).exists()  # removed once training ended
+    assert list(pd.read_csv(tmp_path / "cut" / "history.csv")["epoch"]) == [0, 1, 2, 3, 4]
+    with pytest.raises(InputError, match="resume=True needs an out_dir"):
+        train(cfg, dataset=data, progress=False, resume=True)

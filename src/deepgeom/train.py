@@ -9,6 +9,8 @@ epochs. A run directory holds::
     config.json                         the TrainConfig, the model config, a data summary
     history.csv                         epoch, train_loss, train_acc, test_loss, test_acc
     checkpoints/epoch_0000.safetensors  state dict (+ the model config in the file's metadata)
+    resume.pt                           with ``resume=True``, while training: the last finished epoch's
+                                        weights, optimiser and RNG states (removed when training ends)
 
 Every file is written atomically (a temporary file in the same directory, then ``os.replace``), so
 an interrupted run never leaves a half-written checkpoint. :func:`load_run` reads a run back and
@@ -20,7 +22,8 @@ and dropout from two further streams derived from ``seed`` with ``numpy.random.S
 (independent of the weights' stream), drawn inside a forked RNG (the caller's global RNG is left as it
 was), and ``torch.use_deterministic_algorithms(True)`` is on while
 training (restored afterwards). On CPU with the same torch build and thread count, the same config
-gives bit-identical weights and history.
+gives bit-identical weights and history — also when a run killed mid-way is resumed from its
+``resume.pt`` (``train(..., resume=True)``): the resume state holds everything the next epoch reads.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "mse")
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
 _CKPT_RE = re.compile(r"^epoch_(\d+)\.safetensors$")
+RESUME_FILE = "resume.pt"
 
 
 class TrainingDivergedError(DeepgeomError):
@@ -179,6 +183,8 @@ class TrainResult:
         config: the :class:`TrainConfig`; model_config: the model's ``.config``.
         data: a plain summary of the data trained on (name, sizes, shape, classes, shuffled count).
         out_dir: the run directory or None; seconds: wall time of the whole run.
+        resumed_from: the epoch training resumed after (``train(..., resume=True)`` found a resume
+            state), or None when it started from epoch 0.
     """
 
     model: nn.Module
@@ -190,6 +196,7 @@ class TrainResult:
     data: dict[str, Any]
     out_dir: Path | None
     seconds: float
+    resumed_from: int | None = None
 
     def model_at(self, epoch: int) -> nn.Module:
         """The network with the weights it had at checkpoint ``epoch`` (eval mode)."""
@@ -448,8 +455,25 @@ def _stream_seed(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+def _save_resume(path: Path, state: dict[str, Any]) -> None:
+    _atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_resume(path: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The resume state in ``path`` if it exists and belongs to ``config`` (else None: start afresh)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - a damaged resume file only costs the epochs it saved
+        return None
+    if state.get("train") != json.loads(json.dumps(config.to_dict())):
+        return None
+    return state
+
+
 def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, dataset: Any = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, resume: bool = False) -> TrainResult:
     """Train a model family on a dataset with true or shuffled labels; record and checkpoint it.
 
     Plain minibatch training (SGD with momentum or Adam) of ``config.family`` on
@@ -468,6 +492,11 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
             training labels are shuffled here when ``config.shuffle_fraction > 0``. Float targets
             train a regression (``loss="mse"``).
         progress: show a tqdm bar over epochs (on stderr).
+        resume: keep a resume state (``out_dir/resume.pt``: weights, optimiser state, the minibatch
+            order's and the global RNG's states, the history so far) after every epoch, and, when one is
+            already there for this config, continue after its epoch instead of starting from epoch 0.
+            The result is bit-identical to an uninterrupted run. Needs ``out_dir``; the file is removed
+            when training ends.
 
     Returns:
         :class:`TrainResult`.
@@ -495,6 +524,9 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
     out_path = Path(out_dir) if out_dir is not None else None
     if out_path is not None:
         _check_out_dir(out_path, config)
+    elif resume:
+        raise InputError("resume=True needs an out_dir to keep the resume state in")
+    saved = _load_resume(out_path / RESUME_FILE, config) if resume and out_path is not None else None
     from tqdm.auto import tqdm
 
     with _deterministic(config.seed, device):
@@ -539,9 +571,32 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
                 _write_text(out_path / "config.json", json.dumps(run_file(), indent=2))
             return row
 
-        record(0)
+        def save_resume(epoch: int) -> None:
+            if resume and out_path is not None and epoch < config.epochs:
+                _save_resume(out_path / RESUME_FILE, {
+                    "train": json.loads(json.dumps(config.to_dict())), "epoch": epoch, "rows": rows,
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(), "rng": torch.get_rng_state()})
+
+        start = 1
+        if saved is not None:  # continue after the saved epoch, exactly where the first attempt was
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            gen.set_state(saved["generator"])
+            torch.set_rng_state(saved["rng"])
+            rows.extend(saved["rows"])
+            start = int(saved["epoch"]) + 1
+            for e, path in _list_checkpoints(out_path).items():
+                if e < start and e in config.checkpoint_epochs:
+                    from safetensors.torch import load_file
+
+                    checkpoints[e] = path
+                    states[e] = load_file(str(path))
+        else:
+            record(0)
+            save_resume(0)
         n = data.x_train.shape[0]
-        bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.family} on {data.summary['name']}",
+        bar = tqdm(range(start, config.epochs + 1), desc=f"train {config.family} on {data.summary['name']}",
                    unit="epoch", disable=not progress, leave=False)
         for epoch in bar:
             model.train()
@@ -555,13 +610,18 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
                 loss.backward()
                 opt.step()
             row = record(epoch)
+            save_resume(epoch)
             bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}")
         bar.close()
+    if resume and out_path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            (out_path / RESUME_FILE).unlink()
     model.eval()
     history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
     return TrainResult(model=model, history=history, checkpoints=checkpoints, states=states, config=config,
                        model_config=model_config, data=data.summary, out_dir=out_path,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0,
+                       resumed_from=None if saved is None else int(saved["epoch"]))
 
 
 # ----------------------------------------------------------------------------- reading runs back

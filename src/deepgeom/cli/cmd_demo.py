@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the demo's small models train fastest on one)")
+    p.add_argument("--executor", choices=["serial", "local", "ray"], default="serial",
+                   help="where units run (see `deepgeom study --help`); default serial")
+    p.add_argument("--workers", type=int, default=None, help="worker processes for --executor local")
     p.set_defaults(func=_run)
 
 
@@ -31,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     res = run_study(default_config_path(args.quick), args.out, progress=not args.quiet,
-                    resume=not args.no_resume, threads=args.threads)
+                    resume=not args.no_resume, threads=args.threads, executor=args.executor, workers=args.workers)
     print(f"demo study: {res.n_computed} units computed, {res.n_skipped} reused, "
           f"{time.perf_counter() - t0:.0f} s")
     path = build_report(args.out)

@@ -20,7 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--report", action="store_true", help="build the HTML report when done")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads while running (default: torch's own setting)")
+                   help="torch CPU threads inside every unit (default: the config's resources.threads, 1)")
+    p.add_argument("--executor", choices=["serial", "local", "ray"], default="serial",
+                   help="serial: units one after another here (default); local: --workers processes on "
+                   "this machine; ray: Ray tasks on the cluster at --address (docs/studies.md)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes for --executor local (default: the CPU count); for ray, at most "
+                   "this many units in flight")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster for --executor ray: 'auto' or HOST:PORT of its head (default: start a "
+                   "local Ray instance)")
     p.set_defaults(func=_run)
 
 
@@ -34,11 +43,15 @@ def _run(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         on_error="continue" if args.keep_going else "raise",
         threads=args.threads,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
     )
     print(f"study {res.config.name!r}: {res.n_computed} units computed, {res.n_skipped} skipped, "
           f"{len(res.failed)} failed; tables in {res.out_dir / 'tables'}")
     for u in res.failed:
-        print(f"  {u.status}: {u.label}: {u.error}")
+        where = f" (traceback: {u.error_file})" if u.error_file else ""
+        print(f"  {u.status}: {u.label}: {u.error}{where}")
     if args.report:
         from ..report import build_report
 

@@ -49,7 +49,8 @@ SWEEP_AXES: dict[str, Any] = {
 }
 
 #: Top-level keys a config may hold.
-TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses", "claims")
+TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses",
+                  "resources", "claims")
 
 #: Training settings understood by the runner (forwarded to :class:`deepgeom.train.TrainConfig`).
 TRAIN_KEYS: dict[str, Any] = {
@@ -141,6 +142,8 @@ class StudyConfig:
     analyses: dict[str, dict]
     raw: dict[str, Any]
     claims: list = dataclasses.field(default_factory=list)  # pre-registered claims (deepgeom.claims.Claim)
+    #: per-unit threads / CPUs / GPUs / device (:mod:`deepgeom.studies.resources`); not part of any key
+    resources: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @property
     def runs(self) -> list[RunSpec]:
@@ -302,6 +305,10 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
     from ..claims import parse_claims
 
     claims = parse_claims(raw.get("claims"), where="claims")
+    from .resources import check_resources
+
+    resources = check_resources(raw.get("resources"), ["train", *analyses])
+
     cfg = StudyConfig(
         name=name,
         description=str(description),
@@ -314,6 +321,7 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         analyses=analyses,
         raw=raw,
         claims=claims,
+        resources=resources,
     )
     runs = cfg.runs
     if not runs:

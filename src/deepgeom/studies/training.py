@@ -33,14 +33,25 @@ def load_dataset(spec: RunSpec, cache: dict | None = None):
 
 def train_run(run: Any, out_dir: Path) -> tuple[pd.DataFrame, dict[int, str]]:
     """Build and train a run's model (``run`` is a :class:`~deepgeom.studies.RunHandle`), saving
-    checkpoints under ``out_dir``.
+    checkpoints under ``out_dir``, on ``run.device`` (the config's ``resources``; default cpu).
+
+    Training keeps a resume state in ``out_dir`` after every epoch (``train(..., resume=True)``): when
+    the unit is retried after its process died, the runner hands the dead attempt's directory back and
+    training continues after the last finished epoch (``run.resumed_from`` is set to that epoch).
 
     Returns the per-epoch history (epoch, train/test loss and accuracy) and ``{epoch: file name}``
     relative to ``out_dir`` (epoch 0 = the untrained network).
     """
+    import dataclasses
+
     from ..train import train
 
-    result = train(train_config(run.spec), out_dir=Path(out_dir), dataset=run.dataset, progress=False)
+    cfg = train_config(run.spec)
+    device = getattr(run, "device", "cpu") or "cpu"
+    if device != cfg.device:
+        cfg = dataclasses.replace(cfg, device=device)
+    result = train(cfg, out_dir=Path(out_dir), dataset=run.dataset, progress=False, resume=True)
+    run.resumed_from = result.resumed_from
     checkpoints = {int(e): str(Path(p).relative_to(out_dir)) for e, p in result.checkpoints.items()}
     return result.history.reset_index(drop=True), checkpoints
 
