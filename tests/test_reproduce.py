@@ -81,3 +81,16 @@ def test_unknown_paper_is_a_clean_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["reproduce", "nobody2020", "--out", "x"])
     assert exc.value.code == 2
+
+
+def test_device_goes_into_the_studies_resources_not_their_keys():
+    from deepgeom.reproduce.runner import _with_device
+    from deepgeom.studies import load_config
+
+    spec = load_spec("ansuini2019", quick=True)
+    cfg = spec["studies"]["profiles"]
+    gpu = _with_device(cfg, "cuda")
+    assert gpu["resources"]["train"]["device"] == "cuda" and _with_device(cfg, "cpu") is cfg
+    a, b = load_config(cfg), load_config(gpu)
+    # the device is not part of a unit key (so CPU and GPU runs belong in separate --out folders)
+    assert [r.key for r in a.runs] == [r.key for r in b.runs]

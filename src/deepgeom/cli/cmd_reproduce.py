@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="studies run side by side (default 2)")
     p.add_argument("--markdown", default=None, metavar="FILE",
                    help="also splice this run's sections into FILE (e.g. the repository's REPRODUCTION.md)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where trainings run (auto: the GPU when torch sees one); use separate --out folders")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
@@ -32,7 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..reproduce import reproduce
     from ..reproduce.report import splice_markdown
 
-    claims = reproduce(args.paper, args.out, quick=args.quick, workers=args.workers, progress=not args.quiet)
+    claims = reproduce(args.paper, args.out, quick=args.quick, workers=args.workers, progress=not args.quiet,
+                       device=args.device)
     for r in claims.itertuples():
         print(f"{r.claim_id:>4}  {r.verdict:<12}  {r.measured:9.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}] n={r.n}  {r.claim}")
     out = Path(args.out)

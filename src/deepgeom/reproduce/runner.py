@@ -111,14 +111,37 @@ def _run_regression(settings: dict, out_dir: str, threads: int) -> dict:
     return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": [], "computed": computed}
 
 
+def _with_device(config: dict, device: str) -> dict:
+    """The study config with its trainings on ``device`` (unless the spec already chose one): the
+    ``resources`` section is not part of any unit's key, so keep CPU and GPU runs in separate folders."""
+    if device == "cpu":
+        return config
+    res = dict(config.get("resources") or {})
+    train = dict(res.get("train") or {})
+    train.setdefault("device", device)
+    res["train"] = train
+    return {**config, "resources": res}
+
+
+def _resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, workers: int = 2,
-              progress: bool = True, figures: bool = True) -> pd.DataFrame:
+              progress: bool = True, figures: bool = True, device: str = "auto") -> pd.DataFrame:
     """Reproduce ``paper`` (one of :func:`papers`, or ``"all"``) into ``out_dir`` and return its claims table.
 
     Runs the spec's studies (resuming finished units), the extra steps, then judges every claim
     (:func:`deepgeom.claims.evaluate_claims`), draws the figures and writes ``claims.csv``,
     ``report/index.html`` and ``REPRODUCTION.md`` under ``out_dir``. ``workers`` processes run studies
-    side by side, each with ``max(1, cpus // workers)`` torch threads.
+    side by side, each with ``max(1, cpus // workers)`` torch threads. ``device="auto"`` trains on the
+    GPU when torch sees one (``"cpu"``/``"cuda"`` force it); the device is recorded in ``reproduction.json``.
     """
     from tqdm.auto import tqdm
 
@@ -128,6 +151,7 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
             raise UnknownNameError("paper", p, [*papers(), "all"])
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"workers must be an integer >= 1; got {workers!r}")
+    device = _resolve_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames = []
@@ -137,7 +161,7 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         pdir.mkdir(exist_ok=True)
         threads = max(1, (os.cpu_count() or 1) // workers)
         tasks: list[tuple[str, Any, tuple]] = [
-            (f"study {name}", _run_one_study, (copy.deepcopy(cfg), str(pdir / name), threads))
+            (f"study {name}", _run_one_study, (_with_device(copy.deepcopy(cfg), device), str(pdir / name), threads))
             for name, cfg in spec["studies"].items()]
         if "transformer" in spec:
             tasks.append(("transformer", _run_transformer, (dict(spec["transformer"]), str(pdir / "transformer"),
@@ -172,7 +196,7 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         write_table(claims, pdir / "claims")
         meta = {"paper": p, "title": spec.get("title", p), "quick": quick, "started": started,
                 "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
-                "load_average": _load_average(), "workers": workers, "threads_per_worker": threads,
+                "load_average": _load_average(), "workers": workers, "threads_per_worker": threads, "device": device,
                 "cpu": _cpu_model(), "cpus": os.cpu_count(), "steps": results,
                 "command": f"deepgeom reproduce {p} --out {out}{' --quick' if quick else ''}",
                 "versions": _versions()}
