@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from .._results import ResultMixin, to_jsonable
-from .._validation import check_fraction, check_matrix, check_positive_int
+from .._validation import check_finite_values, check_fraction, check_matrix, check_positive_int
 from ..errors import InputError, UnknownNameError
-from ..functional.cka import KERNELS, MinibatchCKA, centred_linear_kernel, gram_rbf, u_center
-from ..functional.matrix import as_tensor, center_gram, covariance, gram
+from ..functional.cka import KERNELS, MIN_CKA_ROWS, MinibatchCKA, centred_linear_kernel, gram_rbf, u_center
+from ..functional.matrix import as_tensor, center_gram, covariance, gram, unit_scaled
 
 __all__ = [
     "CKAResult",
@@ -339,18 +339,29 @@ def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a
 
 
 def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debiased: bool,
-                        compute_dtype: torch.dtype | str, device: Any) -> torch.Tensor:
-    """(L, N²) stack of centred (or U-centred) kernels, each scaled to unit Frobenius norm."""
+                        compute_dtype: torch.dtype | str, device: Any, names: Sequence[str] | None = None,
+                        ) -> torch.Tensor:
+    """(L, N²) stack of centred (or U-centred) kernels, each scaled to unit Frobenius norm.
+
+    A layer beyond 2^±64 is read scaled by a power of two (CKA does not see the scale; its squared
+    kernel entries would otherwise overflow); NaN/Inf activations raise :class:`InputError` naming
+    the layer and rows (a non-finite kernel is never mistaken for a constant layer)."""
     rows = []
+    names = list(names) if names is not None else [f"#{i}" for i in range(len(arrays))]
 
     def centred(K):  # linear kernels come centred (HKH) from the core; RBF kernels are centred here
         if debiased:
             return u_center(K)
         return center_gram(K) if kernel == "rbf" else K
 
-    for X in arrays:
+    for name, X in zip(names, arrays, strict=True):
+        X0 = X
+        X, _ = unit_scaled(X)
         K = (centred_linear_kernel(X, centred, compute_dtype=compute_dtype, device=device) if kernel == "linear"
-             else centred(gram_rbf(X, sigma, compute_dtype=compute_dtype, device=device)))
+             else centred(gram_rbf(X0, sigma, compute_dtype=compute_dtype, device=device)))
+        if not bool(torch.isfinite(K).all()):
+            check_finite_values(X0, f"layer {name!r}")
+            raise InputError(f"layer {name!r} overflows its kernel (values beyond float64's range once squared)")
         norm = float(torch.linalg.norm(K))
         rows.append((K / norm if norm > 0 else torch.full_like(K, float("nan"))).reshape(-1).cpu())
         del K
@@ -358,10 +369,12 @@ def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debias
 
 
 def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, *, kernel: str, sigma: float,
-                 debiased: bool, memory_budget: int, compute_dtype: torch.dtype | str, device: Any) -> np.ndarray:
+                 debiased: bool, memory_budget: int, compute_dtype: torch.dtype | str, device: Any,
+                 names_a: Sequence[str] | None = None, names_b: Sequence[str] | None = None) -> np.ndarray:
     n = int(arrays_a[0].shape[0])
-    if n < (_MIN_BATCH if debiased else 2):
-        raise InputError(f"full-data CKA needs at least {_MIN_BATCH if debiased else 2} examples; got {n}")
+    if n < MIN_CKA_ROWS:
+        raise InputError(f"full-data CKA needs at least {MIN_CKA_ROWS} examples (with fewer it is 1 or nearly "
+                         f"so for any data); got {n}")
     count = len(arrays_a) + (len(arrays_b) if arrays_b is not None else 0)
     need = (count + 2) * n * n * 8
     if need > memory_budget:
@@ -369,8 +382,9 @@ def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, *, ker
             f"full-data CKA keeps one N×N float64 kernel per layer: {count} layers × N={n} needs "
             f"~{need / 2**30:.1f} GiB > memory_budget {memory_budget / 2**30:.1f} GiB; use minibatch=True "
             "(the paper's estimator, memory independent of N), fewer layers or fewer examples")
-    A = _normalised_kernels(arrays_a, kernel, sigma, debiased, compute_dtype, device)
-    B = A if arrays_b is None else _normalised_kernels(arrays_b, kernel, sigma, debiased, compute_dtype, device)
+    A = _normalised_kernels(arrays_a, kernel, sigma, debiased, compute_dtype, device, names_a)
+    B = A if arrays_b is None else _normalised_kernels(arrays_b, kernel, sigma, debiased, compute_dtype, device,
+                                                       names_b)
     bad = [i for i in range(A.shape[0]) if not torch.isfinite(A[i]).all()]
     if bad or (arrays_b is not None and any(not torch.isfinite(B[j]).all() for j in range(B.shape[0]))):
         warnings.warn("some layers have no variance (constant activations): their CKA is NaN",
@@ -599,7 +613,7 @@ def cka_matrix_from_captures(
             fa = fb = None
         M = _full_engine(arrs_a, None if (within and layers_b is None) else arrs_b, kernel=kernel, sigma=sigma,
                          debiased=debiased, memory_budget=_budget_bytes(memory_budget),
-                         compute_dtype=compute_dtype, device=device)
+                         compute_dtype=compute_dtype, device=device, names_a=la, names_b=lb)
         return _result(M, la, lb, da, db, n, kernel=kernel, sigma=sigma, minibatch=False, debiased=debiased,
                        batch_size=None, within=within, pc1_removed=remove_pc1, fa=fa, fb=fb)
 
