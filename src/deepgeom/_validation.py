@@ -13,8 +13,40 @@ ArrayLike = Any  # numpy array, numpy memmap, torch tensor, or nested sequence
 
 
 def is_memmap(X: Any) -> bool:
-    """True for a numpy memmap (data captured to disk), which callers stream instead of loading."""
-    return isinstance(X, np.memmap)
+    """True for a numpy memmap (data captured to disk) or a :class:`MemmapRows` selection of one,
+    which callers stream instead of loading."""
+    return isinstance(X, (np.memmap, MemmapRows))
+
+
+class MemmapRows:
+    """Rows ``idx`` of a memmap, read lazily: the estimators' view of the distinct rows of data on disk.
+
+    Slicing reads only what is asked for — ``V[a:b]`` those rows, ``V[:, c0:c1]`` that strip of
+    columns of the selected rows — so a search that streams a memmap streams this view the same
+    way, instead of reading every kept row into memory at once.
+    """
+
+    def __init__(self, X: np.memmap, idx: Any):
+        self.X = X
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self.shape = (int(self.idx.size),) + tuple(X.shape[1:])
+        self.ndim = X.ndim
+        self.dtype = X.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, cols = (key if isinstance(key, tuple) else (key, slice(None))) if key is not Ellipsis else \
+            (slice(None), slice(None))
+        sel = self.idx[rows]
+        if isinstance(cols, slice) and cols == slice(None):
+            return np.asarray(self.X[sel])
+        return np.asarray(self.X[:, cols][sel])  # the column strip first: only its bytes are read
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self.X[self.idx])
+        return out if dtype is None else out.astype(dtype)
 
 
 def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_finite: bool = True) -> ArrayLike:
@@ -23,7 +55,7 @@ def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_fini
     Raises :class:`InputError` for 1-D or >2-D input, non-numeric dtype, fewer than ``min_rows``
     rows, zero columns, or NaN/Inf entries (memmaps are checked block by block).
     """
-    if not isinstance(X, (np.ndarray, torch.Tensor)):
+    if not isinstance(X, (np.ndarray, torch.Tensor, MemmapRows)):
         try:
             X = np.asarray(X)
         except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
@@ -33,7 +65,7 @@ def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_fini
             f"{name} must be 2-D of shape (N, D) with one row per point; got shape {tuple(X.shape)}"
             + (" (reshape 1-D data with X[:, None])" if X.ndim == 1 else "")
         )
-    if isinstance(X, np.ndarray):
+    if isinstance(X, (np.ndarray, MemmapRows)):
         if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_) or np.iscomplexobj(X):
             raise InputError(f"{name} must be real and numeric; got dtype {X.dtype}")
     elif X.is_complex() or X.dtype == torch.bool:

@@ -84,7 +84,9 @@ class Neighbors(ResultMixin):
         """(N,) bool: the row has an exact duplicate elsewhere in X (its nearest distance is exactly 0.0).
 
         Exact because the distances are recomputed from float64 differences of the original rows,
-        which are 0 if and only if the rows are equal (same answer as :func:`duplicate_groups`).
+        which are 0 if and only if the rows are equal — differences too small to square in float64
+        (1e-170) are measured with their own scale — so this is the same answer as
+        :func:`duplicate_groups`.
         """
         return self.distances[:, 0] == 0.0
 
@@ -406,6 +408,47 @@ def _pair_sqdist(X: Any, r: torch.Tensor, c: torch.Tensor, dev: torch.device, bu
     return out
 
 
+#: a scaled squared distance below this may hold squares that underflowed (differences under ~2⁻⁵¹¹
+#: of the data's largest value): such pairs are recomputed by :func:`_pair_dist` with their own scale
+_TINY_SQ = 2.0**-900
+
+
+def _pair_dist(X: Any, r: torch.Tensor, c: torch.Tensor, dev: torch.device, budget: int, Dc: int,
+               scale: float = 1.0) -> torch.Tensor:
+    r"""Exact float64 distances ‖(X_r − X_c)·scale‖ of the given row pairs (callers divide by ``scale``).
+
+    :func:`_pair_sqdist`, square-rooted; pairs whose squared sum is tiny are recomputed as
+    :math:`m\,\|(x-y)/m\|` with :math:`m = \max|x-y|` (Blue's/LAPACK's ``dnrm2`` scaling), so rows that
+    differ by 1e-170 get a distance of 1e-170, not the 0 their underflowed squares give — a distance
+    is 0 exactly when the rows are equal, as :func:`duplicate_groups` says.
+    """
+    out = _pair_sqdist(X, r, c, dev, budget, Dc, scale).sqrt_()
+    small = (out * out < _TINY_SQ).nonzero()[:, 0]
+    if len(small) == 0:
+        return out
+    d = X.shape[1]
+    pb = max(1, budget // (3 * 8 * d))
+    for p0 in range(0, len(small), pb):
+        sel = small[p0 : p0 + pb]
+        rr, cc = r.to(dev)[sel].cpu().numpy(), c.to(dev)[sel].cpu().numpy()
+        diff = (_rows_f64(X, rr, dev) - _rows_f64(X, cc, dev)).mul_(scale)  # exact: a power of two
+        m = diff.abs().amax(1)
+        nz = m > 0
+        val = torch.zeros(len(sel), dtype=torch.float64, device=dev)
+        q = diff[nz] / m[nz, None]
+        val[nz] = m[nz] * torch.linalg.vector_norm(q, dim=1)
+        out[sel] = val
+    return out
+
+
+def _rows_f64(X: Any, idx: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """Rows ``idx`` (any order, repeats allowed) of X as float64 on dev; a memmap reads only those rows."""
+    if isinstance(X, torch.Tensor):
+        return X[torch.as_tensor(idx, device=X.device)].to(device=dev, dtype=torch.float64)
+    uniq, inv = np.unique(idx, return_inverse=True)
+    return torch.from_numpy(np.array(X[uniq], dtype=np.float64)[inv.ravel()]).to(dev)
+
+
 def _refine(
     X: Any, rows: torch.Tensor, cand_v: torch.Tensor, cand_i: torch.Tensor, sq: torch.Tensor, k: int,
     err: tuple[float, float], u_data: float, dev: torch.device, budget: int, Dc: int, complete: bool,
@@ -438,8 +481,8 @@ def _refine(
     need[:, :k] = True
     rr, cc = need.nonzero(as_tuple=True)
     exact = torch.full((cv.shape[0], K), math.inf, dtype=torch.float64, device=dev)
-    d2 = _pair_sqdist(X, rows.to(dev)[rr], cand_i[rr, cc], dev, budget, Dc, scale)
-    exact[rr, cc] = d2.sqrt_()  # in scaled units until the end: subnormal distances keep their order
+    # in scaled units until the end: subnormal distances keep their order
+    exact[rr, cc] = _pair_dist(X, rows.to(dev)[rr], cand_i[rr, cc], dev, budget, Dc, scale)
     # sort by (distance, index): ties broken by the smaller index, independent of block sizes
     o1 = torch.argsort(cand_i, dim=1, stable=True)
     e1 = torch.gather(exact, 1, o1)
@@ -471,11 +514,11 @@ def _exact_rows(X: Any, rows: torch.Tensor, k: int, dev: torch.device, budget: i
     cols = torch.arange(n, device=dev)
     for g0 in range(0, len(rows), g):
         q = rows[g0 : g0 + g].to(dev)
-        d2 = _pair_sqdist(X, q.repeat_interleave(n), cols.repeat(len(q)), dev, budget, Dc, scale).view(len(q), n)
-        d2[torch.arange(len(q), device=dev), q] = math.inf
+        dq = _pair_dist(X, q.repeat_interleave(n), cols.repeat(len(q)), dev, budget, Dc, scale).view(len(q), n)
+        dq[torch.arange(len(q), device=dev), q] = math.inf
         # ties judged on distances (as in _refine), in scaled units so subnormal ones keep their order;
         # stable: equal distances keep index order
-        v, o = torch.sort(d2.sqrt_(), dim=1, stable=True)
+        v, o = torch.sort(dq, dim=1, stable=True)
         dist[g0 : g0 + len(q)] = v[:, :k] / scale
         idx[g0 : g0 + len(q)] = o[:, :k]
     return dist, idx
