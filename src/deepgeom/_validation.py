@@ -81,7 +81,7 @@ def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_fini
 
 
 def check_finite_values(X: ArrayLike, name: str = "X", block_rows: int | None = None) -> None:
-    """Raise :class:`InputError` if X holds NaN or Inf, naming the first bad row.
+    """Raise :class:`InputError` if X holds NaN or Inf, naming the bad rows (the first ten) and their count.
 
     Rows are checked in blocks of about 64 MiB (fewer rows when D is large), so a wide memmap is
     streamed from disk instead of being read into memory in one piece.
@@ -89,15 +89,22 @@ def check_finite_values(X: ArrayLike, name: str = "X", block_rows: int | None = 
     if block_rows is None:
         width = max(1, int(X.shape[1]) if X.ndim > 1 else 1)
         block_rows = int(max(1, min(4096, (64 * 2**20) // (8 * width))))
+    found: list[int] = []
+    count = 0
     for start in range(0, X.shape[0], block_rows):
         blk = X[start : start + block_rows]
         bad = ~torch.isfinite(blk) if isinstance(blk, torch.Tensor) else ~np.isfinite(np.asarray(blk))
+        if bad.ndim > 1:
+            bad = bad.reshape(bad.shape[0], -1).any(1)
         if bad.any():
-            rows = (bad.any(1).nonzero()[0] if isinstance(bad, np.ndarray) else bad.any(1).nonzero()[:, 0])
-            first = int(rows[0]) + start
-            raise InputError(
-                f"{name} contains NaN or Inf (first in row {first}); remove or impute those rows first"
-            )
+            rows = (bad.nonzero()[0] if isinstance(bad, np.ndarray) else bad.nonzero()[:, 0].cpu())
+            count += len(rows)
+            found += [int(r) + start for r in rows[: 10 - len(found)]]
+    if count:
+        which = ("the only such row" if count == 1 else
+                 f"in {count} rows: " + ", ".join(map(str, found)) + (", ..." if count > len(found) else ""))
+        raise InputError(f"{name} contains NaN or Inf (first in row {found[0]}) {which}; "
+                         "remove or impute those rows first")
 
 
 def check_same_n(X: ArrayLike, Y: ArrayLike, names: tuple[str, str] = ("X", "Y")) -> int:

@@ -127,6 +127,9 @@ def _unit_kernel(K: torch.Tensor) -> torch.Tensor:
 
 def _ratio(xy: float, xx: float, yy: float, what: str = "") -> float:
     """HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), with a clear error when a norm vanishes."""
+    if not (math.isfinite(xy) and math.isfinite(xx) and math.isfinite(yy)):
+        raise InputError(f"the HSIC terms of X{what} and Y{what} are not finite ({xy:.3g}, {xx:.3g}, {yy:.3g}): "
+                         "the data overflow float64 even after rescaling")
     if not xx > 0:
         raise InputError(
             f"X{what} has no variance left after centring (constant features or rank too low for the "
