@@ -101,10 +101,45 @@ def check_finite_values(X: ArrayLike, name: str = "X", block_rows: int | None = 
             count += len(rows)
             found += [int(r) + start for r in rows[: 10 - len(found)]]
     if count:
-        which = ("the only such row" if count == 1 else
-                 f"in {count} rows: " + ", ".join(map(str, found)) + (", ..." if count > len(found) else ""))
-        raise InputError(f"{name} contains NaN or Inf (first in row {found[0]}) {which}; "
+        which = (", the only such row" if count == 1 else
+                 f" in {count} rows: " + ", ".join(map(str, found)) + (", ..." if count > len(found) else ""))
+        raise InputError(f"{name} contains NaN or Inf (first in row {found[0]}){which}; "
                          "remove or impute those rows first")
+
+
+def load_npy(path: Any, what: str = "array", *, mmap: bool = True, numeric: bool = True) -> np.ndarray:
+    """A ``.npy`` file, memory-mapped read-only by default (large captures are streamed, not loaded).
+
+    Every way a file can be unreadable is one :class:`InputError` naming it: missing, a directory,
+    empty, truncated (fewer bytes than its header promises), garbage, pickled objects (refused:
+    unpickling runs code), and — with ``numeric`` — strings or complex numbers.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{what} {p} is a directory, not a .npy file")
+    if not p.is_file():
+        raise InputError(f"{what} file {p} does not exist")
+    with open(p, "rb") as fh:
+        head = fh.read(6)
+    if head != b"\x93NUMPY":
+        raise InputError(f"{what} {p} is not a .npy file (" + ("it is empty" if not head else "no NumPy header")
+                         + "); save arrays with np.save")
+    try:
+        a = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        msg = str(exc).split("\n")[0]
+        if "pickle" in msg or "Python objects" in msg:
+            msg = "it holds pickled Python objects, which are refused (loading them runs code)"
+        elif isinstance(exc, EOFError) or "mmap length" in msg or "read all data" in msg:
+            msg = "it is empty or truncated (fewer bytes than its header promises)"
+        raise InputError(f"{what} {p} is not a readable numeric .npy array: {msg}") from exc
+    if not isinstance(a, np.ndarray):  # an .npz archive opened by np.load
+        raise InputError(f"{what} {p} is not a .npy array (an .npz archive?); save one array with np.save")
+    if numeric and (not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) or np.iscomplexobj(a)):
+        raise InputError(f"{what} {p} must hold real numbers; got dtype {a.dtype}")
+    return a
 
 
 def check_same_n(X: ArrayLike, Y: ArrayLike, names: tuple[str, str] = ("X", "Y")) -> int:

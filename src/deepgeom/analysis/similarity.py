@@ -636,7 +636,10 @@ def cka_matrix_from_captures(
 def _checked_rows(a: Any, start: int, stop: int, name: str) -> torch.Tensor:
     blk = as_tensor(np.asarray(a[start:stop]) if isinstance(a, np.ndarray) else a[start:stop])
     if not torch.isfinite(blk).all():
-        raise InputError(f"layer {name!r} contains NaN or Inf in rows {start}..{stop - 1}")
+        bad = (~torch.isfinite(blk.reshape(blk.shape[0], -1))).any(1).nonzero()[:, 0] + start
+        shown = ", ".join(str(int(r)) for r in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise InputError(f"layer {name!r} contains NaN or Inf (first in row {int(bad[0])}) in rows {shown} "
+                         f"of the batch {start}..{stop - 1}; remove or impute those rows first")
     return blk
 
 

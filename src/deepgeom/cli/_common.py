@@ -6,15 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-
 
 def load_npy(path: str | Path, what: str = "array") -> np.ndarray:
-    """A ``.npy`` file memory-mapped read-only (large captures are streamed, not loaded); pickles refused."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} file {p} does not exist")
-    try:
-        return np.load(p, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise InputError(f"{what} {p} is not a readable numeric .npy array: {exc}") from exc
+    """A ``.npy`` file memory-mapped read-only (large captures are streamed, not loaded); pickles,
+    truncated files, garbage and non-numeric dtypes refused (:func:`deepgeom._validation.load_npy`)."""
+    from .._validation import load_npy as _load
+
+    return _load(path, what)
