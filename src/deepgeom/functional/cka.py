@@ -472,9 +472,10 @@ def cka(X: Any, Y: Any, *, kernel: str = "linear", sigma: float = 0.8, debiased:
 
 # ---------------------------------------------------------------------------------------- minibatch
 def _pow2_grid(T: torch.Tensor, ra: np.ndarray, rb: np.ndarray) -> torch.Tensor:
-    """T (A, B) or (A,) times 2^(ra_a + rb_b) (all exponents ≤ 0: exact, or a negligible underflow)."""
+    """T (A, B) times 2^(ra_a + rb_b), or (A,) times 2^(ra_a + rb_a) (all exponents ≤ 0: exact, or a
+    negligible underflow)."""
     if T.ndim == 1:
-        return torch.from_numpy(np.ldexp(T.numpy(), ra.astype(np.int32)))
+        return torch.from_numpy(np.ldexp(T.numpy(), (ra + rb).astype(np.int32)))
     return torch.from_numpy(np.ldexp(T.numpy(), (ra[:, None] + rb[None, :]).astype(np.int32)))
 
 
