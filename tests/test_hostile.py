@@ -111,6 +111,10 @@ def test_pca_id_and_spectrum_are_invariant_to_scale(e):
         with pytest.raises(InputError, match="exceed float64's range"):
             dg.feature_spectrum(scaled(G, e))
         return
+    if want[0] < np.finfo(np.float64).tiny * 2.0**53:  # fewer than 53 bits left above the subnormals
+        with pytest.raises(InputError, match="below float64's normal range"):
+            dg.feature_spectrum(scaled(G, e))
+        return
     s = dg.feature_spectrum(scaled(G, e), targets=LABELS)
     np.testing.assert_allclose(s.eigenvalues, want, rtol=RTOL, atol=float(want.max()) * 1e-14)
     np.testing.assert_allclose(s.target_alignment, s0.target_alignment, rtol=RTOL, atol=1e-12)
@@ -132,6 +136,15 @@ def test_neural_collapse_is_invariant_to_scale(e):
 def test_neural_collapse_at_1e300_is_finite():
     m = dg.neural_collapse(G * 1e300, LABELS)
     assert math.isfinite(m.nc1) and m.nc1 == pytest.approx(dg.neural_collapse(G, LABELS).nc1, rel=1e-9)
+
+
+def test_spectrum_summaries_at_1e140_are_finite_without_warnings():
+    s0 = dg.feature_spectrum(G)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = dg.feature_spectrum(G * 2.0**465)  # ~1e140: eigenvalues ~1e280, their squares overflow
+        assert dg.participation_ratio(s) == pytest.approx(dg.participation_ratio(s0), rel=1e-12)
+        assert dg.dominant_count(s).count == dg.dominant_count(s0).count
 
 
 def test_pca_and_spectrum_cli_on_huge_values(tmp_path, capsys):

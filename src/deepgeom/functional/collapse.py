@@ -291,6 +291,8 @@ def participation_ratio(eigenvalues: Any) -> float:
     a 1-D array of eigenvalues.
     """
     lam = _eigenvalues_of(eigenvalues, "eigenvalues")
+    if lam[0] > 0:  # a ratio: scaled by a power of two (exact) so that the squares of 1e280 cannot overflow
+        lam = np.ldexp(lam, -math.frexp(float(lam[0]))[1])
     s2 = float((lam**2).sum())
     if s2 <= 0:
         raise InputError("all eigenvalues are zero; the participation ratio is undefined")

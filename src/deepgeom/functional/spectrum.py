@@ -228,6 +228,11 @@ def feature_spectrum(
             raise InputError(
                 f"Phi's values reach 2^{e} (~1e{round(e * math.log10(2))}): its kernel eigenvalues (squares of the "
                 "features) exceed float64's range; rescale Phi (eigenfunctions and every ratio are unchanged)")
+        if all_vals[0] > 0 and true_vals[0] < np.finfo(np.float64).tiny * 2.0**53:
+            raise InputError(
+                f"Phi's values are below 2^{e} (~1e{round(e * math.log10(2))}): its kernel eigenvalues (squares of the "
+                "features) fall below float64's normal range and lose their digits; rescale Phi (eigenfunctions "
+                "and every ratio are unchanged)")
     tol = rank_tolerance(all_vals, n, d)
     rank = int((all_vals > tol).sum())
     r = rank if k_max is None else min(rank, k_max)
@@ -353,6 +358,8 @@ def _first_reaching(curve: np.ndarray | None, level: float) -> int | None:
 def effective_dimension(eigenvalues: np.ndarray) -> float:
     r"""exp of the Shannon entropy of :math:`p_k = \rho_k/\sum_j\rho_j` (Nam et al. 2024, effective dimension)."""
     lam = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    if lam.size and lam.max() > 0:  # p_k does not see the scale: keep the sum far from overflow
+        lam = np.ldexp(lam, -math.frexp(float(lam.max()))[1])
     total = lam.sum()
     if total <= 0:
         return 0.0
