@@ -471,6 +471,11 @@ def cka(X: Any, Y: Any, *, kernel: str = "linear", sigma: float = 0.8, debiased:
 
 
 # ---------------------------------------------------------------------------------------- minibatch
+#: ⟨U, U⟩ of a batch kernel outside this range is recomputed on power-of-two-scaled activations: far
+#: inside float64 (2^±1022), so sums over batches and cross terms (≤ √(⟨U,U⟩⟨V,V⟩)) stay finite
+_SELF_RANGE = (2.0**-600, 2.0**600)
+
+
 def _pow2_grid(T: torch.Tensor, ra: np.ndarray, rb: np.ndarray) -> torch.Tensor:
     """T (A, B) times 2^(ra_a + rb_b), or (A,) times 2^(ra_a + rb_a) (all exponents ≤ 0: exact, or a
     negligible underflow)."""
@@ -575,10 +580,17 @@ class MinibatchCKA:
                 K = self._stack(side, (len(xs), n, n), dev)
                 selfs = torch.empty(len(xs), dtype=torch.float64, device=dev)
             if self.kernel == "linear":
-                e = max_abs_exponent(x)
-                if abs(e) > 64:  # exact power-of-two scaling; the kernel then carries 4ᵉ
-                    x, expo[i] = mul_pow2(x.to(torch.float64), -e), 2 * e
                 U = centred_linear_kernel(x, _u_center_, compute_dtype=self.compute_dtype, device=dev, out=K[i])
+                u = U.reshape(-1)
+                if not _SELF_RANGE[0] < float(torch.dot(u, u)) < _SELF_RANGE[1]:
+                    # ⟨U, U⟩ ~ x⁴ overflowed, or may have lost digits to underflow (or x is constant or
+                    # not finite, which this leaves as it is): redo on x scaled by 2⁻ᵉ (exact); the
+                    # kernel then carries 4ᵉ. Only such layers pay for the extra pass over x.
+                    e = max_abs_exponent(x)
+                    if e:
+                        x, expo[i] = mul_pow2(x.to(torch.float64), -e), 2 * e
+                        U = centred_linear_kernel(x, _u_center_, compute_dtype=self.compute_dtype, device=dev,
+                                                  out=K[i])
             else:
                 K[i] = gram_rbf(x, self.sigma, compute_dtype=self.compute_dtype, device=dev)
                 U = _u_center_(K[i])
