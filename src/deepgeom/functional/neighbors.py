@@ -23,6 +23,9 @@ How (the argument is spelled out in :func:`knn`):
 
 Disk memmaps (from ``capture``) are streamed: over row blocks for the mean, over feature blocks for
 the products (partial products accumulated per slab) and for the refinement.
+
+In low dimension (D ≤ 8, N ≥ 4,096) the candidates come from a k-d tree instead of products
+(:func:`_tree_search`, O(N log N)); steps 3–4 are the same, so the answer is too.
 """
 
 from __future__ import annotations
