@@ -120,6 +120,16 @@ def test_pca_id_and_spectrum_are_invariant_to_scale(e):
     np.testing.assert_allclose(s.target_alignment, s0.target_alignment, rtol=RTOL, atol=1e-12)
 
 
+@settings(max_examples=10, deadline=None)
+@given(e=EXPONENTS)
+def test_neighbour_estimators_are_invariant_to_scale(e):
+    """TwoNN, GRIDE and Levina–Bickel see only ratios of neighbour distances."""
+    X = rng0.standard_normal((60, 3))
+    for f in (lambda A: dg.twonn(A).id, lambda A: dg.twonn(A, method="mle").id,
+              lambda A: dg.gride(A, n1=2, n2=4).id, lambda A: dg.levina_bickel(A, k1=5, k2=10).id):
+        assert f(scaled(X, e)) == pytest.approx(f(X), rel=RTOL)
+
+
 @settings(max_examples=20, deadline=None)
 @given(e=EXPONENTS)
 def test_neural_collapse_is_invariant_to_scale(e):
