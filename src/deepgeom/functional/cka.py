@@ -408,7 +408,7 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = False, method: str = "auto",
         A Python float in [0, 1] (debiased CKA can be slightly negative for unrelated data).
 
     Raises:
-        InputError: different N, N < 2 (N < 4 debiased), NaN/Inf, or a representation with no
+        InputError: different N, N < 4 (CKA is 1 for any 2 rows), NaN/Inf, or a representation with no
             variance (all features constant), for which CKA is undefined.
 
     Example:
