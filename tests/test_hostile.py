@@ -78,6 +78,23 @@ def test_minibatch_and_full_heatmaps_are_invariant_to_scale(e):
     assert np.isfinite(full).all()
 
 
+@settings(max_examples=10, deadline=None)
+@given(e=EXPONENTS)
+def test_first_pc_and_effective_rank_are_invariant_to_scale(e):
+    """The first-PC fraction, heatmaps with the first PC removed (streamed and full) and RankMe: at
+    1e-300 the PC removal used to pick an arbitrary direction from an underflowed scatter matrix and
+    give a wrong CKA without a word."""
+    from deepgeom.analysis.similarity import pc1_fraction
+    from deepgeom.functional.collapse import effective_rank
+
+    assert pc1_fraction(scaled(G, e)) == pytest.approx(pc1_fraction(G), rel=RTOL)
+    assert effective_rank(scaled(G, e)) == pytest.approx(effective_rank(G), rel=RTOL)
+    for mb in (True, False):
+        base = cka_matrix_from_captures({"a": G, "b": H}, remove_pc1=True, minibatch=mb, batch_size=10)
+        got = cka_matrix_from_captures({"a": scaled(G, e), "b": H}, remove_pc1=True, minibatch=mb, batch_size=10)
+        np.testing.assert_allclose(got.matrix.to_numpy(), base.matrix.to_numpy(), rtol=RTOL)
+
+
 def test_minibatch_cka_with_batches_at_different_scales_matches_the_ratio_of_sums():
     """X's batches at 2^332 (~1e100) and 2^-332: per batch, HSIC₁(K, L) scales by 4^e and HSIC₁(K, K)
     by 16^e (linear kernels are quadratic in x), so the ratio of sums is, with the per-batch terms

@@ -31,7 +31,15 @@ from .._results import ResultMixin, to_jsonable
 from .._validation import check_finite_values, check_fraction, check_matrix, check_positive_int
 from ..errors import InputError, UnknownNameError
 from ..functional.cka import KERNELS, MIN_CKA_ROWS, MinibatchCKA, centred_linear_kernel, gram_rbf, u_center
-from ..functional.matrix import as_tensor, center_gram, covariance, gram, unit_scaled
+from ..functional.matrix import (
+    as_tensor,
+    center_gram,
+    covariance,
+    gram,
+    max_abs_exponent,
+    mul_pow2,
+    unit_scaled,
+)
 
 __all__ = [
     "CKAResult",
@@ -152,6 +160,17 @@ class _PC1:
         self.mean: dict[str, torch.Tensor] = {}
         self._V: dict[str, torch.Tensor] = {}
         self._acc: dict[str, list] = {}
+        #: per layer, the power of two its rows are divided by (fixed by the first batch): activations
+        #: beyond 2^±64 would overflow or underflow the scatter matrix; direction and fraction do not
+        #: see the scale, and projected rows keep one common scale per layer (all CKA needs)
+        self.exponent: dict[str, int] = {}
+
+    def _rows(self, name: str, batch: Mapping[str, Any]) -> torch.Tensor:
+        x = _flat(batch[name]).to(torch.float64)
+        if name not in self.exponent:
+            e = max_abs_exponent(x)
+            self.exponent[name] = e if abs(e) > 64 else 0
+        return mul_pow2(x, -self.exponent[name]) if self.exponent[name] else x
 
     @property
     def iterative(self) -> list[str]:
@@ -161,7 +180,7 @@ class _PC1:
     def update(self, batch: Mapping[str, Any]) -> None:
         """Pass 1: column sums (and scatter matrices of the narrow layers) about the pilot shift."""
         for name in self.names:
-            x = _flat(batch[name]).to(torch.float64)
+            x = self._rows(name, batch)
             if name not in self.shift:
                 self.shift[name] = x.mean(0)
                 self.sum[name] = torch.zeros(x.shape[1], dtype=torch.float64)
@@ -197,7 +216,7 @@ class _PC1:
     def iter_update(self, batch: Mapping[str, Any]) -> None:
         """One batch of a subspace-iteration pass: accumulate X̃ᵀ(X̃V), (X̃V)ᵀ(X̃V) and Σ‖x̃‖²."""
         for name in self.iterative:
-            xc = _flat(batch[name]).to(torch.float64) - self.mean[name]
+            xc = self._rows(name, batch) - self.mean[name]
             Z = xc @ self._V[name]
             acc = self._acc.setdefault(name, [0.0, 0.0, 0.0])
             acc[0] = acc[0] + xc.T @ Z
@@ -233,7 +252,9 @@ class _PC1:
                 self.iter_finish(last=it == self.iterations - 1)
 
     def project(self, name: str, x: Any) -> torch.Tensor:
-        x = _flat(x).to(torch.float64) - self.mean[name]
+        """Centred rows of a batch of layer ``name`` without the first principal direction (in the
+        layer's power-of-two units, :attr:`exponent`)."""
+        x = self._rows(name, {name: x}) - self.mean[name]
         v = self.direction[name]
         return x - torch.outer(x @ v, v)
 
@@ -646,6 +667,9 @@ def _checked_rows(a: Any, start: int, stop: int, name: str) -> torch.Tensor:
 def _remove_pc1_full(X: Any) -> torch.Tensor:
     Xc = as_tensor(np.asarray(X) if isinstance(X, np.ndarray) else X).to(torch.float64)
     Xc = Xc.reshape(Xc.shape[0], -1)
+    e = max_abs_exponent(Xc)
+    if abs(e) > 64:  # the direction does not see the scale, CKA neither: read scaled (exact)
+        Xc = mul_pow2(Xc, -e)
     Xc = Xc - Xc.mean(0)
     v = _top_direction(Xc)
     return Xc - torch.outer(Xc @ v, v)
@@ -678,6 +702,7 @@ def pc1_fraction(X: Any) -> float:
     """
     X = check_matrix(X, "X", min_rows=2)
     n, d = X.shape
+    X, _ = unit_scaled(X)  # a ratio of eigenvalues: data beyond 2^±64 are read scaled (exact)
     if d <= n:
         ev = torch.linalg.eigvalsh(covariance(X, center=True))
     else:

@@ -276,6 +276,7 @@ def effective_rank(X: Any) -> float:
     else:
         X = check_matrix(X, "X")
         n, d = X.shape
+        X, _ = matrix.unit_scaled(X)  # RankMe does not see the scale: data beyond 2^±64 read scaled (exact)
         M = matrix.gram(X) if n <= d else matrix.covariance(X, center=False)
         lam = torch.linalg.eigvalsh(M.cpu()).clamp_min(0).numpy()[::-1]
     sig = np.sqrt(np.clip(lam, 0, None))
