@@ -57,6 +57,24 @@ def test_cka_is_invariant_to_a_power_of_two_scale(e):
     assert kernel_cka(scaled(K, e), H @ H.T) == pytest.approx(kernel_cka(K, H @ H.T), rel=RTOL)
 
 
+@settings(max_examples=25, deadline=None)
+@given(a=st.integers(-1000, 1000), b=st.integers(-1000, 1000))
+def test_hsic_scales_exactly_or_says_it_cannot(a, b):
+    """HSIC is bilinear: HSIC(2^a K, 2^b L) = 2^(a+b) HSIC(K, L) — or an InputError where float64
+    cannot hold that (never inf, never a silent 0)."""
+    from deepgeom.functional.cka import hsic, unbiased_hsic
+
+    K, L = G @ G.T, H @ H.T
+    for f in (hsic, unbiased_hsic):
+        base = f(K, L)
+        e = a + b + math.frexp(base)[1]  # the result lies in [2^(e-1), 2^e)
+        if e > 1024 or e < -1074:
+            with pytest.raises(InputError, match="outside float64's range"):
+                f(scaled(K, a), scaled(L, b))
+        elif e > -1020:  # a normal float64 (in between, subnormal results keep only a few bits)
+            assert f(scaled(K, a), scaled(L, b)) == pytest.approx(math.ldexp(base, a + b), rel=RTOL)
+
+
 @pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e-100, 1e-10, 1.0, 1e10, 1e100, 1e155, 1e200, 1e300])
 def test_cka_of_a_rescaled_copy_is_one_from_1e_minus_300_to_1e300(scale):
     # decimal factors are not exact, but the rescaled copy differs by a rounding per entry (1e-16)

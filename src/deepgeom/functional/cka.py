@@ -319,7 +319,8 @@ def unbiased_hsic(K: Any, L: Any) -> float:
     L = _check_square(L, "L", 4)
     if K.shape != L.shape:
         raise InputError(f"K and L must be on the same examples; got shapes {tuple(K.shape)} and {tuple(L.shape)}")
-    return float(unbiased_hsic_pairs([K], [L])[0][0, 0])
+    (K, eK), (L, eL) = _split_scale(K), _split_scale(L)
+    return _scaled_back(float(unbiased_hsic_pairs([K], [L])[0][0, 0]), eK + eL)
 
 
 def hsic(K: Any, L: Any, *, unbiased: bool = False) -> float:
@@ -335,7 +336,26 @@ def hsic(K: Any, L: Any, *, unbiased: bool = False) -> float:
     if K.shape != L.shape:
         raise InputError(f"K and L must be on the same examples; got shapes {tuple(K.shape)} and {tuple(L.shape)}")
     n = K.shape[0]
-    return float((center_gram(K) * L).sum() / (n - 1) ** 2)
+    (K, eK), (L, eL) = _split_scale(K), _split_scale(L)
+    return _scaled_back(float((center_gram(K) * L).sum() / (n - 1) ** 2), eK + eL)
+
+
+def _split_scale(K: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(K·2⁻ᵉ, e) with the largest entry of K·2⁻ᵉ in [½, 1): products of entries cannot overflow."""
+    e = math.frexp(float(K.abs().max()))[1]
+    return (mul_pow2(K, -e), e) if e else (K, 0)
+
+
+def _scaled_back(value: float, e: int) -> float:
+    """``value · 2ᵉ``, or an InputError when float64 cannot hold it (HSIC of kernels near 1e±160 and beyond)."""
+    try:
+        out = math.ldexp(value, e)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out) or (out == 0.0 and value != 0.0):
+        raise InputError(f"HSIC of these kernels is {value:.6g}·2^{e}, outside float64's range; rescale the "
+                         "kernels (CKA, a ratio, is unaffected)")
+    return out
 
 
 def kernel_cka(K: Any, L: Any, *, debiased: bool = False) -> float:
