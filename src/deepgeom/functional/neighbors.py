@@ -625,7 +625,8 @@ def knn(
             ``"auto"``: the tree for D ≤ ``TREE_MAX_DIM`` (8) and N ≥ ``TREE_MIN_ROWS`` (4,096) when its
             float64 copy of the data (N·D·8 bytes) fits in 4 × ``memory_bytes``, else the matrix.
         progress: a progress bar on stderr; ``None`` shows one when the search is expected to take
-            more than a few seconds (N²D/2 ≥ 5·10¹⁰ products, or N ≥ 2¹⁸ rows on the tree).
+            more than about 3 s on a 2-core CPU (N²/2 pairs at ~10⁻¹¹·D + 2·10⁻⁸ s each on the matrix
+            route, N ≥ 2¹⁸ rows on the tree).
 
     Returns:
         :class:`Neighbors` with (N, k) float64 distances and int64 indices, nearest first.
@@ -658,7 +659,9 @@ def knn(
     if method == "tree" or (method == "auto" and d <= TREE_MAX_DIM and n >= TREE_MIN_ROWS
                             and n * d * 8 <= 4 * memory_bytes):
         return _tree_search(X, k, margin, dev, memory_bytes, Dr, progress)
-    bar = _progress_bar(progress, n * n * d / 2 >= 5e10, n * (n + 1) // 2, "knn")
+    # expected seconds on a 2-core CPU: ~1e-11 s per product flop plus ~2e-8 s per pair for the
+    # top-k merges (measured: N = 20,000, D = 1 takes seconds although its products are trivial)
+    bar = _progress_bar(progress, n * n / 2 * (d * 1e-11 + 2e-8) >= 3.0, n * (n + 1) // 2, "knn")
 
     if streamed:
         mean, amax = _stats_pass(X, block_size_for(d, 8, memory_bytes))
