@@ -519,11 +519,11 @@ def test_cli_layers_and_capture_on_a_module_file(tmp_path, capsys):
     torch.save(model, tmp_path / "m.pt")
     X = np.random.default_rng(0).standard_normal((30, 5)).astype(np.float32)
     np.save(tmp_path / "x.npy", X)
-    assert cli_main(["layers", "--module", str(tmp_path / "m.pt"), "--json"]) == 0
+    assert cli_main(["layers", "--module", str(tmp_path / "m.pt"), "--trust-pickle", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["input", "0", "1", "2", "output"] and rows[1]["type"] == "Linear"
     out = tmp_path / "cap"
-    assert cli_main(["capture", "--module", str(tmp_path / "m.pt"), "--input", str(tmp_path / "x.npy"),
+    assert cli_main(["capture", "--module", str(tmp_path / "m.pt"), "--trust-pickle", "--input", str(tmp_path / "x.npy"),
                      "--layers", "input,ReLU,output", "--n", "20", "--out", str(out), "--memory-budget", "0",
                      "--no-progress", "--json"]) == 0
     man = json.loads(capsys.readouterr().out)
@@ -531,7 +531,7 @@ def test_cli_layers_and_capture_on_a_module_file(tmp_path, capsys):
         ("input", [20, 5], 0.0), ("1", [20, 7], 0.5), ("output", [20, 2], 1.0)]
     with torch.no_grad():
         np.testing.assert_array_equal(np.load(out / "1.npy"), torch.relu(model[0](torch.from_numpy(X[:20]))).numpy())
-    assert cli_main(["capture", "--module", str(tmp_path / "m.pt"), "--input", str(tmp_path / "x.npy"),
+    assert cli_main(["capture", "--module", str(tmp_path / "m.pt"), "--trust-pickle", "--input", str(tmp_path / "x.npy"),
                      "--layers", "relu9", "--out", str(out)]) == 2
     assert "unknown layer 'relu9'" in capsys.readouterr().err
     # TorchScript: layers are listed; input/output capture; sub-module hooks cannot fire → clear error
@@ -546,7 +546,7 @@ def test_cli_layers_and_capture_on_a_module_file(tmp_path, capsys):
     assert cli_main(["capture", *ts, "--layers", "1", "--out", str(tmp_path / "ts1")]) == 2
     assert "TorchScript" in capsys.readouterr().err
     np.save(tmp_path / "sd.pt", X)
-    assert cli_main(["layers", "--module", str(tmp_path / "sd.pt.npy")]) == 2
+    assert cli_main(["layers", "--module", str(tmp_path / "sd.pt.npy"), "--trust-pickle"]) == 2
     assert "torch.save(model)" in capsys.readouterr().err
 
 

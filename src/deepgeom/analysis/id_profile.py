@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._validation import check_matrix
 from ..errors import InputError, UnknownNameError
 from ..functional.intrinsic_dim import find_duplicates, gride, levina_bickel, pca_id, twonn
 from ..functional.intrinsic_dim._common import _subset, is_constant
@@ -68,6 +69,24 @@ def _source(model_or_capture: Any, data: Any, layers: Any, batch_size: int, prog
     return {k: cap[k] for k in names}, depth
 
 
+def _layer_matrix(name: str, X: Any) -> Any:
+    """A layer's activations as a finite (N, D) matrix, or an :class:`InputError` naming the layer: a
+    NaN/Inf layer is never reported as "constant", a 1-D array is never guessed at."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is None:
+        try:
+            X = np.asarray(X)
+        except Exception as exc:  # noqa: BLE001 - anything that is not an array gets the same message
+            raise InputError(f"layer {name!r} is not an array; got {type(X).__name__}") from exc
+        ndim = X.ndim
+    if ndim < 2:
+        raise InputError(f"layer {name!r} must be an (N, D) array, one row per example; got shape {tuple(X.shape)}"
+                         + (" (reshape 1-D activations with X[:, None])" if ndim == 1 else ""))
+    if ndim > 2:
+        X = X.reshape(X.shape[0], -1)
+    return check_matrix(X, f"layer {name!r}")
+
+
 def id_profile(
     model_or_capture: Any,
     data: Any = None,
@@ -118,7 +137,7 @@ def id_profile(
     arrays, depth = _source(model_or_capture, data, layers, batch_size, progress, device)
     rows = []
     for name, X in arrays.items():
-        X = X if X.ndim == 2 else np.asarray(X).reshape(X.shape[0], -1)
+        X = _layer_matrix(name, X)
         row: dict[str, Any] = dict(layer=name, relative_depth=float(depth[name]), D=int(X.shape[1]),
                                    n=int(X.shape[0]))
         info = find_duplicates(X)

@@ -44,15 +44,20 @@ def _load_data(name: str, seed: int, options: dict[str, Any] | None = None, shuf
 def load_model_source(*, family: str | None = None, data: str | None = None, width: int | None = None,
                       depth: int | None = None, seed: int = 0, run: str | Path | None = None,
                       epoch: int | None = None, module: str | Path | None = None,
-                      torchscript: str | Path | None = None, need_data: bool = True) -> ModelSource:
+                      torchscript: str | Path | None = None, need_data: bool = True,
+                      weights: str | Path | None = None, trust_pickle: bool = False) -> ModelSource:
     """Build or load the model for the CLI: exactly one of ``family``, ``run``, ``module``, ``torchscript``.
 
     * ``family`` (+ ``data`` for the input shape and classes, ``width``, ``depth``, ``seed``):
       :func:`deepgeom.models.build` — an untrained network.
     * ``run`` (+ ``epoch``, default the latest checkpoint): :func:`deepgeom.train.load_model`; the
       dataset is the run's own (same name, options, seed and shuffled labels) unless ``data`` is given.
-    * ``module``: a whole ``nn.Module`` saved with ``torch.save(model)`` — unpickled with
-      ``weights_only=False``, so only for files you trust.
+    * ``module="model.py:ClassName"`` (the safe route): the class is imported from that Python file
+      (code you can read), built with no arguments, and ``weights`` — a ``.safetensors`` state dict,
+      tensors only — are loaded into it (strictly: every key must match).
+    * ``module="model.pt"``: a whole ``nn.Module`` saved with ``torch.save(model)``. Unpickling runs
+      whatever code the file carries (``torch.load(weights_only=False)``), so it is refused unless
+      ``trust_pickle=True`` — only for files you made or trust.
     * ``torchscript``: ``torch.jit.load`` — layers can be listed, but sub-module hooks of a scripted
       model do not fire, so only ``input``/``output`` capture.
 
@@ -84,9 +89,23 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
         used_epoch = epoch if epoch is not None else (max(info.checkpoints) if info.checkpoints else None)
         return ModelSource(model, ds, {"source": "run", "run": str(run_dir), "epoch": used_epoch,
                                        "data": getattr(ds, "name", None), "model_config": info.model_config})
+    if weights is not None and not (module is not None and _PY_CLASS.match(str(module))):
+        raise InputError("--weights FILE.safetensors goes with --module FILE.py:ClassName (the class its state "
+                         "dict belongs to)")
+    if module is not None and _PY_CLASS.match(str(module)):
+        model, path = _module_from_source(str(module), weights)
+        ds = _load_data(data, seed) if data is not None and need_data else None
+        return ModelSource(model, ds, {"source": "module", "file": str(path), "class": str(module).rsplit(":", 1)[1],
+                                       "weights": None if weights is None else str(weights),
+                                       "data": getattr(ds, "name", None)})
     path = Path(module if module is not None else torchscript)  # type: ignore[arg-type]
     if not path.is_file():
         raise InputError(f"model file {path} does not exist")
+    if module is not None and not trust_pickle:
+        raise InputError(
+            f"--module {path} is a pickle: loading it runs any code the file contains (torch.load with "
+            "weights_only=False). Pass --trust-pickle only for a file you made or trust, or use the safe route: "
+            "--module model.py:ClassName --weights model.safetensors")
     if torchscript is not None:
         try:
             model = torch.jit.load(str(path), map_location="cpu")
@@ -105,6 +124,51 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
                                    "file": str(path), "data": getattr(ds, "name", None)})
 
 
+_PY_CLASS = __import__("re").compile(r"^(?P<file>.+\.py):(?P<cls>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _module_from_source(spec: str, weights: str | Path | None) -> tuple[nn.Module, Path]:
+    """``file.py:ClassName`` → an instance built with no arguments, with a safetensors state dict loaded."""
+    import importlib.util
+
+    m = _PY_CLASS.match(spec)
+    assert m is not None
+    path = Path(m["file"])
+    if not path.is_file():
+        raise InputError(f"model source file {path} does not exist")
+    name = f"_deepgeom_user_model_{abs(hash(str(path.resolve())))}"
+    try:
+        mspec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(mspec)  # type: ignore[arg-type]
+        mspec.loader.exec_module(mod)  # type: ignore[union-attr]
+    except Exception as exc:  # noqa: BLE001 - the user's file may fail in any way; report it in one line
+        raise InputError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    cls = getattr(mod, m["cls"], None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        found = sorted(k for k, v in vars(mod).items() if isinstance(v, type) and issubclass(v, nn.Module))
+        raise InputError(f"{path} has no nn.Module class {m['cls']!r}; nn.Module classes there: {found or 'none'}")
+    try:
+        model = cls()
+    except Exception as exc:  # noqa: BLE001 - a constructor that needs arguments, or fails
+        raise InputError(f"{m['cls']}() from {path} could not be built without arguments: {exc}") from exc
+    if weights is not None:
+        wp = Path(weights)
+        if not wp.is_file():
+            raise InputError(f"weights file {wp} does not exist")
+        try:
+            from safetensors.torch import load_file
+
+            state = load_file(str(wp))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for bad files
+            raise InputError(f"{wp} is not a safetensors file: {exc}") from exc
+        try:
+            model.load_state_dict(state, strict=True)
+        except Exception as exc:  # noqa: BLE001 - missing/unexpected keys, shape mismatches
+            msg = str(exc).replace("\n", " ").replace("\t", "")
+            raise InputError(f"{wp} does not fit {m['cls']}: {msg}") from exc
+    return model, path
+
+
 def select_inputs(source: ModelSource, *, split: str = "test", n: int | None = None,
                   inputs: str | Path | None = None) -> tuple[Any, Any]:
     """The first ``n`` examples (and labels) of the source's dataset split, or of an ``.npy`` file.
@@ -113,10 +177,14 @@ def select_inputs(source: ModelSource, *, split: str = "test", n: int | None = N
     so captures of two models on the same source line up row by row.
     """
     if inputs is not None:
+        from .._validation import load_npy
+
         p = Path(inputs)
-        if not p.is_file() or p.suffix.lower() != ".npy":
-            raise InputError(f"--input must be an existing .npy file of examples; got {p}")
-        x: Any = np.load(p)
+        if p.suffix.lower() != ".npy":
+            raise InputError(f"--input must be a .npy file of examples; got {p}")
+        x: Any = np.array(load_npy(p, "--input"))
+        if x.ndim < 2:
+            raise InputError(f"--input {p} must hold one example per row, shape (N, ...); got shape {x.shape}")
         y = None
     else:
         ds = source.dataset

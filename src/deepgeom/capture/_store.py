@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validation import load_npy
 from ..errors import InputError, UnknownNameError
 from ._layers import LayerSpec
 from ._stream import n_examples, stream
@@ -316,21 +317,29 @@ def load_capture(directory: str | Path, *, mmap: bool = True) -> Capture:
         raise InputError(f"{d} is not a capture directory: no {MANIFEST} (write one with deepgeom capture)")
     try:
         manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{mpath} is not valid JSON: {exc}") from exc
-    if manifest.get("format") != _FORMAT:
-        raise InputError(f"{mpath} is not a deepgeom capture manifest (format {manifest.get('format')!r})")
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        raise InputError(f"{mpath} is not a deepgeom capture manifest (format {fmt!r})")
+    entries = manifest.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise InputError(f"{mpath} has no \"layers\" list (rewrite the capture with deepgeom capture)")
     arrays, depth = {}, {}
-    for e in manifest["layers"]:
+    for i, e in enumerate(entries):
+        missing = [k for k in ("name", "file", "shape", "relative_depth") if not isinstance(e, dict) or k not in e]
+        if missing:
+            raise InputError(f"{mpath}: layer entry {i} lacks {', '.join(repr(k) for k in missing)}")
         p = d / e["file"]
         if not p.is_file():
             raise InputError(f"capture in {d}: layer {e['name']!r} has no file {e['file']}")
-        a = np.load(p, mmap_mode="r" if mmap else None)
+        a = load_npy(p, f"capture in {d}: layer {e['name']!r} file", mmap=mmap)
         if list(a.shape) != list(e["shape"]):
             raise InputError(f"capture in {d}: {e['file']} has shape {a.shape}, manifest says {e['shape']}")
         arrays[e["name"]], depth[e["name"]] = a, e["relative_depth"]
-    labels = np.load(d / manifest["labels"]) if manifest.get("labels") else None
-    ex = np.load(d / manifest["example_index"]) if manifest.get("example_index") else None
+    labels = load_npy(d / manifest["labels"], f"capture in {d}: labels", mmap=False) if manifest.get("labels") else None
+    ex = (load_npy(d / manifest["example_index"], f"capture in {d}: example index", mmap=False)
+          if manifest.get("example_index") else None)
     return Capture(arrays, relative_depth=depth, labels=labels, example_index=ex, meta=manifest.get("meta"))
 
 

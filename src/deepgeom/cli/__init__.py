@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -34,5 +35,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DeepgeomError as exc:
-        print(f"deepgeom {args.command}: error: {exc}", file=sys.stderr)
+        print(f"deepgeom {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"deepgeom {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # The safety net: the loaders turn broken inputs into InputError, but a failure they did not
+        # foresee is still one line, never a traceback (DEEPGEOM_TRACEBACK=1 shows it). Reading and
+        # decoding errors are the input's fault (status 2); anything else is reported as internal (1).
+        if os.environ.get("DEEPGEOM_TRACEBACK"):
+            raise
+        inputs = isinstance(exc, _INPUT_FAILURES)
+        what = "error" if inputs else "internal error"
+        print(f"deepgeom {args.command}: {what}: {type(exc).__name__}: {_one_line(exc)}"
+              + ("" if inputs else " (set DEEPGEOM_TRACEBACK=1 for the traceback and report it)"), file=sys.stderr)
+        return 2 if inputs else 1
+
+
+def _input_failures() -> tuple[type[BaseException], ...]:
+    import json
+    import pickle
+    import zipfile
+
+    return (OSError, EOFError, ValueError, UnicodeError, KeyError, IndexError, pickle.UnpicklingError,
+            zipfile.BadZipFile, json.JSONDecodeError)
+
+
+_INPUT_FAILURES = _input_failures()
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line: multi-line messages (torch's, PyYAML's) joined."""
+    return " ".join(str(exc).split()) or type(exc).__name__

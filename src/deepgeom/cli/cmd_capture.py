@@ -45,9 +45,19 @@ def _run(args: argparse.Namespace) -> int:
     x, y = select_inputs(src, split=args.split, n=args.n, inputs=args.input)
     model = src.model.to(args.device)
     data = (x, y) if y is not None else x
-    cap = capture(model, data, parse_layer_list(args.layers), batch_size=args.batch_size, device=args.device,
-                  memory_budget=args.memory_budget, spill_dir=args.out, reduce=args.reduce, dtype=args.dtype,
-                  progress=not args.no_progress)
+    try:
+        cap = capture(model, data, parse_layer_list(args.layers), batch_size=args.batch_size, device=args.device,
+                      memory_budget=args.memory_budget, spill_dir=args.out, reduce=args.reduce, dtype=args.dtype,
+                      progress=not args.no_progress)
+    except RuntimeError as exc:  # the model's forward pass refused these inputs (shape, dtype)
+        from ..errors import InputError
+
+        hint = ""
+        if getattr(x, "dtype", None) is not None and not str(x.dtype).replace("torch.", "").startswith(
+                ("float", "bfloat")):
+            hint = f"; the inputs are {x.dtype}: a model with float weights needs float inputs (e.g. x.astype(np.float32))"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"the model failed on the inputs of shape {tuple(x.shape)}: {msg}{hint}") from exc
     cap.meta.update({k: v for k, v in src.info.items() if v is not None})
     cap.meta.update({"split": None if args.input else args.split, "input_file": args.input})
     out = cap.save(args.out)

@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _estimate(args: argparse.Namespace) -> int:
     from ..functional import intrinsic_dim as idm
 
-    X = load_npy(args.file, "data")
+    X = load_npy(args.file, "data", ndim=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.method in ("twonn", "mle"):

@@ -6,8 +6,10 @@ import argparse
 import json
 
 SOURCE_HELP = ("the model: --family F [--data D --width W --depth K --seed S] (an untrained deepgeom model), "
-               "--run DIR [--epoch E] (a run written by deepgeom train), --module FILE.pt (a whole nn.Module "
-               "saved with torch.save; unpickled, so only trusted files) or --torchscript FILE.pt")
+               "--run DIR [--epoch E] (a run written by deepgeom train), --module FILE.py:CLASS [--weights "
+               "W.safetensors] (your model class and its state dict: the safe route), --module FILE.pt "
+               "--trust-pickle (a whole pickled nn.Module: loading it runs any code it contains) or "
+               "--torchscript FILE.pt")
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,7 +17,11 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model source (exactly one)", SOURCE_HELP)
     g.add_argument("--family", help="model family for deepgeom.models.build (mlp, vgg, resnet, alexnet)")
     g.add_argument("--run", metavar="DIR", help="training run directory (deepgeom train --out)")
-    g.add_argument("--module", metavar="FILE", help="nn.Module saved with torch.save(model, FILE)")
+    g.add_argument("--module", metavar="FILE", help="FILE.py:CLASS (built with no arguments; weights from "
+                   "--weights), or FILE.pt saved with torch.save(model) — a pickle, refused without --trust-pickle")
+    g.add_argument("--weights", metavar="FILE.safetensors", help="state dict for --module FILE.py:CLASS")
+    g.add_argument("--trust-pickle", action="store_true", help="allow --module FILE.pt: unpickling runs any code "
+                   "the file carries, so only for files you made or trust")
     g.add_argument("--torchscript", metavar="FILE", help="TorchScript file (torch.jit.save)")
     g.add_argument("--epoch", type=int, help="checkpoint epoch of --run (default: the latest)")
     g.add_argument("--data", help="dataset name or data file (default for --family: mnist1d; for --run: the "
@@ -30,7 +36,8 @@ def load_source(args: argparse.Namespace, need_data: bool = True):
 
     return load_model_source(family=args.family, data=args.data, width=args.width, depth=args.depth,
                              seed=args.seed, run=args.run, epoch=args.epoch, module=args.module,
-                             torchscript=args.torchscript, need_data=need_data)
+                             torchscript=args.torchscript, need_data=need_data, weights=args.weights,
+                             trust_pickle=args.trust_pickle)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -17,7 +17,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from ..errors import InputError
     from ..report import build_report
+
+    meta = Path(args.study_dir) / "study.json"
+    if meta.is_file():
+        try:
+            json.loads(meta.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise InputError(f"{meta} is not valid JSON ({exc}); rerun `deepgeom study` to rewrite it") from exc
 
     print(build_report(args.study_dir))
     return 0

@@ -78,11 +78,11 @@ def _run_arrays(args: argparse.Namespace) -> int:
         raise InputError("--labels LABELS.npy is required with FEATURES.npy")
     if args.bias is not None and args.weights is None:
         raise InputError("--bias needs --weights")
-    X = load_npy(args.features, "features")
-    y = np.asarray(load_npy(args.labels, "labels"))
-    W = None if args.weights is None else np.asarray(load_npy(args.weights, "weights"))
-    b = None if args.bias is None else np.asarray(load_npy(args.bias, "bias"))
-    out = None if args.outputs is None else np.asarray(load_npy(args.outputs, "outputs"))
+    X = load_npy(args.features, "features", ndim=2)
+    y = np.asarray(load_npy(args.labels, "labels", ndim=1))
+    W = None if args.weights is None else np.asarray(load_npy(args.weights, "weights", ndim=2))
+    b = None if args.bias is None else np.asarray(load_npy(args.bias, "bias", ndim=1))
+    out = None if args.outputs is None else np.asarray(load_npy(args.outputs, "outputs", ndim=2))
     row = _plain(feature_report(X, y, weights=W, bias=b, outputs=out, center=args.center))
     row["features"] = str(args.features)
     if args.json:

@@ -36,7 +36,9 @@ def _read(path: Path) -> Any:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            from .._validation import load_npy
+
+            return load_npy(path, "data file", mmap=False, numeric=False)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}

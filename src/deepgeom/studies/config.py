@@ -174,7 +174,10 @@ def _read(source: str | Path | Mapping) -> dict:
     path = Path(source)
     if not path.is_file():
         raise InputError(f"study config {str(path)!r} does not exist (give a .yaml, .yml or .json file)")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"study config {str(path)!r} is not a text file (YAML or JSON): {exc}") from exc
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
