@@ -31,8 +31,10 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -636,3 +638,18 @@ def load_model(path: str | os.PathLike, epoch: int | None = None) -> nn.Module:
     model = models.from_config(model_config)
     model.load_state_dict(load_file(str(file)))
     return model.eval()
+
+
+class _CallableModule(types.ModuleType):
+    """``deepgeom.train`` names both this module and :func:`train`.
+
+    ``import deepgeom`` imports its names on first use, and importing this module binds the module to
+    ``deepgeom.train``; making the module callable keeps ``deepgeom.train(config, out_dir)`` working
+    whichever of the two the name holds at that moment.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

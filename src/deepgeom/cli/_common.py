@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from ..errors import InputError
 
 
-def load_npy(path: str | Path, what: str = "array") -> np.ndarray:
+def load_npy(path: str | Path, what: str = "array") -> Any:
     """A ``.npy`` file memory-mapped read-only (large captures are streamed, not loaded); pickles refused."""
+    import numpy as np
+
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} file {p} does not exist")

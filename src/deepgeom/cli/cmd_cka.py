@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from ..errors import InputError
 from ._common import load_npy
@@ -79,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _load_npy(path: str) -> np.ndarray:
+def _load_npy(path: str) -> Any:
     p = Path(path)
     if p.suffix.lower() != ".npy":
         raise InputError(f"expected a .npy file of activations (N, D); got {p.name}")

@@ -16,8 +16,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import InputError
 from ._common import load_npy
 
@@ -51,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
     out = {}
     for k, v in row.items():
         if isinstance(v, np.generic):
@@ -72,6 +72,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_arrays(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..analysis.kernel_dynamics import feature_report
 
     if args.labels is None:
