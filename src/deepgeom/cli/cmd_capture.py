@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .cmd_layers import add_source_arguments, load_source
+from .cmd_layers import add_source_arguments, data_options, load_source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,10 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "batch, so layers larger than RAM work.",
     )
     add_source_arguments(p)
-    p.add_argument("--input", metavar="FILE.npy", help="examples to run instead of a dataset split")
+    p.add_argument("--input", metavar="FILE", help="examples to run instead of a dataset split: a data file "
+                   "(.npy, .npz, .csv, .parquet, ...), every row in order; --labels/--label-column give labels")
     p.add_argument("--layers", help="comma-separated names, glob patterns or module types, e.g. "
                    "'input,features.*,ReLU,output' (default: the model's analysis layers, else all leaves)")
-    p.add_argument("--split", choices=("train", "test"), default="test", help="dataset split (default test)")
+    p.add_argument("--split", choices=("train", "test"), default=None,
+                   help="dataset split (default test; all examples for a data file without a test split)")
     p.add_argument("--n", type=int, help="use the first N examples (default: all)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--memory-budget", default="1GB", help="RAM for in-memory layers, e.g. 2GB, 512MiB "
@@ -42,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..capture._sources import parse_layer_list, select_inputs
 
     src = load_source(args)
-    x, y = select_inputs(src, split=args.split, n=args.n, inputs=args.input)
+    x, y = select_inputs(src, split=args.split, n=args.n, inputs=args.input, data_options=data_options(args))
     model = src.model.to(args.device)
     data = (x, y) if y is not None else x
     cap = capture(model, data, parse_layer_list(args.layers), batch_size=args.batch_size, device=args.device,

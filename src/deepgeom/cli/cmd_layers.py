@@ -6,7 +6,8 @@ import argparse
 import json
 
 SOURCE_HELP = ("the model: --family F [--data D --width W --depth K --seed S] (an untrained deepgeom model), "
-               "--run DIR [--epoch E] (a run written by deepgeom train), --module FILE.pt (a whole nn.Module "
+               "--run DIR [--epoch E] (a run written by deepgeom train), --model FILE.py:NAME [--model-kwargs "
+               "JSON] [--weights FILE] (your own class or factory), --module FILE.pt (a whole nn.Module "
                "saved with torch.save; unpickled, so only trusted files) or --torchscript FILE.pt")
 
 
@@ -17,12 +18,30 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run", metavar="DIR", help="training run directory (deepgeom train --out)")
     g.add_argument("--module", metavar="FILE", help="nn.Module saved with torch.save(model, FILE)")
     g.add_argument("--torchscript", metavar="FILE", help="TorchScript file (torch.jit.save)")
+    g.add_argument("--model", metavar="FILE.py:NAME", help="your own model: an nn.Module class or a factory "
+                   "in a Python file (or module:NAME for an importable module)")
+    g.add_argument("--model-kwargs", metavar="JSON", help='keyword arguments for --model, e.g. \'{"width": 32}\'')
+    g.add_argument("--weights", metavar="FILE", help="weights for --model: .safetensors or a state_dict .pt")
     g.add_argument("--epoch", type=int, help="checkpoint epoch of --run (default: the latest)")
-    g.add_argument("--data", help="dataset name or data file (default for --family: mnist1d; for --run: the "
-                   "run's own dataset)")
+    g.add_argument("--data", help="dataset name or data file: .npy, .npz, .csv, .parquet, .pt, .safetensors "
+                   "(default for --family: mnist1d; for --run: the run's own dataset)")
+    g.add_argument("--labels", metavar="FILE", help="labels for a --data/--input file of features "
+                   "(.npy, one-column .csv, .txt)")
+    g.add_argument("--label-column", metavar="NAME", help="the labels column of a .csv/.parquet data file "
+                   "(default: label, labels, y, target or targets when present)")
     g.add_argument("--width", type=int, help="--family width (default: the family's)")
     g.add_argument("--depth", type=int, help="--family depth (default: the family's)")
     g.add_argument("--seed", type=int, default=0, help="seed for the data split and --family weights (default 0)")
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """``labels=`` / ``label_column=`` for a user data file, from ``--labels`` / ``--label-column``."""
+    out = {}
+    if getattr(args, "labels", None) is not None:
+        out["labels"] = args.labels
+    if getattr(args, "label_column", None) is not None:
+        out["label_column"] = args.label_column
+    return out
 
 
 def load_source(args: argparse.Namespace, need_data: bool = True):
@@ -30,7 +49,9 @@ def load_source(args: argparse.Namespace, need_data: bool = True):
 
     return load_model_source(family=args.family, data=args.data, width=args.width, depth=args.depth,
                              seed=args.seed, run=args.run, epoch=args.epoch, module=args.module,
-                             torchscript=args.torchscript, need_data=need_data)
+                             torchscript=args.torchscript, model=args.model, model_kwargs=args.model_kwargs,
+                             weights=args.weights, need_data=need_data and getattr(args, "input", None) is None,
+                             data_options={} if getattr(args, "input", None) is not None else data_options(args))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._defaults import TRAIN_DEFAULTS
 from ..errors import InputError, UnknownNameError
 
 __all__ = [
@@ -52,15 +53,10 @@ SWEEP_AXES: dict[str, Any] = {
 TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses")
 
 #: Training settings understood by the runner (forwarded to :class:`deepgeom.train.TrainConfig`).
+#: The defaults are ``deepgeom._defaults.TRAIN_DEFAULTS``, the same as ``deepgeom train``'s.
 TRAIN_KEYS: dict[str, Any] = {
-    "epochs": 5,
-    "batch_size": 128,
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
+    **TRAIN_DEFAULTS,  # epochs, batch_size, optimizer, lr, momentum, weight_decay, loss ("ce" or "mse")
     "checkpoints": None,  # None: every epoch, including epoch 0 (untrained)
-    "loss": "ce",  # "ce" (cross-entropy) or "mse" (to one-hot targets)
 }
 
 #: Keys of the ``data`` section: the split seed shared by every run plus per-dataset loader options.
