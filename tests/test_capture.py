@@ -295,7 +295,9 @@ def test_reduce_modes_with_attention_mask():
     with torch.no_grad():
         h = m.l1(m.emb(data["input_ids"]))  # (6, 4, 5)
     mask = data["attention_mask"].bool()
-    flat = capture(m, data, "l1", batch_size=4, progress=False)
+    with pytest.raises(InputError, match="token axis"):  # no reduce: padded tokens are never flattened silently
+        capture(m, data, "l1", batch_size=4, progress=False)
+    flat = capture(m, data, "l1", batch_size=4, reduce="flatten", progress=False)  # asked for explicitly
     np.testing.assert_array_equal(flat["l1"], h.reshape(6, -1).numpy())
     mean = capture(m, data, "l1", batch_size=4, reduce="mean", progress=False)
     want = np.stack([h[i][mask[i]].mean(0).numpy() for i in range(6)])

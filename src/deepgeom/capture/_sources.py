@@ -25,6 +25,7 @@ class ModelSource:
     model: nn.Module
     dataset: Any = None  # a deepgeom.data.Dataset, when the source names one
     info: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Any = None  # for a text model: what turns texts into its inputs (tokenize_texts)
 
 
 def parse_layer_list(text: str | None) -> list[str] | None:
@@ -45,7 +46,8 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
                       epoch: int | None = None, module: str | Path | None = None,
                       torchscript: str | Path | None = None, model: str | None = None,
                       model_kwargs: str | dict | None = None, weights: str | Path | None = None,
-                      need_data: bool = True, data_options: dict[str, Any] | None = None) -> ModelSource:
+                      need_data: bool = True, data_options: dict[str, Any] | None = None,
+                      text_model: str | Path | None = None) -> ModelSource:
     """Build or load the model for the CLI: exactly one of ``family``, ``run``, ``module``, ``torchscript``,
     ``model``.
 
@@ -58,6 +60,8 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
     * ``torchscript``: ``torch.jit.load`` — layers can be listed, but sub-module hooks of a scripted
       model do not fire, so only ``input``/``output`` capture.
 
+    * ``text_model``: a local Hugging Face or sentence-transformers model directory, with its tokenizer
+      (:func:`deepgeom.capture.load_text_model`); its inputs are texts (:func:`texts_input`).
     * ``model``: your own class or factory, ``path/to/file.py:NAME`` or ``module:NAME``, called with
       ``model_kwargs`` (a dict or a JSON object string), then ``weights`` (``.safetensors`` or a state
       dict ``.pt``) loaded if given (:func:`deepgeom.models.user.load_user_model`).
@@ -67,10 +71,11 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
     (``run``, ``module``, ``torchscript``), e.g. to list layers.
     """
     given = [k for k, v in (("--family", family), ("--run", run), ("--module", module),
-                            ("--torchscript", torchscript), ("--model", model)) if v is not None]
+                            ("--torchscript", torchscript), ("--model", model),
+                            ("--text-model", text_model)) if v is not None]
     if len(given) != 1:
         raise InputError("give exactly one model source: --family F (with --data), --run DIR, --module FILE.pt, "
-                         f"--torchscript FILE.pt or --model FILE.py:NAME; got {given or 'none'}")
+                         f"--torchscript FILE.pt, --model FILE.py:NAME or --text-model DIR; got {given or 'none'}")
     if (model_kwargs is not None or weights is not None) and model is None:
         raise InputError("--model-kwargs and --weights go with --model FILE.py:NAME")
     opts = dict(data_options or {})
@@ -94,6 +99,11 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
         used_epoch = epoch if epoch is not None else (max(info.checkpoints) if info.checkpoints else None)
         return ModelSource(model, ds, {"source": "run", "run": str(run_dir), "epoch": used_epoch,
                                        "data": getattr(ds, "name", None), "model_config": info.model_config})
+    if text_model is not None:
+        from ._text import load_text_model
+
+        net, tok = load_text_model(text_model)
+        return ModelSource(net, None, {"source": "text", "text_model": str(text_model)}, tokenizer=tok)
     if model is not None:
         from ..models.user import load_user_model
 
@@ -161,3 +171,31 @@ def select_inputs(source: ModelSource, *, split: str | None = None, n: int | Non
         x = x[: int(n)]
         y = None if y is None else y[: int(n)]
     return x, y
+
+
+def texts_input(source: ModelSource, texts_file: str | Path, *, n: int | None = None,
+                max_length: int | None = None, labels: str | Path | None = None) -> tuple[Any, Any]:
+    """A text model's inputs from a file of texts (one per line): the tokenizer output for the first
+    ``n`` texts, padded together (truncated to ``max_length`` tokens), and their labels from
+    ``labels`` (one per text) or None."""
+    from ._text import read_texts, tokenize_texts
+
+    if source.tokenizer is None:
+        raise InputError("--texts needs a text model: --text-model DIR")
+    texts = read_texts(texts_file)
+    y = None
+    if labels is not None:
+        from ..data._dataset import as_labels
+        from ..data.files import _read_labels
+
+        y = as_labels(_read_labels(labels), f"labels {labels}")
+        if y.shape[0] != len(texts):
+            raise InputError(f"{y.shape[0]} labels in {labels} for {len(texts)} texts in {texts_file}; "
+                             "give one label per text")
+    if n is not None:
+        if int(n) < 1 or int(n) > len(texts):
+            raise InputError(f"n={n}, but {texts_file} holds {len(texts)} texts")
+        texts, y = texts[: int(n)], None if y is None else y[: int(n)]
+    if max_length is not None and int(max_length) < 1:
+        raise InputError(f"--max-length must be >= 1 token; got {max_length}")
+    return tokenize_texts(source.tokenizer, texts, max_length=max_length), y

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .cmd_layers import add_source_arguments, data_options, load_source
+from .cmd_layers import add_source_arguments, add_text_arguments, load_source, model_inputs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "batch, so layers larger than RAM work.",
     )
     add_source_arguments(p)
+    add_text_arguments(p)
     p.add_argument("--input", metavar="FILE", help="examples to run instead of a dataset split: a data file "
                    "(.npy, .npz, .csv, .parquet, ...), every row in order; --labels/--label-column give labels")
     p.add_argument("--layers", help="comma-separated names, glob patterns or module types, e.g. "
@@ -29,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-budget", default="1GB", help="RAM for in-memory layers, e.g. 2GB, 512MiB "
                    "(default 1GB); larger layers stream straight into OUT")
     p.add_argument("--batch-size", type=int, default=256, help="examples per forward pass (default 256)")
-    p.add_argument("--reduce", choices=("flatten", "mean", "tokens", "cls"), default="flatten",
-                   help="how (B, T, H) outputs become rows (default flatten)")
+    p.add_argument("--reduce", choices=("mean", "tokens", "cls", "flatten"), default=None,
+                   help="how a layer output with a token axis (B, T, H) becomes rows: mean over the real "
+                   "tokens, one row per token, the first (CLS) token, or flattened (padding included); "
+                   "required for such layers, other outputs are flattened")
     p.add_argument("--dtype", choices=("float32", "float16", "float64"), default="float32",
                    help="storage dtype (default float32)")
     p.add_argument("--device", default="cpu", help="torch device for the forward pass (default cpu)")
@@ -41,17 +44,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ..capture import capture
-    from ..capture._sources import parse_layer_list, select_inputs
+    from ..capture._sources import parse_layer_list
 
     src = load_source(args)
-    x, y = select_inputs(src, split=args.split, n=args.n, inputs=args.input, data_options=data_options(args))
+    x, y = model_inputs(args, src)
     model = src.model.to(args.device)
     data = (x, y) if y is not None else x
     cap = capture(model, data, parse_layer_list(args.layers), batch_size=args.batch_size, device=args.device,
                   memory_budget=args.memory_budget, spill_dir=args.out, reduce=args.reduce, dtype=args.dtype,
                   progress=not args.no_progress)
     cap.meta.update({k: v for k, v in src.info.items() if v is not None})
-    cap.meta.update({"split": None if args.input else args.split, "input_file": args.input})
+    split = args.split
+    if split is None and src.dataset is not None:  # what select_inputs chose
+        split = "test" if int(src.dataset.x_test.shape[0]) > 0 else "train"
+    cap.meta.update({"split": None if (args.input or args.texts) else split, "input_file": args.input,
+                     "texts_file": args.texts})
     out = cap.save(args.out)
     manifest = json.loads((out / "manifest.json").read_text())
     if args.json:

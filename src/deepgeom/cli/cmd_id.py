@@ -70,6 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from .cmd_layers import add_source_arguments
 
     add_source_arguments(pr)
+    from .cmd_layers import add_text_arguments
+
+    add_text_arguments(pr)
+    pr.add_argument("--reduce", choices=("mean", "tokens", "cls", "flatten"), default=None,
+                    help="how a layer output with a token axis becomes rows (see deepgeom capture --help)")
     pr.add_argument("--layers", help="comma-separated layers (default: the model's analysis layers / all captured)")
     pr.add_argument("--input", metavar="FILE", help="examples to run instead of a dataset split: a data file "
                     "(.npy, .npz, .csv, .parquet, ...), every row in order")
@@ -134,7 +139,8 @@ def _profile(args: argparse.Namespace) -> int:
 
     estimators = [_method(s.strip()) for s in args.estimators.split(",") if s.strip()]
     layers = parse_layer_list(args.layers)
-    model_given = any(getattr(args, k) is not None for k in ("family", "run", "module", "torchscript", "model"))
+    model_given = any(getattr(args, k) is not None
+                      for k in ("family", "run", "module", "torchscript", "model", "text_model"))
     if args.capture is not None:
         if model_given:
             raise InputError("give either --capture DIR or a model source (--family/--run/--module), not both")
@@ -142,17 +148,16 @@ def _profile(args: argparse.Namespace) -> int:
                         threshold=args.threshold)
         title = f"ID profile: {args.capture}"
     else:
-        from ..capture._sources import select_inputs
-        from .cmd_layers import data_options, load_source
+        from .cmd_layers import load_source, model_inputs
 
         src = load_source(args)
-        x, _ = select_inputs(src, split=args.split, n=args.n, inputs=args.input, data_options=data_options(args))
-        if args.n is None:
+        x, _ = model_inputs(args, src)
+        if args.n is None and not isinstance(x, dict):
             x = x[:2000]  # the ID papers' sample size; TwoNN needs no more
         df = id_profile(src.model, x, layers=layers, estimators=estimators, fraction=args.fraction,
-                        threshold=args.threshold, batch_size=args.batch_size)
+                        threshold=args.threshold, batch_size=args.batch_size, reduce=args.reduce)
         title = "ID profile: " + ", ".join(f"{k}={v}" for k, v in src.info.items()
-                                           if k in ("family", "run", "epoch", "model", "data", "file") and v is not None)
+                                           if k in ("family", "run", "epoch", "model", "text_model", "data", "file") and v is not None)
     out = Path(args.out)
     csv = save_table(df, out / "profile.csv")
     pq = save_table(df, out / "profile.parquet")

@@ -7,7 +7,8 @@ import json
 
 SOURCE_HELP = ("the model: --family F [--data D --width W --depth K --seed S] (an untrained deepgeom model), "
                "--run DIR [--epoch E] (a run written by deepgeom train), --model FILE.py:NAME [--model-kwargs "
-               "JSON] [--weights FILE] (your own class or factory), --module FILE.pt (a whole nn.Module "
+               "JSON] [--weights FILE] (your own class or factory), --text-model DIR (a local Hugging Face "
+               "or sentence-transformers directory), --module FILE.pt (a whole nn.Module "
                "saved with torch.save; unpickled, so only trusted files) or --torchscript FILE.pt")
 
 
@@ -18,6 +19,8 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run", metavar="DIR", help="training run directory (deepgeom train --out)")
     g.add_argument("--module", metavar="FILE", help="nn.Module saved with torch.save(model, FILE)")
     g.add_argument("--torchscript", metavar="FILE", help="TorchScript file (torch.jit.save)")
+    g.add_argument("--text-model", metavar="DIR", help="a local Hugging Face or sentence-transformers model "
+                   "directory (offline); its inputs are --texts FILE.txt")
     g.add_argument("--model", metavar="FILE.py:NAME", help="your own model: an nn.Module class or a factory "
                    "in a Python file (or module:NAME for an importable module)")
     g.add_argument("--model-kwargs", metavar="JSON", help='keyword arguments for --model, e.g. \'{"width": 32}\'')
@@ -32,6 +35,30 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--width", type=int, help="--family width (default: the family's)")
     g.add_argument("--depth", type=int, help="--family depth (default: the family's)")
     g.add_argument("--seed", type=int, default=0, help="seed for the data split and --family weights (default 0)")
+
+
+def add_text_arguments(p: argparse.ArgumentParser) -> None:
+    """``--texts``/``--max-length``: the inputs of a ``--text-model``."""
+    g = p.add_argument_group("text inputs (with --text-model)")
+    g.add_argument("--texts", metavar="FILE.txt", help="one text per line, UTF-8 (labels: --labels FILE, one per text)")
+    g.add_argument("--max-length", type=int, metavar="T", help="truncate every text to T tokens (default: the "
+                   "model's own limit; texts are padded to the longest)")
+
+
+def model_inputs(args: argparse.Namespace, src) -> tuple:
+    """``(x, y)`` for a source: tokenised ``--texts`` for a text model, else a dataset split or ``--input``."""
+    from ..capture._sources import select_inputs, texts_input
+    from ..errors import InputError
+
+    texts = getattr(args, "texts", None)
+    if src.tokenizer is not None or texts is not None:
+        if texts is None:
+            raise InputError("a --text-model needs --texts FILE.txt (one text per line)")
+        if getattr(args, "input", None) is not None:
+            raise InputError("give --texts or --input, not both")
+        return texts_input(src, texts, n=args.n, max_length=args.max_length, labels=args.labels)
+    return select_inputs(src, split=args.split, n=args.n, inputs=getattr(args, "input", None),
+                         data_options=data_options(args))
 
 
 def data_options(args: argparse.Namespace) -> dict:
@@ -50,7 +77,8 @@ def load_source(args: argparse.Namespace, need_data: bool = True):
     return load_model_source(family=args.family, data=args.data, width=args.width, depth=args.depth,
                              seed=args.seed, run=args.run, epoch=args.epoch, module=args.module,
                              torchscript=args.torchscript, model=args.model, model_kwargs=args.model_kwargs,
-                             weights=args.weights, need_data=need_data and getattr(args, "input", None) is None,
+                             weights=args.weights, text_model=args.text_model,
+                             need_data=need_data and getattr(args, "input", None) is None,
                              data_options={} if getattr(args, "input", None) is not None else data_options(args))
 
 
