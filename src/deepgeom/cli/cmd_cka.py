@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pair = sub.add_parser("pair", help="CKA between two (N, D) .npy activation files",
                           description="CKA between two (N, D) activation files with the same N rows "
                           "(Kornblith et al. 2019). Also reachable as deepgeom cka A.npy B.npy.")
-    pair.add_argument("inputs", nargs=2, metavar="A.npy|B.npy", help="two .npy activation files")
+    pair.add_argument("inputs", nargs=2, metavar="X.npy", help="two .npy activation files, A then B")
     _cka_flags(pair.add_argument_group("CKA"), heatmap=False)
     pair.set_defaults(func=_run)
 
