@@ -238,3 +238,31 @@ def test_user_spec_parsing_errors():
     assert parse_kwargs('{"w": 2}') == {"w": 2}
     with pytest.raises(InputError, match="JSON object"):
         parse_kwargs("[1, 2]")
+
+
+def test_spectrum_of_a_user_model_equals_the_spectrum_of_its_captured_features(user_dir, capsys):
+    """spectrum --model (features: the leaf before the last nn.Linear; NC3 from that Linear) gives the
+    same numbers as spectrum FEATURES.npy --weights W.npy --bias b.npy on features computed by hand."""
+    from safetensors.torch import save_file
+
+    from deepgeom.models.user import load_user_model
+
+    net = load_user_model(f"{user_dir}/mynets.py:SmallCNN", {"width": 4})
+    assert net.penultimate == "relu2" and net.head is net.out
+    assert "head" not in dict(net.named_modules())  # not registered a second time
+    save_file(net.state_dict(), str(user_dir / "w.safetensors"))
+    assert main(["spectrum", "--model", "mynets.py:SmallCNN", "--model-kwargs", '{"width": 4}', "--weights",
+                 "w.safetensors", "--data", "x.npy", "--labels", "y.npy", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    x = torch.from_numpy(np.load(user_dir / "x.npy"))
+    with torch.no_grad():
+        feats = net.relu2(net.fc(net.flat(net.pool(net.relu(net.conv(x)))))).numpy()
+    np.save(user_dir / "f.npy", feats)
+    np.save(user_dir / "W.npy", net.out.weight.detach().numpy())
+    np.save(user_dir / "b.npy", net.out.bias.detach().numpy())
+    assert main(["spectrum", "f.npy", "--labels", "y.npy", "--weights", "W.npy", "--bias", "b.npy", "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    for key in ("n_samples", "n_features", "rank", "dominant", "regime", "n_classes"):
+        assert got[key] == want[key], key
+    for key in ("nc1", "nc3", "effective_rank", "top_eigenvalue"):
+        assert got[key] == pytest.approx(want[key], rel=1e-5), key
