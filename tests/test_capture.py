@@ -295,7 +295,9 @@ def test_reduce_modes_with_attention_mask():
     with torch.no_grad():
         h = m.l1(m.emb(data["input_ids"]))  # (6, 4, 5)
     mask = data["attention_mask"].bool()
-    flat = capture(m, data, "l1", batch_size=4, progress=False)
+    with pytest.raises(InputError, match="token axis"):  # no reduce: padded tokens are never flattened silently
+        capture(m, data, "l1", batch_size=4, progress=False)
+    flat = capture(m, data, "l1", batch_size=4, reduce="flatten", progress=False)  # asked for explicitly
     np.testing.assert_array_equal(flat["l1"], h.reshape(6, -1).numpy())
     mean = capture(m, data, "l1", batch_size=4, reduce="mean", progress=False)
     want = np.stack([h[i][mask[i]].mean(0).numpy() for i in range(6)])
@@ -433,7 +435,10 @@ RSS_SCRIPT = textwrap.dedent("""
             return int(f.read().split()[1]) * resource.getpagesize()
     before = rss()
     cap = capture(model, x, "0", batch_size=128, memory_budget="64MB", spill_dir=sys.argv[1], progress=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, this process's own peak: ru_maxrss would carry the parent's peak over fork + exec (Linux
+    # keeps it), so a pytest process that has grown past this script's peak would be measured instead
+    with open("/proc/self/status") as f:
+        peak = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) * 1024
     a = cap["0"]
     rows = [0, 1, 1000, N - 1]
     with torch.no_grad():
@@ -447,7 +452,7 @@ RSS_SCRIPT = textwrap.dedent("""
 def test_large_layer_spills_with_bounded_peak_rss(tmp_path):
     """2000 × 65536 float32 (524 MB) with a 64 MB budget: peak RSS grows by well under the layer's size.
 
-    ru_maxrss after the capture bounds the peak from above, so (peak − RSS before) over-estimates the
+    VmHWM after the capture bounds the peak from above, so (peak − RSS before) over-estimates the
     increase; the bound of 40 % leaves room for one batch (128 × 65536 × 4 B = 34 MB, held a few times
     by the Linear output, the reduced copy and the write) and the allocator's slack.
     """

@@ -165,8 +165,6 @@ def _cases() -> list[tuple[str, list[str], str]]:
     for cid, argv, bad in [
         ("capture-input-wide", ["capture", "--module", "{D}/net.py:Net", "--input", "{F}", "--out", "{D}/o",
                                 "--no-progress"], "wide.npy"),
-        ("capture-input-int64", ["capture", "--module", "{D}/net.py:Net", "--input", "{F}", "--out", "{D}/o",
-                                 "--no-progress"], "int64.npy"),
         ("cka-rows", ["cka", "{D}/good.npy", "{F}"], "short.npy"),
         ("spectrum-labels-rows", ["spectrum", "{D}/good.npy", "--labels", "{F}"], "short.npy"),
         ("spectrum-weights-width", ["spectrum", "{D}/good.npy", "--labels", "{D}/labels.npy", "--weights", "{F}"],
@@ -226,3 +224,16 @@ def test_the_safe_route_captures_the_same_activations(files, capsys):
         np.testing.assert_array_equal(np.load(D / "cap" / "act.npy"), net.act(net.fc1(x)).numpy())
     assert main(["layers", "--module", f"{D / 'net.py'}:Net", "--json"]) == 0
     assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["input", "fc1", "act", "fc2", "output"]
+
+
+def test_integer_inputs_are_read_as_float32(files, capsys):
+    """An int64 --input is user data like an integer .csv column (deepgeom.data.load_file): read as
+    float32, never a traceback; the capture equals the one of the same values saved as float32."""
+    D = files["dir"]
+    src = ["--module", f"{D / 'net.py'}:Net", "--weights", str(D / "net.safetensors")]
+    np.save(D / "int64_as_f32.npy", np.load(D / "int64.npy").astype(np.float32))
+    for name in ("int64", "int64_as_f32"):
+        assert main(["capture", *src, "--input", str(D / f"{name}.npy"), "--out", str(D / f"cap_{name}"),
+                     "--no-progress"]) == 0
+    capsys.readouterr()
+    np.testing.assert_array_equal(np.load(D / "cap_int64" / "output.npy"), np.load(D / "cap_int64_as_f32" / "output.npy"))

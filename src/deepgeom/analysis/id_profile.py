@@ -28,7 +28,7 @@ ESTIMATORS = ("twonn", "twonn_mle", "pca", "gride", "levina_bickel")
 
 
 def _source(model_or_capture: Any, data: Any, layers: Any, batch_size: int, progress: bool,
-            device: Any) -> tuple[Mapping[str, Any], dict[str, float]]:
+            device: Any, reduce: str | None = None) -> tuple[Mapping[str, Any], dict[str, float]]:
     if isinstance(model_or_capture, (str, Path)):
         from ..capture import load_capture
 
@@ -51,7 +51,7 @@ def _source(model_or_capture: Any, data: Any, layers: Any, batch_size: int, prog
         from ..capture import capture
 
         cap = capture(model_or_capture, data, layers, batch_size=batch_size, progress=progress,
-                      device=device or "cpu")
+                      device=device or "cpu", reduce=reduce)
         layers = None  # already selected
     names = list(cap.keys())
     if layers is not None:
@@ -99,6 +99,7 @@ def id_profile(
     batch_size: int = 256,
     progress: bool = False,
     device: Any = None,
+    reduce: str | None = None,
 ) -> pd.DataFrame:
     r"""ID of each layer's representation, one row per layer (Ansuini et al. 2019).
 
@@ -113,6 +114,9 @@ def id_profile(
             ``"gride"`` (GRIDE with n1=2, n2=4: one scale above TwoNN, less sensitive to noise),
             ``"levina_bickel"`` (k = 10..20).
         fraction: TwoNN fit fraction; threshold, standardize: PC-ID settings.
+        reduce: how a layer output with a token axis becomes rows when a model is captured —
+            ``"mean"`` (over real tokens), ``"cls"``, ``"tokens"`` or ``"flatten"``; None (default)
+            flattens other outputs and refuses a token axis (see :func:`deepgeom.capture.stream`).
 
     Returns:
         DataFrame with columns ``layer, relative_depth, D, n, n_duplicates`` and, per estimator,
@@ -134,7 +138,7 @@ def id_profile(
         raise UnknownNameError("estimator", unknown[0], ESTIMATORS)
     if not estimators:
         raise InputError("estimators is empty; choose from " + ", ".join(ESTIMATORS))
-    arrays, depth = _source(model_or_capture, data, layers, batch_size, progress, device)
+    arrays, depth = _source(model_or_capture, data, layers, batch_size, progress, device, reduce)
     rows = []
     for name, X in arrays.items():
         X = _layer_matrix(name, X)

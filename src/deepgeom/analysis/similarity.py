@@ -438,7 +438,7 @@ def cka_matrix(
     debiased: bool = False,
     remove_pc1: bool = False,
     pc1_max_dim: int = 8192,
-    reduce: str = "flatten",
+    reduce: str | None = None,
     device: str | torch.device = "cpu",
     compute_dtype: torch.dtype | str = "auto",
     memory_budget: int | str = "2GB",

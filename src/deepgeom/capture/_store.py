@@ -356,7 +356,7 @@ def layer_depths(model: nn.Module | None, names: list[str]) -> dict[str, float]:
     return {n: (i / (m - 1) if m > 1 else 0.0) for i, n in enumerate(names)}
 
 
-def _expected_rows(data: Any, reduce: str) -> int | None:
+def _expected_rows(data: Any, reduce: str | None) -> int | None:
     n = n_examples(data)
     if reduce != "tokens":
         return n
@@ -375,7 +375,7 @@ def capture(
     device: str | torch.device = "cpu",
     memory_budget: int | str = "1GB",
     spill_dir: str | Path | None = None,
-    reduce: str = "flatten",
+    reduce: str | None = None,
     dtype: Any = np.float32,
     repeated: str = "error",
     forward: Callable[[nn.Module, Any], Any] | None = None,
@@ -402,7 +402,8 @@ def capture(
         spill_dir: where spilled layers go; default a fresh temporary directory, deleted when the
             :class:`Capture` is closed or garbage-collected unless :meth:`Capture.save` was called on it.
             A directory you give is never deleted (``deepgeom capture`` spills straight into ``--out``).
-        reduce: ``"flatten"`` | ``"mean"`` | ``"tokens"`` | ``"cls"`` — see :func:`stream`.
+        reduce: ``None`` (flatten, but a layer with a token axis raises, saying what to pass) |
+            ``"flatten"`` | ``"mean"`` | ``"tokens"`` | ``"cls"`` — see :func:`stream`.
         dtype: storage dtype (float32 default; float16 halves disk and RAM, float64 doubles them).
         progress: tqdm progress bar.
 
@@ -470,7 +471,7 @@ def capture(
             shutil.rmtree(owned_tmp, ignore_errors=True)
         raise
     names = list(arrays)
-    meta = {"model": type(model).__name__, "reduce": reduce, "batch_size": batch_size}
+    meta = {"model": type(model).__name__, "reduce": reduce or "flatten", "batch_size": batch_size}
     return Capture(arrays, relative_depth=layer_depths(model, names),
                    labels=np.concatenate(labels) if has_labels and labels else None,
                    example_index=np.concatenate(example_index), meta=meta, tmpdir=owned_tmp)

@@ -29,14 +29,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _normalize(argv: list[str]) -> list[str]:
+    """Let a subcommand module rewrite its own arguments before parsing (``normalize_argv(rest)``),
+    e.g. to keep an old spelling working; only the chosen subcommand's module is consulted."""
+    i = next((k for k, a in enumerate(argv) if not a.startswith("-")), None)
+    if i is None or not argv[i].isidentifier():
+        return argv
+    try:
+        mod = importlib.import_module(f"{__name__}.cmd_{argv[i]}")
+    except ImportError:
+        return argv
+    fix = getattr(mod, "normalize_argv", None)
+    return argv if fix is None else [*argv[: i + 1], *fix(argv[i + 1:])]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse ``argv`` and run the chosen subcommand's ``func(args)``."""
+    argv = _normalize(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except DeepgeomError as exc:
         print(f"deepgeom {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`deepgeom ... | head`): not an error of ours, and no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print(f"deepgeom {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 
-
-def load_npy(path: str | Path, what: str = "array", ndim: int | None = None) -> np.ndarray:
+def load_npy(path: str | Path, what: str = "array", ndim: int | None = None) -> Any:
     """A ``.npy`` file memory-mapped read-only (large captures are streamed, not loaded); pickles,
     truncated files, garbage and non-numeric dtypes refused (:func:`deepgeom._validation.load_npy`),
     and with ``ndim`` an array of another rank, naming the file."""
