@@ -295,7 +295,9 @@ def test_reduce_modes_with_attention_mask():
     with torch.no_grad():
         h = m.l1(m.emb(data["input_ids"]))  # (6, 4, 5)
     mask = data["attention_mask"].bool()
-    flat = capture(m, data, "l1", batch_size=4, progress=False)
+    with pytest.raises(InputError, match="token axis"):  # no reduce: padded tokens are never flattened silently
+        capture(m, data, "l1", batch_size=4, progress=False)
+    flat = capture(m, data, "l1", batch_size=4, reduce="flatten", progress=False)  # asked for explicitly
     np.testing.assert_array_equal(flat["l1"], h.reshape(6, -1).numpy())
     mean = capture(m, data, "l1", batch_size=4, reduce="mean", progress=False)
     want = np.stack([h[i][mask[i]].mean(0).numpy() for i in range(6)])
@@ -433,7 +435,10 @@ RSS_SCRIPT = textwrap.dedent("""
             return int(f.read().split()[1]) * resource.getpagesize()
     before = rss()
     cap = capture(model, x, "0", batch_size=128, memory_budget="64MB", spill_dir=sys.argv[1], progress=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, this process's own peak: ru_maxrss would carry the parent's peak over fork + exec (Linux
+    # keeps it), so a pytest process that has grown past this script's peak would be measured instead
+    with open("/proc/self/status") as f:
+        peak = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) * 1024
     a = cap["0"]
     rows = [0, 1, 1000, N - 1]
     with torch.no_grad():
@@ -447,7 +452,7 @@ RSS_SCRIPT = textwrap.dedent("""
 def test_large_layer_spills_with_bounded_peak_rss(tmp_path):
     """2000 × 65536 float32 (524 MB) with a 64 MB budget: peak RSS grows by well under the layer's size.
 
-    ru_maxrss after the capture bounds the peak from above, so (peak − RSS before) over-estimates the
+    VmHWM after the capture bounds the peak from above, so (peak − RSS before) over-estimates the
     increase; the bound of 40 % leaves room for one batch (128 × 65536 × 4 B = 34 MB, held a few times
     by the Linear output, the reduced copy and the write) and the allocator's slack.
     """
@@ -519,11 +524,11 @@ def test_cli_layers_and_capture_on_a_module_file(tmp_path, capsys):
     torch.save(model, tmp_path / "m.pt")
     X = np.random.default_rng(0).standard_normal((30, 5)).astype(np.float32)
     np.save(tmp_path / "x.npy", X)
-    assert cli_main(["layers", "--module", str(tmp_path / "m.pt"), "--json"]) == 0
+    assert cli_main(["layers", "--module", str(tmp_path / "m.pt"), "--trust-pickle", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["input", "0", "1", "2", "output"] and rows[1]["type"] == "Linear"
     out = tmp_path / "cap"
-    assert cli_main(["capture", "--module", str(tmp_path / "m.pt"), "--input", str(tmp_path / "x.npy"),
+    assert cli_main(["capture", "--module", str(tmp_path / "m.pt"), "--trust-pickle", "--input", str(tmp_path / "x.npy"),
                      "--layers", "input,ReLU,output", "--n", "20", "--out", str(out), "--memory-budget", "0",
                      "--no-progress", "--json"]) == 0
     man = json.loads(capsys.readouterr().out)
@@ -531,7 +536,7 @@ def test_cli_layers_and_capture_on_a_module_file(tmp_path, capsys):
         ("input", [20, 5], 0.0), ("1", [20, 7], 0.5), ("output", [20, 2], 1.0)]
     with torch.no_grad():
         np.testing.assert_array_equal(np.load(out / "1.npy"), torch.relu(model[0](torch.from_numpy(X[:20]))).numpy())
-    assert cli_main(["capture", "--module", str(tmp_path / "m.pt"), "--input", str(tmp_path / "x.npy"),
+    assert cli_main(["capture", "--module", str(tmp_path / "m.pt"), "--trust-pickle", "--input", str(tmp_path / "x.npy"),
                      "--layers", "relu9", "--out", str(out)]) == 2
     assert "unknown layer 'relu9'" in capsys.readouterr().err
     # TorchScript: layers are listed; input/output capture; sub-module hooks cannot fire → clear error
@@ -546,7 +551,7 @@ def test_cli_layers_and_capture_on_a_module_file(tmp_path, capsys):
     assert cli_main(["capture", *ts, "--layers", "1", "--out", str(tmp_path / "ts1")]) == 2
     assert "TorchScript" in capsys.readouterr().err
     np.save(tmp_path / "sd.pt", X)
-    assert cli_main(["layers", "--module", str(tmp_path / "sd.pt.npy")]) == 2
+    assert cli_main(["layers", "--module", str(tmp_path / "sd.pt.npy"), "--trust-pickle"]) == 2
     assert "torch.save(model)" in capsys.readouterr().err
 
 

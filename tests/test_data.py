@@ -428,7 +428,8 @@ def test_user_file_errors_name_the_file(tmp_path):
     np.savez(tmp_path / "float.npz", x=np.ones((3, 2)), y=np.array([0.0, 0.5, 1.0]))
     np.savez(tmp_path / "neg.npz", x=np.ones((3, 2)), y=np.array([0, -1, 1]))
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip file")
-    (tmp_path / "table.csv").write_text("1,2\n3,4\n")
+    (tmp_path / "table.xls").write_text("1,2\n3,4\n")
+    (tmp_path / "text.csv").write_text("a,b,label\n1,x,0\n3,y,1\n")
     torch.save({"x": torch.ones(3, 2), "obj": object()}, tmp_path / "pickle.pt")
     cases = [
         ("vec.npy", r"features must be \(N, D\).*got shape \(5,\)"),
@@ -440,12 +441,48 @@ def test_user_file_errors_name_the_file(tmp_path):
         ("junk.npz", r"cannot read"),
         ("pickle.pt", r"cannot read"),  # weights_only=True refuses arbitrary pickled objects
         ("missing.npz", r"not found"),
-        ("table.csv", r"unsupported file type '.csv'"),
+        ("table.xls", r"unsupported file type '.xls'"),
+        ("text.csv", r"feature columns must be numeric; \['b'\]"),
     ]
     for name, match in cases:
         with pytest.raises(InputError, match=match) as info:
             load(tmp_path / name)
         assert name in str(info.value), name
+
+
+def test_user_tables_and_label_files_give_the_same_dataset_as_npz(tmp_path):
+    """.csv/.parquet with a labels column, and .npy features with a separate labels file, load to exactly
+    the arrays an .npz with x/y gives (float32 features, int64 labels, same order)."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, size=40)
+    np.savez(tmp_path / "ref.npz", x=x, y=y)
+    ref = load(tmp_path / "ref.npz")
+    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(5)])
+    df.insert(2, "target", y)  # the labels column may sit anywhere
+    df.to_csv(tmp_path / "t.csv", index=False)
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    df.rename(columns={"target": "cls"}).to_csv(tmp_path / "named.csv", index=False)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    (tmp_path / "y.txt").write_text("\n".join(map(str, y)))
+    cases = [load(tmp_path / "t.csv"), load(tmp_path / "t.parquet"),
+             load(tmp_path / "named.csv", label_column="cls"), load(tmp_path / "x.npy", labels=tmp_path / "y.npy"),
+             load(tmp_path / "x.npy", labels=tmp_path / "y.txt")]
+    for ds in cases:
+        # CSV holds float32 values as shortest decimal strings, which parse back to the same float32
+        assert torch.equal(ds.x_train, ref.x_train) and torch.equal(ds.y_train, ref.y_train)
+        assert ds.n_classes == ref.n_classes == int(y.max()) + 1
+    unlabelled = load(tmp_path / "named.csv")  # 'cls' is not a label name: it stays a feature column
+    assert unlabelled.y_train is None and unlabelled.input_shape == (6,)
+    with pytest.raises(InputError, match="no column 'nope'"):
+        load(tmp_path / "t.csv", label_column="nope")
+    np.save(tmp_path / "short.npy", y[:-1])
+    with pytest.raises(InputError, match="39 labels for 40 train examples"):
+        load(tmp_path / "x.npy", labels=tmp_path / "short.npy")
+    with pytest.raises(InputError, match="already holds labels"):
+        load(tmp_path / "ref.npz", labels=tmp_path / "y.npy")
 
 
 # ----------------------------------------------------------------------------- names, options, CLI

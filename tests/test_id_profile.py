@@ -136,7 +136,7 @@ def test_figures(tmp_path):
 
 # ----------------------------------------------------------------------------- CLI
 
-@pytest.mark.parametrize("method", ["twonn", "mle", "gride", "levina_bickel", "pca"])
+@pytest.mark.parametrize("method", ["twonn", "twonn_mle", "gride", "levina_bickel", "pca"])
 def test_cli_estimate_json(tmp_path, capsys, method):
     X = hypersphere(400, 2, 8, seed=0).astype(np.float32)
     np.save(tmp_path / "x.npy", np.vstack([X, X[:8]]))
@@ -150,6 +150,21 @@ def test_cli_estimate_json(tmp_path, capsys, method):
         assert out["n_duplicates"] == 8 and abs(out["id"] - 2) < 0.3
     if method == "twonn":
         assert out["n"] == int(0.9 * 400) and out["n_discarded"] == 408 - out["n"] and out["warnings"]
+
+
+def test_cli_estimate_old_mle_name_is_twonn_mle_with_a_deprecation(tmp_path, capsys):
+    from deepgeom.functional.intrinsic_dim import twonn
+
+    X = hypersphere(400, 3, 8, seed=1).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    assert main(["id", "estimate", str(tmp_path / "x.npy"), "--method", "mle", "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["method"] == "twonn_mle" and "deprecated" in captured.err and "twonn_mle" in captured.err
+    # the same number as the API's TwoNN maximum-likelihood form, not Levina-Bickel's
+    assert out["id"] == twonn(X, method="mle").id
+    assert main(["id", "estimate", str(tmp_path / "x.npy"), "--method", "twonn_mle", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == out["id"]
 
 
 def test_cli_estimate_errors(tmp_path, capsys):

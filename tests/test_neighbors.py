@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
@@ -405,3 +405,69 @@ def test_ties_at_the_kth_distance_go_to_the_smallest_indices(rng, search):
         td, ti = brute(X64 * s, k)
         np.testing.assert_array_equal(nb.indices, ti)
         np.testing.assert_allclose(nb.distances, td / s, rtol=RTOL, atol=4 * 5e-324)
+
+
+# ------------------------------------------------------------------ the exact low-dimensional route
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_tree_route_gives_the_matrix_routes_neighbours_exactly(data):
+    """Same indices (ties to the smaller index) and bitwise the same distances as the matrix search,
+    on data full of exact duplicates and ties: integer grids, a power-of-two scale, both dtypes."""
+    n = data.draw(st.integers(3, 70), label="n")
+    d = data.draw(st.integers(1, 4), label="d")
+    k = data.draw(st.integers(1, min(6, n - 1)), label="k")
+    levels = data.draw(st.integers(1, 6), label="levels")  # few levels: many ties and duplicates
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**20), label="seed"))
+    X = rng.integers(-levels, levels + 1, size=(n, d)).astype(np.float64)
+    if data.draw(st.booleans(), label="jitter"):
+        X += rng.standard_normal((n, d)) * 1e-3
+    if data.draw(st.booleans(), label="float32"):
+        X = np.ldexp(X, data.draw(st.integers(-90, 90), label="e")).astype(np.float32)  # within float32's range
+    else:
+        X = np.ldexp(X, data.draw(st.integers(-300, 300), label="e"))
+    a = knn(X, k, method="matrix")
+    b = knn(X, k, method="tree")
+    np.testing.assert_array_equal(b.indices, a.indices)
+    np.testing.assert_array_equal(b.distances, a.distances)
+
+
+def test_tree_route_is_chosen_automatically_for_low_dimension(monkeypatch):
+    from deepgeom.functional import neighbors as nbm
+
+    calls = []
+    real = nbm._tree_search
+    monkeypatch.setattr(nbm, "_tree_search", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((nbm.TREE_MIN_ROWS, 2))
+    X[-40:] = X[:40]  # duplicates
+    auto = knn(X, 3)
+    assert calls == [X.shape]
+    ref = knn(X, 3, method="matrix")
+    np.testing.assert_array_equal(auto.indices, ref.indices)
+    np.testing.assert_array_equal(auto.distances, ref.distances)
+    knn(rng.standard_normal((nbm.TREE_MIN_ROWS, nbm.TREE_MAX_DIM + 1)), 2)  # wider: the matrix
+    knn(X[:100], 2)  # fewer rows: the matrix
+    assert len(calls) == 1
+
+
+def test_tree_route_on_memmaps_and_tensors(tmp_path):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((300, 3)).astype(np.float32)
+    X[200:] = X[:100]
+    np.save(tmp_path / "x.npy", X)
+    ref = knn(X, 2, method="matrix")
+    for src in (np.load(tmp_path / "x.npy", mmap_mode="r"), torch.from_numpy(X)):
+        got = knn(src, 2, method="tree")
+        np.testing.assert_array_equal(got.indices, ref.indices)
+        np.testing.assert_array_equal(got.distances, ref.distances)
+    assert ref.n_duplicates == 200
+
+
+def test_progress_bar_on_request(capsys):
+    X = np.random.default_rng(5).standard_normal((50, 2))
+    knn(X, 2, method="tree", progress=True)
+    knn(X, 2, method="matrix", progress=True)
+    err = capsys.readouterr().err
+    assert "knn (tree)" in err and "knn:" in err
+    with pytest.raises(InputError, match="method must be"):
+        knn(X, 2, method="kdtree")

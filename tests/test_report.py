@@ -37,7 +37,7 @@ TINY = {
 }
 
 SECTION_IDS = ["overview", "findings", "id-profile", "id-accuracy", "id-training", "cka", "cka-across", "spectrum", "collapse",
-               "predictions", "config"]
+               "predictions", "swept", "config"]
 
 
 class _Page(HTMLParser):
@@ -66,7 +66,7 @@ def study(tmp_path_factory) -> Path:
     """The tiny real study, run once, with its report built once (figures take most of the time)."""
     out = tmp_path_factory.mktemp("study")
     run_study(TINY, out, progress=False)
-    build_report(out)
+    build_report(out, svg=True)
     return out
 
 
@@ -141,7 +141,7 @@ def test_sections_of_analyses_not_in_the_study_say_not_run(bare):
     assert "Not run: analysis &#x27;id_profile&#x27; is not part of this study" in text
     assert "Not run: analysis &#x27;cka_matrix&#x27; is not part of this study" in text
     assert "Not run: analysis &#x27;spectrum_through_training&#x27; is not part of this study" in text
-    assert text.count('class="notrun"') == 9  # findings + every analysis section; overview and config drawn
+    assert text.count('class="notrun"') == 10  # findings, every analysis section, swept axes; overview and config drawn
     assert (bare / "report" / "figures" / "learning_curves.png").is_file()
 
 
@@ -154,7 +154,7 @@ def test_a_failing_section_does_not_hide_the_others(bare, monkeypatch):
     monkeypatch.setattr(sections, "section_config", boom)
     text = build_report(bare).read_text()
     assert "failed to draw (RuntimeError: plotting exploded)" in text
-    assert text.count('class="notrun"') == 10
+    assert text.count('class="notrun"') == 11
     assert (bare / "report" / "figures" / "learning_curves.png").is_file()  # the overview still drew
 
 
@@ -190,3 +190,56 @@ def test_cli_demo_runs_the_packaged_config_then_reports_and_resumes(tmp_path, mo
     assert main(["demo", "--out", str(out), "--quiet"]) == 0
     assert "0 units computed, 1 reused" in capsys.readouterr().out
     assert "mini-demo" in (out / "report" / "index.html").read_text()
+
+
+def test_swept_axis_section_shows_each_runs_numbers(study):
+    """The tiny study sweeps shuffle_fraction: one figure and a table whose numbers are the runs' own."""
+    text = (study / "report" / "index.html").read_text()
+    assert (study / "report" / "figures" / "swept_shuffle_fraction.png").stat().st_size > 1000
+    assert not (study / "report" / "figures" / "swept_width.png").exists()  # width is not swept
+    hist = pd.read_csv(study / "tables" / "history.csv")
+    prof = pd.read_csv(study / "tables" / "id_profiles.csv")
+    swept = text.split('id="swept"')[1].split("</section>")[0]
+    for run, h in hist.groupby("run"):
+        acc = h.sort_values("epoch")["test_acc"].iloc[-1]
+        assert f"<td>{acc:.3f}".rstrip("0").rstrip(".") in swept
+        p = prof[(prof["run"] == run) & (prof["layer"] != "output")]
+        p = p[p["epoch"] == p["epoch"].max()]
+        last_id = p.loc[p["layer_index"].idxmax(), "twonn_id"]
+        assert f"<td>{last_id:.3f}".rstrip("0").rstrip(".") in swept
+
+
+def test_report_out_dir_png_only_and_forked_figures_match_serial(study, tmp_path):
+    from deepgeom.report.builder import build_report_details
+
+    serial = build_report_details(study, tmp_path / "one", jobs=1)
+    forked = build_report_details(study, tmp_path / "two", jobs=2)
+    assert serial.ok and forked.ok and serial.n_figures == forked.n_figures >= 14
+    a = sorted(p.name for p in (tmp_path / "one" / "figures").iterdir())
+    assert a == sorted(p.name for p in (tmp_path / "two" / "figures").iterdir())
+    assert all(n.endswith(".png") for n in a)  # SVG copies only with svg=True
+    # drawn in a child process or in this one, a figure is the same file, byte for byte
+    for name in a:
+        assert (tmp_path / "one" / "figures" / name).read_bytes() == (tmp_path / "two" / "figures" / name).read_bytes()
+    strip = lambda t: t.split("report built")[0] + t.split("report built")[1].split("</p>", 1)[1]  # noqa: E731
+    assert strip(serial.index.read_text()) == strip(forked.index.read_text())
+
+
+def test_cli_report_out_and_nonzero_exit_when_a_part_failed(bare, tmp_path, monkeypatch, capsys):
+    import deepgeom.report.figures as figures
+
+    assert main(["report", str(bare), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "index.html")
+    assert (tmp_path / "r" / "figures" / "learning_curves.png").is_file()
+
+    def boom(*a, **k):
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(figures, "plot_learning_curves", boom)  # a figure fails (in a forked child)
+    assert main(["report", str(bare), "--out", str(tmp_path / "r2"), "--jobs", "2"]) == 1
+    cap = capsys.readouterr()
+    assert cap.out.strip() == str(tmp_path / "r2" / "index.html")
+    assert "1 part(s) of the report failed" in cap.err and "no ink" in cap.err
+    assert "report: [1/12] Runs" in cap.err  # progress
+    text = (tmp_path / "r2" / "index.html").read_text()
+    assert "Figure learning_curves failed to draw (RuntimeError: no ink)" in text

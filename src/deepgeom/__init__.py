@@ -15,34 +15,48 @@ else is reachable through the subpackages (``deepgeom.data``, ``deepgeom.capture
 2
 """
 
-from . import analysis, capture, data, functional, models
-from .analysis.id_profile import id_profile
-from .analysis.kernel_dynamics import spectra_through_training
-from .analysis.predictions import compare_predictions
-from .analysis.similarity import best_match, cka_matrix, cka_matrix_from_captures, find_blocks, pc1_fraction
-from .capture import Capture, list_layers, load_capture, resolve_layers, stream
+import importlib as _importlib
+
 from .errors import DeepgeomError, InputError, MissingDependencyError, UnknownNameError
-from .functional.cka import MinibatchCKA, cka, linear_cka, rbf_cka, unbiased_hsic
-from .functional.collapse import (
-    effective_rank,
-    neural_collapse,
-    participation_ratio,
-    power_law_alpha,
-    richness,
-)
-from .functional.intrinsic_dim import (
-    gride,
-    gride_multiscale,
-    levina_bickel,
-    pca_id,
-    twonn,
-    twonn_bootstrap,
-    twonn_scale,
-)
-from .functional.neighbors import knn
-from .functional.spectrum import dominant_count, feature_spectrum, regime
-from .models import build as build_model
-from .train import TrainConfig, load_model, load_run, train
+
+# Every public name below is imported on first use (PEP 562), not at ``import deepgeom``: the CLI
+# (``deepgeom --help``) and ``import deepgeom.errors`` must not pay for torch, scipy and pandas.
+_SUBPACKAGES = ("data", "models", "capture", "functional", "analysis")
+_LAZY: dict[str, tuple[str, str]] = {
+    **{n: (".analysis.id_profile", n) for n in ("id_profile",)},
+    **{n: (".analysis.kernel_dynamics", n) for n in ("spectra_through_training",)},
+    **{n: (".analysis.predictions", n) for n in ("compare_predictions",)},
+    **{n: (".analysis.similarity", n) for n in ("best_match", "cka_matrix", "cka_matrix_from_captures",
+                                                "find_blocks", "pc1_fraction")},
+    **{n: (".capture", n) for n in ("Capture", "list_layers", "load_capture", "resolve_layers", "stream")},
+    **{n: (".functional.cka", n) for n in ("MinibatchCKA", "cka", "linear_cka", "rbf_cka", "unbiased_hsic")},
+    **{n: (".functional.collapse", n) for n in ("effective_rank", "neural_collapse", "participation_ratio",
+                                                "power_law_alpha", "richness")},
+    **{n: (".functional.intrinsic_dim", n) for n in ("gride", "gride_multiscale", "levina_bickel", "pca_id",
+                                                     "twonn", "twonn_bootstrap", "twonn_scale")},
+    **{n: (".functional.neighbors", n) for n in ("knn",)},
+    **{n: (".functional.spectrum", n) for n in ("dominant_count", "feature_spectrum", "regime")},
+    "build_model": (".models", "build"),
+    **{n: (".train", n) for n in ("TrainConfig", "load_model", "load_run", "train")},
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return _importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(_importlib.import_module(module, __name__), attr)
+        # bound here, so the next lookup skips this function; for ``train`` this also replaces the
+        # submodule ``deepgeom.train`` that the import just bound (that module is callable too)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

@@ -13,8 +13,40 @@ ArrayLike = Any  # numpy array, numpy memmap, torch tensor, or nested sequence
 
 
 def is_memmap(X: Any) -> bool:
-    """True for a numpy memmap (data captured to disk), which callers stream instead of loading."""
-    return isinstance(X, np.memmap)
+    """True for a numpy memmap (data captured to disk) or a :class:`MemmapRows` selection of one,
+    which callers stream instead of loading."""
+    return isinstance(X, (np.memmap, MemmapRows))
+
+
+class MemmapRows:
+    """Rows ``idx`` of a memmap, read lazily: the estimators' view of the distinct rows of data on disk.
+
+    Slicing reads only what is asked for — ``V[a:b]`` those rows, ``V[:, c0:c1]`` that strip of
+    columns of the selected rows — so a search that streams a memmap streams this view the same
+    way, instead of reading every kept row into memory at once.
+    """
+
+    def __init__(self, X: np.memmap, idx: Any):
+        self.X = X
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self.shape = (int(self.idx.size),) + tuple(X.shape[1:])
+        self.ndim = X.ndim
+        self.dtype = X.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, cols = (key if isinstance(key, tuple) else (key, slice(None))) if key is not Ellipsis else \
+            (slice(None), slice(None))
+        sel = self.idx[rows]
+        if isinstance(cols, slice) and cols == slice(None):
+            return np.asarray(self.X[sel])
+        return np.asarray(self.X[:, cols][sel])  # the column strip first: only its bytes are read
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self.X[self.idx])
+        return out if dtype is None else out.astype(dtype)
 
 
 def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_finite: bool = True) -> ArrayLike:
@@ -23,7 +55,7 @@ def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_fini
     Raises :class:`InputError` for 1-D or >2-D input, non-numeric dtype, fewer than ``min_rows``
     rows, zero columns, or NaN/Inf entries (memmaps are checked block by block).
     """
-    if not isinstance(X, (np.ndarray, torch.Tensor)):
+    if not isinstance(X, (np.ndarray, torch.Tensor, MemmapRows)):
         try:
             X = np.asarray(X)
         except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
@@ -33,7 +65,7 @@ def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_fini
             f"{name} must be 2-D of shape (N, D) with one row per point; got shape {tuple(X.shape)}"
             + (" (reshape 1-D data with X[:, None])" if X.ndim == 1 else "")
         )
-    if isinstance(X, np.ndarray):
+    if isinstance(X, (np.ndarray, MemmapRows)):
         if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_) or np.iscomplexobj(X):
             raise InputError(f"{name} must be real and numeric; got dtype {X.dtype}")
     elif X.is_complex() or X.dtype == torch.bool:
@@ -49,7 +81,7 @@ def check_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, check_fini
 
 
 def check_finite_values(X: ArrayLike, name: str = "X", block_rows: int | None = None) -> None:
-    """Raise :class:`InputError` if X holds NaN or Inf, naming the first bad row.
+    """Raise :class:`InputError` if X holds NaN or Inf, naming the bad rows (the first ten) and their count.
 
     Rows are checked in blocks of about 64 MiB (fewer rows when D is large), so a wide memmap is
     streamed from disk instead of being read into memory in one piece.
@@ -57,15 +89,57 @@ def check_finite_values(X: ArrayLike, name: str = "X", block_rows: int | None = 
     if block_rows is None:
         width = max(1, int(X.shape[1]) if X.ndim > 1 else 1)
         block_rows = int(max(1, min(4096, (64 * 2**20) // (8 * width))))
+    found: list[int] = []
+    count = 0
     for start in range(0, X.shape[0], block_rows):
         blk = X[start : start + block_rows]
         bad = ~torch.isfinite(blk) if isinstance(blk, torch.Tensor) else ~np.isfinite(np.asarray(blk))
+        if bad.ndim > 1:
+            bad = bad.reshape(bad.shape[0], -1).any(1)
         if bad.any():
-            rows = (bad.any(1).nonzero()[0] if isinstance(bad, np.ndarray) else bad.any(1).nonzero()[:, 0])
-            first = int(rows[0]) + start
-            raise InputError(
-                f"{name} contains NaN or Inf (first in row {first}); remove or impute those rows first"
-            )
+            rows = (bad.nonzero()[0] if isinstance(bad, np.ndarray) else bad.nonzero()[:, 0].cpu())
+            count += len(rows)
+            found += [int(r) + start for r in rows[: 10 - len(found)]]
+    if count:
+        which = (", the only such row" if count == 1 else
+                 f" in {count} rows: " + ", ".join(map(str, found)) + (", ..." if count > len(found) else ""))
+        raise InputError(f"{name} contains NaN or Inf (first in row {found[0]}){which}; "
+                         "remove or impute those rows first")
+
+
+def load_npy(path: Any, what: str = "array", *, mmap: bool = True, numeric: bool = True) -> np.ndarray:
+    """A ``.npy`` file, memory-mapped read-only by default (large captures are streamed, not loaded).
+
+    Every way a file can be unreadable is one :class:`InputError` naming it: missing, a directory,
+    empty, truncated (fewer bytes than its header promises), garbage, pickled objects (refused:
+    unpickling runs code), and — with ``numeric`` — strings or complex numbers.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{what} {p} is a directory, not a .npy file")
+    if not p.is_file():
+        raise InputError(f"{what} file {p} does not exist")
+    with open(p, "rb") as fh:
+        head = fh.read(6)
+    if head != b"\x93NUMPY":
+        raise InputError(f"{what} {p} is not a .npy file (" + ("it is empty" if not head else "no NumPy header")
+                         + "); save arrays with np.save")
+    try:
+        a = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        msg = str(exc).split("\n")[0]
+        if "pickle" in msg or "Python objects" in msg:
+            msg = "it holds pickled Python objects, which are refused (loading them runs code)"
+        elif isinstance(exc, EOFError) or "mmap length" in msg or "read all data" in msg:
+            msg = "it is empty or truncated (fewer bytes than its header promises)"
+        raise InputError(f"{what} {p} is not a readable numeric .npy array: {msg}") from exc
+    if not isinstance(a, np.ndarray):  # an .npz archive opened by np.load
+        raise InputError(f"{what} {p} is not a .npy array (an .npz archive?); save one array with np.save")
+    if numeric and (not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) or np.iscomplexobj(a)):
+        raise InputError(f"{what} {p} must hold real numbers; got dtype {a.dtype}")
+    return a
 
 
 def check_same_n(X: ArrayLike, Y: ArrayLike, names: tuple[str, str] = ("X", "Y")) -> int:

@@ -34,8 +34,10 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +86,8 @@ class TrainConfig:
     Attributes:
         dataset: name for :func:`deepgeom.data.load` (``mnist1d``, ``digits``, ``fashion-mnist``, …).
         dataset_options: extra keyword arguments for ``load`` (e.g. ``{"n_train": 1000}``).
-        family, width, depth, model_options: passed to :func:`deepgeom.models.build` (None = default).
+        family, width, depth, model_options: passed to :func:`deepgeom.models.build` (None = default);
+            ``family`` may be your own ``path/to/file.py:ClassOrFactory`` (:mod:`deepgeom.models.user`).
         optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"`` (``momentum`` unused).
         lr, momentum, weight_decay: optimiser settings (weight decay as the optimiser's L2 term).
         epochs: passes over the training set (0 = only evaluate and save the untrained network).
@@ -124,8 +127,13 @@ class TrainConfig:
             raise UnknownNameError("optimizer", self.optimizer, OPTIMIZERS)
         if self.loss not in LOSSES:
             raise UnknownNameError("loss", self.loss, LOSSES)
-        if self.family not in models.families():
-            raise UnknownNameError("model family", self.family, models.families())
+        if self.family not in models.families() and not models.is_user_spec(self.family):
+            raise UnknownNameError("model family", self.family, models.families(),
+                                   hint="or your own model as path/to/file.py:ClassOrFactory")
+        if models.is_user_spec(self.family):  # an absolute file path still loads from another directory
+            from .models.user import resolve_spec
+
+            self.family = resolve_spec(self.family)
         v = self.lr
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
             raise InputError(f"lr must be a positive number; got {v!r}")
@@ -696,3 +704,18 @@ def load_model(path: str | os.PathLike, epoch: int | None = None) -> nn.Module:
     model = models.from_config(model_config)
     model.load_state_dict(load_file(str(file)))
     return model.eval()
+
+
+class _CallableModule(types.ModuleType):
+    """``deepgeom.train`` names both this module and :func:`train`.
+
+    ``import deepgeom`` imports its names on first use, and importing this module binds the module to
+    ``deepgeom.train``; making the module callable keeps ``deepgeom.train(config, out_dir)`` working
+    whichever of the two the name holds at that moment.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

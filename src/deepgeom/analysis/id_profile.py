@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._validation import check_matrix
 from ..errors import InputError, UnknownNameError
 from ..functional.intrinsic_dim import find_duplicates, gride, levina_bickel, pca_id, twonn
 from ..functional.intrinsic_dim._common import _subset, is_constant
@@ -27,7 +28,7 @@ ESTIMATORS = ("twonn", "twonn_mle", "pca", "gride", "levina_bickel")
 
 
 def _source(model_or_capture: Any, data: Any, layers: Any, batch_size: int, progress: bool,
-            device: Any) -> tuple[Mapping[str, Any], dict[str, float]]:
+            device: Any, reduce: str | None = None) -> tuple[Mapping[str, Any], dict[str, float]]:
     if isinstance(model_or_capture, (str, Path)):
         from ..capture import load_capture
 
@@ -50,7 +51,7 @@ def _source(model_or_capture: Any, data: Any, layers: Any, batch_size: int, prog
         from ..capture import capture
 
         cap = capture(model_or_capture, data, layers, batch_size=batch_size, progress=progress,
-                      device=device or "cpu")
+                      device=device or "cpu", reduce=reduce)
         layers = None  # already selected
     names = list(cap.keys())
     if layers is not None:
@@ -68,6 +69,24 @@ def _source(model_or_capture: Any, data: Any, layers: Any, batch_size: int, prog
     return {k: cap[k] for k in names}, depth
 
 
+def _layer_matrix(name: str, X: Any) -> Any:
+    """A layer's activations as a finite (N, D) matrix, or an :class:`InputError` naming the layer: a
+    NaN/Inf layer is never reported as "constant", a 1-D array is never guessed at."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is None:
+        try:
+            X = np.asarray(X)
+        except Exception as exc:  # noqa: BLE001 - anything that is not an array gets the same message
+            raise InputError(f"layer {name!r} is not an array; got {type(X).__name__}") from exc
+        ndim = X.ndim
+    if ndim < 2:
+        raise InputError(f"layer {name!r} must be an (N, D) array, one row per example; got shape {tuple(X.shape)}"
+                         + (" (reshape 1-D activations with X[:, None])" if ndim == 1 else ""))
+    if ndim > 2:
+        X = X.reshape(X.shape[0], -1)
+    return check_matrix(X, f"layer {name!r}")
+
+
 def id_profile(
     model_or_capture: Any,
     data: Any = None,
@@ -80,6 +99,7 @@ def id_profile(
     batch_size: int = 256,
     progress: bool = False,
     device: Any = None,
+    reduce: str | None = None,
 ) -> pd.DataFrame:
     r"""ID of each layer's representation, one row per layer (Ansuini et al. 2019).
 
@@ -94,6 +114,9 @@ def id_profile(
             ``"gride"`` (GRIDE with n1=2, n2=4: one scale above TwoNN, less sensitive to noise),
             ``"levina_bickel"`` (k = 10..20).
         fraction: TwoNN fit fraction; threshold, standardize: PC-ID settings.
+        reduce: how a layer output with a token axis becomes rows when a model is captured —
+            ``"mean"`` (over real tokens), ``"cls"``, ``"tokens"`` or ``"flatten"``; None (default)
+            flattens other outputs and refuses a token axis (see :func:`deepgeom.capture.stream`).
 
     Returns:
         DataFrame with columns ``layer, relative_depth, D, n, n_duplicates`` and, per estimator,
@@ -115,10 +138,10 @@ def id_profile(
         raise UnknownNameError("estimator", unknown[0], ESTIMATORS)
     if not estimators:
         raise InputError("estimators is empty; choose from " + ", ".join(ESTIMATORS))
-    arrays, depth = _source(model_or_capture, data, layers, batch_size, progress, device)
+    arrays, depth = _source(model_or_capture, data, layers, batch_size, progress, device, reduce)
     rows = []
     for name, X in arrays.items():
-        X = X if X.ndim == 2 else np.asarray(X).reshape(X.shape[0], -1)
+        X = _layer_matrix(name, X)
         row: dict[str, Any] = dict(layer=name, relative_depth=float(depth[name]), D=int(X.shape[1]),
                                    n=int(X.shape[0]))
         info = find_duplicates(X)

@@ -111,14 +111,14 @@ def subspace_overlap(E_a: np.ndarray, E_b: np.ndarray, k: int) -> float:
 
 
 def _features_and_outputs(model: nn.Module, x: Any, layer: str | None, batch_size: int,
-                          device: str) -> tuple[np.ndarray, np.ndarray]:
+                          device: str, reduce: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     from ..capture import capture
 
     name = layer or getattr(model, "penultimate", None)
     if not name:
         raise InputError("the model has no .penultimate attribute; pass layer= (the module whose output is Φ)")
     cap = capture(model, x, [name, "output"], batch_size=batch_size, device=device, progress=False,
-                  memory_budget="4GB")
+                  memory_budget="4GB", reduce=reduce)
     return np.asarray(cap[name]), np.asarray(cap["output"])
 
 
@@ -337,6 +337,7 @@ def spectra_through_training(
     seed: int = 0,
     batch_size: int = 512,
     device: str = "cpu",
+    reduce: str | None = None,
 ) -> SpectraThroughTraining:
     """Feature-kernel spectrum, dominant count, Π, eigenbasis overlap and NC metrics per checkpoint.
 
@@ -358,7 +359,8 @@ def spectra_through_training(
         count_subsamples: dominant count on this many random 80% subsamples per checkpoint (its spread;
             see :func:`checkpoint_spectrum`); 0 = off.
         max_points: analyse a seeded random subset of this many training points (None: all).
-        seed: seed of that subset. batch_size, device: for the forward passes.
+        seed: seed of that subset. batch_size, device: for the forward passes; reduce: how an output
+            with a token axis becomes rows (see :func:`deepgeom.capture.stream`).
 
     Returns:
         :class:`SpectraThroughTraining` whose ``summary`` has, per epoch: ``epoch, n_samples, n_features,
@@ -397,7 +399,7 @@ def spectra_through_training(
     k_used = None
     for epoch, obj in items:
         model = _model_for(epoch, obj, build, source)
-        Phi, out = _features_and_outputs(model, x, layer, batch_size, device)
+        Phi, out = _features_and_outputs(model, x, layer, batch_size, device, reduce)
         head = getattr(model, "head", None)
         W = b = None
         if classification and isinstance(head, nn.Linear) and head.out_features == n_classes \

@@ -99,13 +99,15 @@ def per_class_accuracy(preds: Any, labels: Any, n_classes: int | None = None) ->
 
 
 def predictions(model: Any, data: Any, *, batch_size: int = 256, device: str | torch.device = "cpu",
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                progress: bool = False, reduce: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Predicted labels (argmax of the model's output) over ``data``, streamed with
-    :func:`deepgeom.capture.stream`; returns ``(preds, labels)`` (labels None when the data has none)."""
+    :func:`deepgeom.capture.stream` (``reduce`` as there, for a model whose output has a token axis);
+    returns ``(preds, labels)`` (labels None when the data has none)."""
     from ..capture import stream
 
     preds, labels = [], []
-    for b in stream(model, data, ["output"], batch_size=batch_size, device=device, progress=progress):
+    for b in stream(model, data, ["output"], batch_size=batch_size, device=device, progress=progress,
+                    reduce=reduce):
         preds.append(b["output"].argmax(1).numpy())
         if b.labels is not None:
             labels.append(b.labels.numpy())

@@ -28,10 +28,18 @@ import torch
 from torch import nn
 
 from .._results import ResultMixin, to_jsonable
-from .._validation import check_fraction, check_matrix, check_positive_int
+from .._validation import check_finite_values, check_fraction, check_matrix, check_positive_int
 from ..errors import InputError, UnknownNameError
-from ..functional.cka import KERNELS, MinibatchCKA, centred_linear_kernel, gram_rbf, u_center
-from ..functional.matrix import as_tensor, center_gram, covariance, gram
+from ..functional.cka import KERNELS, MIN_CKA_ROWS, MinibatchCKA, centred_linear_kernel, gram_rbf, u_center
+from ..functional.matrix import (
+    as_tensor,
+    center_gram,
+    covariance,
+    gram,
+    max_abs_exponent,
+    mul_pow2,
+    unit_scaled,
+)
 
 __all__ = [
     "CKAResult",
@@ -152,6 +160,17 @@ class _PC1:
         self.mean: dict[str, torch.Tensor] = {}
         self._V: dict[str, torch.Tensor] = {}
         self._acc: dict[str, list] = {}
+        #: per layer, the power of two its rows are divided by (fixed by the first batch): activations
+        #: beyond 2^±64 would overflow or underflow the scatter matrix; direction and fraction do not
+        #: see the scale, and projected rows keep one common scale per layer (all CKA needs)
+        self.exponent: dict[str, int] = {}
+
+    def _rows(self, name: str, batch: Mapping[str, Any]) -> torch.Tensor:
+        x = _flat(batch[name]).to(torch.float64)
+        if name not in self.exponent:
+            e = max_abs_exponent(x)
+            self.exponent[name] = e if abs(e) > 64 else 0
+        return mul_pow2(x, -self.exponent[name]) if self.exponent[name] else x
 
     @property
     def iterative(self) -> list[str]:
@@ -161,7 +180,7 @@ class _PC1:
     def update(self, batch: Mapping[str, Any]) -> None:
         """Pass 1: column sums (and scatter matrices of the narrow layers) about the pilot shift."""
         for name in self.names:
-            x = _flat(batch[name]).to(torch.float64)
+            x = self._rows(name, batch)
             if name not in self.shift:
                 self.shift[name] = x.mean(0)
                 self.sum[name] = torch.zeros(x.shape[1], dtype=torch.float64)
@@ -197,7 +216,7 @@ class _PC1:
     def iter_update(self, batch: Mapping[str, Any]) -> None:
         """One batch of a subspace-iteration pass: accumulate X̃ᵀ(X̃V), (X̃V)ᵀ(X̃V) and Σ‖x̃‖²."""
         for name in self.iterative:
-            xc = _flat(batch[name]).to(torch.float64) - self.mean[name]
+            xc = self._rows(name, batch) - self.mean[name]
             Z = xc @ self._V[name]
             acc = self._acc.setdefault(name, [0.0, 0.0, 0.0])
             acc[0] = acc[0] + xc.T @ Z
@@ -233,7 +252,9 @@ class _PC1:
                 self.iter_finish(last=it == self.iterations - 1)
 
     def project(self, name: str, x: Any) -> torch.Tensor:
-        x = _flat(x).to(torch.float64) - self.mean[name]
+        """Centred rows of a batch of layer ``name`` without the first principal direction (in the
+        layer's power-of-two units, :attr:`exponent`)."""
+        x = self._rows(name, {name: x}) - self.mean[name]
         v = self.direction[name]
         return x - torch.outer(x @ v, v)
 
@@ -339,18 +360,29 @@ def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a
 
 
 def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debiased: bool,
-                        compute_dtype: torch.dtype | str, device: Any) -> torch.Tensor:
-    """(L, N²) stack of centred (or U-centred) kernels, each scaled to unit Frobenius norm."""
+                        compute_dtype: torch.dtype | str, device: Any, names: Sequence[str] | None = None,
+                        ) -> torch.Tensor:
+    """(L, N²) stack of centred (or U-centred) kernels, each scaled to unit Frobenius norm.
+
+    A layer beyond 2^±64 is read scaled by a power of two (CKA does not see the scale; its squared
+    kernel entries would otherwise overflow); NaN/Inf activations raise :class:`InputError` naming
+    the layer and rows (a non-finite kernel is never mistaken for a constant layer)."""
     rows = []
+    names = list(names) if names is not None else [f"#{i}" for i in range(len(arrays))]
 
     def centred(K):  # linear kernels come centred (HKH) from the core; RBF kernels are centred here
         if debiased:
             return u_center(K)
         return center_gram(K) if kernel == "rbf" else K
 
-    for X in arrays:
+    for name, X in zip(names, arrays, strict=True):
+        X0 = X
+        X, _ = unit_scaled(X)
         K = (centred_linear_kernel(X, centred, compute_dtype=compute_dtype, device=device) if kernel == "linear"
-             else centred(gram_rbf(X, sigma, compute_dtype=compute_dtype, device=device)))
+             else centred(gram_rbf(X0, sigma, compute_dtype=compute_dtype, device=device)))
+        if not bool(torch.isfinite(K).all()):
+            check_finite_values(X0, f"layer {name!r}")
+            raise InputError(f"layer {name!r} overflows its kernel (values beyond float64's range once squared)")
         norm = float(torch.linalg.norm(K))
         rows.append((K / norm if norm > 0 else torch.full_like(K, float("nan"))).reshape(-1).cpu())
         del K
@@ -358,10 +390,12 @@ def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debias
 
 
 def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, *, kernel: str, sigma: float,
-                 debiased: bool, memory_budget: int, compute_dtype: torch.dtype | str, device: Any) -> np.ndarray:
+                 debiased: bool, memory_budget: int, compute_dtype: torch.dtype | str, device: Any,
+                 names_a: Sequence[str] | None = None, names_b: Sequence[str] | None = None) -> np.ndarray:
     n = int(arrays_a[0].shape[0])
-    if n < (_MIN_BATCH if debiased else 2):
-        raise InputError(f"full-data CKA needs at least {_MIN_BATCH if debiased else 2} examples; got {n}")
+    if n < MIN_CKA_ROWS:
+        raise InputError(f"full-data CKA needs at least {MIN_CKA_ROWS} examples (with fewer it is 1 or nearly "
+                         f"so for any data); got {n}")
     count = len(arrays_a) + (len(arrays_b) if arrays_b is not None else 0)
     need = (count + 2) * n * n * 8
     if need > memory_budget:
@@ -369,8 +403,9 @@ def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, *, ker
             f"full-data CKA keeps one N×N float64 kernel per layer: {count} layers × N={n} needs "
             f"~{need / 2**30:.1f} GiB > memory_budget {memory_budget / 2**30:.1f} GiB; use minibatch=True "
             "(the paper's estimator, memory independent of N), fewer layers or fewer examples")
-    A = _normalised_kernels(arrays_a, kernel, sigma, debiased, compute_dtype, device)
-    B = A if arrays_b is None else _normalised_kernels(arrays_b, kernel, sigma, debiased, compute_dtype, device)
+    A = _normalised_kernels(arrays_a, kernel, sigma, debiased, compute_dtype, device, names_a)
+    B = A if arrays_b is None else _normalised_kernels(arrays_b, kernel, sigma, debiased, compute_dtype, device,
+                                                       names_b)
     bad = [i for i in range(A.shape[0]) if not torch.isfinite(A[i]).all()]
     if bad or (arrays_b is not None and any(not torch.isfinite(B[j]).all() for j in range(B.shape[0]))):
         warnings.warn("some layers have no variance (constant activations): their CKA is NaN",
@@ -403,7 +438,7 @@ def cka_matrix(
     debiased: bool = False,
     remove_pc1: bool = False,
     pc1_max_dim: int = 8192,
-    reduce: str = "flatten",
+    reduce: str | None = None,
     device: str | torch.device = "cpu",
     compute_dtype: torch.dtype | str = "auto",
     memory_budget: int | str = "2GB",
@@ -599,7 +634,7 @@ def cka_matrix_from_captures(
             fa = fb = None
         M = _full_engine(arrs_a, None if (within and layers_b is None) else arrs_b, kernel=kernel, sigma=sigma,
                          debiased=debiased, memory_budget=_budget_bytes(memory_budget),
-                         compute_dtype=compute_dtype, device=device)
+                         compute_dtype=compute_dtype, device=device, names_a=la, names_b=lb)
         return _result(M, la, lb, da, db, n, kernel=kernel, sigma=sigma, minibatch=False, debiased=debiased,
                        batch_size=None, within=within, pc1_removed=remove_pc1, fa=fa, fb=fb)
 
@@ -622,13 +657,19 @@ def cka_matrix_from_captures(
 def _checked_rows(a: Any, start: int, stop: int, name: str) -> torch.Tensor:
     blk = as_tensor(np.asarray(a[start:stop]) if isinstance(a, np.ndarray) else a[start:stop])
     if not torch.isfinite(blk).all():
-        raise InputError(f"layer {name!r} contains NaN or Inf in rows {start}..{stop - 1}")
+        bad = (~torch.isfinite(blk.reshape(blk.shape[0], -1))).any(1).nonzero()[:, 0] + start
+        shown = ", ".join(str(int(r)) for r in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise InputError(f"layer {name!r} contains NaN or Inf (first in row {int(bad[0])}) in rows {shown} "
+                         f"of the batch {start}..{stop - 1}; remove or impute those rows first")
     return blk
 
 
 def _remove_pc1_full(X: Any) -> torch.Tensor:
     Xc = as_tensor(np.asarray(X) if isinstance(X, np.ndarray) else X).to(torch.float64)
     Xc = Xc.reshape(Xc.shape[0], -1)
+    e = max_abs_exponent(Xc)
+    if abs(e) > 64:  # the direction does not see the scale, CKA neither: read scaled (exact)
+        Xc = mul_pow2(Xc, -e)
     Xc = Xc - Xc.mean(0)
     v = _top_direction(Xc)
     return Xc - torch.outer(Xc @ v, v)
@@ -661,6 +702,7 @@ def pc1_fraction(X: Any) -> float:
     """
     X = check_matrix(X, "X", min_rows=2)
     n, d = X.shape
+    X, _ = unit_scaled(X)  # a ratio of eigenvalues: data beyond 2^±64 are read scaled (exact)
     if d <= n:
         ev = torch.linalg.eigvalsh(covariance(X, center=True))
     else:

@@ -5,7 +5,8 @@
 * :func:`stream` — per-batch ``{layer: (B, D) tensor}`` dicts, for analyses that never hold everything.
 * :func:`capture` — all rows as ``(N, D)`` arrays under a memory budget, spilling to ``.npy`` files.
 * :func:`load_capture` / :meth:`Capture.save` — one ``.npy`` per layer plus ``manifest.json``.
-* :func:`tokenize_texts` — text → tokenizer dict that ``capture``/``stream`` accept.
+* :func:`tokenize_texts` — text → tokenizer dict that ``capture``/``stream`` accept;
+  :func:`load_text_model` — a local Hugging Face / sentence-transformers directory, offline.
 
 The package itself is callable: ``deepgeom.capture(model, data, ...)`` is :func:`capture`.
 See docs/capture.md.
@@ -15,10 +16,10 @@ import sys
 import types
 
 from ._layers import INPUT, OUTPUT, default_layers, list_layers, resolve_layers
-from ._sources import load_model_source, parse_layer_list, select_inputs
+from ._sources import load_model_source, parse_layer_list, select_inputs, texts_input
 from ._store import Capture, UnknownLayerError, capture, layer_depths, load_capture, parse_bytes
 from ._stream import REDUCE_MODES, StreamBatch, first_tensor, stream
-from ._text import tokenize_texts
+from ._text import load_text_model, read_texts, tokenize_texts
 
 __all__ = [
     "INPUT",
@@ -40,6 +41,9 @@ __all__ = [
     "select_inputs",
     "stream",
     "tokenize_texts",
+    "load_text_model",
+    "read_texts",
+    "texts_input",
 ]
 
 

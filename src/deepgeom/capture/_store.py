@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validation import load_npy
 from ..errors import InputError, UnknownNameError
 from ._layers import LayerSpec
 from ._stream import n_examples, stream
@@ -316,21 +317,29 @@ def load_capture(directory: str | Path, *, mmap: bool = True) -> Capture:
         raise InputError(f"{d} is not a capture directory: no {MANIFEST} (write one with deepgeom capture)")
     try:
         manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{mpath} is not valid JSON: {exc}") from exc
-    if manifest.get("format") != _FORMAT:
-        raise InputError(f"{mpath} is not a deepgeom capture manifest (format {manifest.get('format')!r})")
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        raise InputError(f"{mpath} is not a deepgeom capture manifest (format {fmt!r})")
+    entries = manifest.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise InputError(f"{mpath} has no \"layers\" list (rewrite the capture with deepgeom capture)")
     arrays, depth = {}, {}
-    for e in manifest["layers"]:
+    for i, e in enumerate(entries):
+        missing = [k for k in ("name", "file", "shape", "relative_depth") if not isinstance(e, dict) or k not in e]
+        if missing:
+            raise InputError(f"{mpath}: layer entry {i} lacks {', '.join(repr(k) for k in missing)}")
         p = d / e["file"]
         if not p.is_file():
             raise InputError(f"capture in {d}: layer {e['name']!r} has no file {e['file']}")
-        a = np.load(p, mmap_mode="r" if mmap else None)
+        a = load_npy(p, f"capture in {d}: layer {e['name']!r} file", mmap=mmap)
         if list(a.shape) != list(e["shape"]):
             raise InputError(f"capture in {d}: {e['file']} has shape {a.shape}, manifest says {e['shape']}")
         arrays[e["name"]], depth[e["name"]] = a, e["relative_depth"]
-    labels = np.load(d / manifest["labels"]) if manifest.get("labels") else None
-    ex = np.load(d / manifest["example_index"]) if manifest.get("example_index") else None
+    labels = load_npy(d / manifest["labels"], f"capture in {d}: labels", mmap=False) if manifest.get("labels") else None
+    ex = (load_npy(d / manifest["example_index"], f"capture in {d}: example index", mmap=False)
+          if manifest.get("example_index") else None)
     return Capture(arrays, relative_depth=depth, labels=labels, example_index=ex, meta=manifest.get("meta"))
 
 
@@ -347,7 +356,7 @@ def layer_depths(model: nn.Module | None, names: list[str]) -> dict[str, float]:
     return {n: (i / (m - 1) if m > 1 else 0.0) for i, n in enumerate(names)}
 
 
-def _expected_rows(data: Any, reduce: str) -> int | None:
+def _expected_rows(data: Any, reduce: str | None) -> int | None:
     n = n_examples(data)
     if reduce != "tokens":
         return n
@@ -366,7 +375,7 @@ def capture(
     device: str | torch.device = "cpu",
     memory_budget: int | str = "1GB",
     spill_dir: str | Path | None = None,
-    reduce: str = "flatten",
+    reduce: str | None = None,
     dtype: Any = np.float32,
     repeated: str = "error",
     forward: Callable[[nn.Module, Any], Any] | None = None,
@@ -393,7 +402,8 @@ def capture(
         spill_dir: where spilled layers go; default a fresh temporary directory, deleted when the
             :class:`Capture` is closed or garbage-collected unless :meth:`Capture.save` was called on it.
             A directory you give is never deleted (``deepgeom capture`` spills straight into ``--out``).
-        reduce: ``"flatten"`` | ``"mean"`` | ``"tokens"`` | ``"cls"`` — see :func:`stream`.
+        reduce: ``None`` (flatten, but a layer with a token axis raises, saying what to pass) |
+            ``"flatten"`` | ``"mean"`` | ``"tokens"`` | ``"cls"`` — see :func:`stream`.
         dtype: storage dtype (float32 default; float16 halves disk and RAM, float64 doubles them).
         progress: tqdm progress bar.
 
@@ -461,7 +471,7 @@ def capture(
             shutil.rmtree(owned_tmp, ignore_errors=True)
         raise
     names = list(arrays)
-    meta = {"model": type(model).__name__, "reduce": reduce, "batch_size": batch_size}
+    meta = {"model": type(model).__name__, "reduce": reduce or "flatten", "batch_size": batch_size}
     return Capture(arrays, relative_depth=layer_depths(model, names),
                    labels=np.concatenate(labels) if has_labels and labels else None,
                    example_index=np.concatenate(example_index), meta=meta, tmpdir=owned_tmp)

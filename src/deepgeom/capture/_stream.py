@@ -25,7 +25,7 @@ from ._layers import INPUT, OUTPUT, LayerSpec, module_for, parameter_device, par
 
 __all__ = ["stream", "StreamBatch", "REDUCE_MODES", "first_tensor", "n_examples"]
 
-REDUCE_MODES = ("flatten", "mean", "tokens", "cls")
+REDUCE_MODES = ("flatten", "mean", "tokens", "cls")  # or None: flatten, but refuse a token axis
 REPEAT_MODES = ("error", "first", "last")
 
 
@@ -206,11 +206,23 @@ def _walk(o: Any, found: list[torch.Tensor], prefer_float: bool) -> bool:
     return False
 
 
-def _reduce(t: torch.Tensor, mode: str, mask: torch.Tensor | None, layer: str) -> torch.Tensor:
-    """Reduce a batch output ``(B, ...)`` to rows ``(rows, D)``; ``mask`` is a (B, T) attention mask."""
+def _reduce(t: torch.Tensor, mode: str | None, mask: torch.Tensor | None, layer: str,
+            token_len: int | None = None) -> torch.Tensor:
+    """Reduce a batch output ``(B, ...)`` to rows ``(rows, D)``; ``mask`` is a (B, T) attention mask.
+
+    ``mode=None`` flattens, except an output with a token axis (axis 1 as long as the batch's token
+    sequence, ``token_len``), which raises: flattening padded tokens would measure the padding."""
     if t.ndim == 0:
         raise InputError(f"layer {layer!r} returned a scalar, not a batch of activations")
     B = t.shape[0]
+    if mode is None:
+        if token_len is not None and t.ndim >= 3 and t.shape[1] == token_len:
+            raise InputError(
+                f"layer {layer!r} has a token axis: its output is {tuple(t.shape)} (batch, {token_len} tokens, "
+                "...), and flattening it would mix real and padding tokens into one long row; pass "
+                "reduce='mean' (average over the real tokens), 'cls' (the first token), 'tokens' (one row "
+                "per real token) or, to flatten anyway, 'flatten' (on the command line: --reduce {mean,cls,tokens,flatten})")
+        mode = "flatten"
     if mode == "flatten" or t.ndim < 3:
         if mode == "tokens" and t.ndim < 3:
             raise InputError(f"reduce='tokens' needs (B, T, H) outputs but layer {layer!r} has shape "
@@ -259,7 +271,7 @@ def stream(
     *,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
-    reduce: str = "flatten",
+    reduce: str | None = None,
     repeated: str = "error",
     forward: Callable[[nn.Module, Any], Any] | None = None,
     progress: bool = False,
@@ -284,8 +296,10 @@ def stream(
             ``analysis_layers`` or all leaf modules plus input/output).
         batch_size: examples per forward pass (ignored for a DataLoader, which has its own).
         device: where the forward runs; floating-point inputs are cast to the model's parameter dtype.
-        reduce: how a module output of shape ``(B, T, H, ...)`` becomes rows — ``"flatten"`` (default):
-            ``(B, T·H·…)``; ``"mean"``: mean over axis 1 (tokens), honouring the batch's
+        reduce: how a module output of shape ``(B, T, H, ...)`` becomes rows — ``None`` (default):
+            ``"flatten"``, except that an output with a token axis (axis 1 as long as the batch's
+            ``attention_mask``/``input_ids``) raises :class:`InputError` saying what to pass, so padded
+            tokens are never flattened silently; ``"flatten"``: ``(B, T·H·…)``; ``"mean"``: mean over axis 1 (tokens), honouring the batch's
             ``attention_mask`` when the data is a dict that holds one; ``"tokens"``: one row per token,
             ``(B·T, H)``, padding tokens dropped when there is an attention mask; ``"cls"``: the first
             token, ``(B, H)``. Outputs that are already ``(B, D)`` are kept as they are (except under
@@ -313,8 +327,8 @@ def stream(
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if reduce not in REDUCE_MODES:
-        raise InputError(f"reduce must be one of {', '.join(REDUCE_MODES)}; got {reduce!r}")
+    if reduce is not None and reduce not in REDUCE_MODES:
+        raise InputError(f"reduce must be None or one of {', '.join(REDUCE_MODES)}; got {reduce!r}")
     if repeated not in REPEAT_MODES:
         raise InputError(f"repeated must be one of {', '.join(REPEAT_MODES)}; got {repeated!r}")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -337,7 +351,7 @@ def stream(
 def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduce, repeated, forward,
                 progress) -> Iterator[StreamBatch]:
     want_output = OUTPUT in names
-    state: dict[str, Any] = {"mask": None, "stop_early": False}
+    state: dict[str, Any] = {"mask": None, "stop_early": False, "token_len": None}
     collected: dict[str, torch.Tensor] = {}
     calls: dict[str, int] = {}
     order: list[str] = []  # layers in the order they first fired (learned on the first batch)
@@ -358,7 +372,7 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
                 raise InputError(f"layer {name!r} ({type(_mod).__name__}) returned no tensor "
                                  f"(got {type(out).__name__})")
             # copy=True: a later in-place op (ReLU(inplace=True)) must not change what we recorded.
-            collected[name] = _reduce(t.detach(), reduce, state["mask"], name).to(
+            collected[name] = _reduce(t.detach(), reduce, state["mask"], name, state["token_len"]).to(
                 "cpu", torch.float32, copy=True)
             if state["stop_early"] and len(collected) == len(modules):
                 raise _StopForward
@@ -381,6 +395,10 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
             inputs = _to_device(batch.inputs, dev, float_dtype)
             mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
             state["mask"] = mask if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
+            ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+            tokens = state["mask"] if state["mask"] is not None else (
+                ids if isinstance(ids, torch.Tensor) and ids.ndim == 2 else None)
+            state["token_len"] = None if tokens is None else int(tokens.shape[1])
             collected.clear()
             calls.clear()
             state["stop_early"] = not first and not want_output and repeated != "last"
@@ -412,16 +430,16 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
                 t = first_tensor(inputs)
                 if t is None:
                     raise InputError("the batch holds no tensor to record as the 'input' layer")
-                result[INPUT] = _reduce(t.detach(), reduce, state["mask"], INPUT).to("cpu", torch.float32,
-                                                                                      copy=True)
+                result[INPUT] = _reduce(t.detach(), reduce, state["mask"], INPUT, state["token_len"]).to(
+                    "cpu", torch.float32, copy=True)
             for n in order:
                 result[n] = collected[n]
             if want_output:
                 t = first_tensor(output)
                 if t is None:
                     raise InputError(f"the model returned no tensor (got {type(output).__name__})")
-                result[OUTPUT] = _reduce(t.detach(), reduce, state["mask"], OUTPUT).to("cpu", torch.float32,
-                                                                                        copy=True)
+                result[OUTPUT] = _reduce(t.detach(), reduce, state["mask"], OUTPUT, state["token_len"]).to(
+                    "cpu", torch.float32, copy=True)
             B = batch.size
             result.index = torch.arange(start, start + B)
             if reduce == "tokens":

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
-
-from ..errors import InputError
+from typing import Any
 
 
-def load_npy(path: str | Path, what: str = "array") -> np.ndarray:
-    """A ``.npy`` file memory-mapped read-only (large captures are streamed, not loaded); pickles refused."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} file {p} does not exist")
-    try:
-        return np.load(p, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise InputError(f"{what} {p} is not a readable numeric .npy array: {exc}") from exc
+def load_npy(path: str | Path, what: str = "array", ndim: int | None = None) -> Any:
+    """A ``.npy`` file memory-mapped read-only (large captures are streamed, not loaded); pickles,
+    truncated files, garbage and non-numeric dtypes refused (:func:`deepgeom._validation.load_npy`),
+    and with ``ndim`` an array of another rank, naming the file."""
+    from .._validation import load_npy as _load
+    from ..errors import InputError
+
+    a = _load(path, what)
+    if ndim is not None and a.ndim != ndim:
+        shape = {1: "(N,), one value per example", 2: "(N, D), one row per example"}.get(ndim, f"{ndim}-D")
+        raise InputError(f"{what} {path} has shape {a.shape}; expected {shape}")
+    return a

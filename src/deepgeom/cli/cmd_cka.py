@@ -1,10 +1,13 @@
 """``deepgeom cka``: CKA between two activation files, or the layer × layer heatmap of models/captures.
 
-Two forms, told apart by the first word::
+Two subcommands::
 
-    deepgeom cka A.npy B.npy [--kernel linear|rbf] [--sigma S] [--debiased] [--batch-size B] [--json]
-    deepgeom cka heatmap (--run-a DIR [--run-b DIR] | --capture-a DIR [--capture-b DIR]
-                          | --family F [--family-b F] --data D) --out DIR [...]
+    deepgeom cka pair A.npy B.npy [--kernel {linear,rbf}] [--sigma S] [--debiased] [--batch-size B] [--json]
+    deepgeom cka heatmap (--run-a DIR | --capture-a DIR | --family F | --model FILE.py:NAME |
+                          --module FILE.pt --trust-pickle)
+                         [... -b for model B] [--data D] --out DIR [...]
+
+``deepgeom cka A.npy B.npy`` (no ``pair``) is the same as the first.
 
 The command only parses arguments and calls :mod:`deepgeom.functional.cka` /
 :mod:`deepgeom.analysis.similarity`.
@@ -15,71 +18,124 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from ..errors import InputError
 from ._common import load_npy
 
-HELP = "CKA similarity: two .npy files → one number, or 'heatmap' → all layer pairs of models/captures"
+HELP = "CKA similarity: 'pair' (two .npy files → one number) or 'heatmap' (all layer pairs of models/captures)"
 
 DESCRIPTION = """\
-deepgeom cka A.npy B.npy      CKA between two (N, D) activation files with the same N rows (higher
+deepgeom cka pair A.npy B.npy CKA between two (N, D) activation files with the same N rows (higher
                               dimensional arrays are flattened to (N, -1)). Linear CKA by default;
                               --debiased for the unbiased-HSIC form; --batch-size B for minibatch CKA.
+                              'pair' may be left out: deepgeom cka A.npy B.npy is the same.
 deepgeom cka heatmap ...      the layer × layer CKA matrix of one model (within) or two models (cross),
                               in one pass over the data (minibatch CKA, Nguyen et al. 2021), from
                               trained runs (--run-a/--run-b), model families (--family/--family-b with
-                              --data) or capture directories (--capture-a/--capture-b). Writes
-                              OUT/cka_matrix.csv, OUT/cka_heatmap.png/.svg, OUT/result.json and
+                              --data), pickled modules (--module/--module-b, with --trust-pickle),
+                              your own model classes (--model/--model-b) or capture directories
+                              (--capture-a/--capture-b).
+                              Writes OUT/cka_matrix.csv, OUT/cka_heatmap.png/.svg, OUT/result.json and
                               OUT/blocks.json (within) or OUT/best_match.csv (cross).
+Run deepgeom cka pair --help or deepgeom cka heatmap --help for each form's flags.
 """
+
+ACTIONS = ("pair", "heatmap")
+
+
+def normalize_argv(rest: list[str]) -> list[str]:
+    """``cka A.npy B.npy ...`` means ``cka pair A.npy B.npy ...``; the old mixed form with ``heatmap``
+    after some flags (``cka --run-a R heatmap --out O``) still works, with a deprecation message."""
+    if not rest or rest[0] in ("-h", "--help") or rest[0] in ACTIONS:
+        return rest
+    if "heatmap" in rest:
+        import sys
+
+        print("deepgeom cka: warning: 'heatmap' after other flags is deprecated; write "
+              "deepgeom cka heatmap [flags]", file=sys.stderr)
+        i = rest.index("heatmap")
+        return ["heatmap", *rest[:i], *rest[i + 1:]]
+    return ["pair", *rest]
+
+
+def _cka_flags(g: argparse._ArgumentGroup, *, heatmap: bool) -> None:
+    g.add_argument("--kernel", choices=("linear", "rbf"), default="linear", help="kernel (default linear)")
+    g.add_argument("--sigma", type=float, default=0.8,
+                   help="RBF bandwidth as a fraction of the median distance (default 0.8)")
+    g.add_argument("--debiased", action="store_true", help="unbiased HSIC (Song et al. 2012); needs N >= 4")
+    g.add_argument("--batch-size", type=int, default=256 if heatmap else None,
+                   help="minibatch CKA over batches of B rows (default 256)" if heatmap else
+                   "minibatch CKA over batches of B rows (default: off, full data)")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("cka", help=HELP, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="A.npy B.npy | heatmap",
-                   help="two .npy activation files, or the word 'heatmap'")
-    g = p.add_argument_group("CKA")
-    g.add_argument("--kernel", choices=("linear", "rbf"), default="linear", help="kernel (default linear)")
-    g.add_argument("--sigma", type=float, default=0.8,
-                   help="RBF bandwidth as a fraction of the median distance (default 0.8)")
-    g.add_argument("--debiased", action="store_true", help="unbiased HSIC (Song et al. 2012); needs N >= 4")
-    g.add_argument("--batch-size", type=int, default=None,
-                   help="minibatch CKA over batches of B rows (files: default off = full data; heatmap: "
-                   "default 256)")
-    g.add_argument("--json", action="store_true", help="print the result as JSON")
-    h = p.add_argument_group("heatmap sources (exactly one of --run-a, --capture-a, --family)")
-    h.add_argument("--run-a", metavar="DIR", help="training run directory of model A (deepgeom train --out)")
-    h.add_argument("--run-b", metavar="DIR", help="training run of model B (default: within model A)")
-    h.add_argument("--epoch", type=int, help="checkpoint epoch of --run-a (default latest)")
-    h.add_argument("--epoch-b", type=int, help="checkpoint epoch of --run-b (default latest)")
-    h.add_argument("--capture-a", metavar="DIR", help="capture directory of model A (deepgeom capture --out)")
-    h.add_argument("--capture-b", metavar="DIR", help="capture directory of model B (same examples, same order)")
-    h.add_argument("--family", help="model family for model A (untrained, deepgeom.models.build)")
-    h.add_argument("--family-b", help="model family for model B")
-    h.add_argument("--width", type=int, help="--family width")
-    h.add_argument("--depth", type=int, help="--family depth")
-    h.add_argument("--width-b", type=int, help="--family-b width")
-    h.add_argument("--depth-b", type=int, help="--family-b depth")
-    h.add_argument("--seed", type=int, default=0, help="seed of --family weights and the data split (default 0)")
-    h.add_argument("--seed-b", type=int, default=1, help="seed of --family-b weights (default 1)")
-    h.add_argument("--data", help="dataset name or file (default: model A's run dataset; needed with --family)")
-    h.add_argument("--split", choices=("train", "test"), default="test", help="dataset split (default test)")
-    h.add_argument("--n", type=int, help="first N examples of the split (default all)")
-    h.add_argument("--layers-a", help="comma-separated layers/globs of model A (default: analysis layers)")
-    h.add_argument("--layers-b", help="comma-separated layers/globs of model B")
-    h.add_argument("--full", action="store_true", help="full-data CKA from N×N Grams instead of minibatch")
-    h.add_argument("--remove-pc1", action="store_true",
+    sub = p.add_subparsers(dest="cka_command", metavar="ACTION", required=True)
+    pair = sub.add_parser("pair", help="CKA between two (N, D) .npy activation files",
+                          description="CKA between two (N, D) activation files with the same N rows "
+                          "(Kornblith et al. 2019). Also reachable as deepgeom cka A.npy B.npy.")
+    pair.add_argument("inputs", nargs=2, metavar="X.npy", help="two .npy activation files, A then B")
+    _cka_flags(pair.add_argument_group("CKA"), heatmap=False)
+    pair.set_defaults(func=_run)
+
+    h = sub.add_parser("heatmap", help="layer × layer CKA of one or two models (or captures), with blocks",
+                       description=DESCRIPTION.split("\n", 4)[-1].split("Run deepgeom")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _cka_flags(h.add_argument_group("CKA"), heatmap=True)
+    g = h.add_argument_group("model A (exactly one of --run-a, --capture-a, --family, --module, --model)")
+    g.add_argument("--run-a", metavar="DIR", help="training run directory of model A (deepgeom train --out)")
+    g.add_argument("--epoch", type=int, help="checkpoint epoch of --run-a (default latest)")
+    g.add_argument("--capture-a", metavar="DIR", help="capture directory of model A (deepgeom capture --out)")
+    g.add_argument("--family", help="model family for model A (untrained, deepgeom.models.build)")
+    g.add_argument("--width", type=int, help="--family width")
+    g.add_argument("--depth", type=int, help="--family depth")
+    g.add_argument("--seed", type=int, default=0, help="seed of --family weights and the data split (default 0)")
+    _user_model_flags(g, "")
+    b = h.add_argument_group("model B (optional; default: the within-model heatmap of A)")
+    b.add_argument("--run-b", metavar="DIR", help="training run of model B")
+    b.add_argument("--epoch-b", type=int, help="checkpoint epoch of --run-b (default latest)")
+    b.add_argument("--capture-b", metavar="DIR", help="capture directory of model B (same examples, same order)")
+    b.add_argument("--family-b", help="model family for model B")
+    b.add_argument("--width-b", type=int, help="--family-b width")
+    b.add_argument("--depth-b", type=int, help="--family-b depth")
+    b.add_argument("--seed-b", type=int, default=1, help="seed of --family-b weights (default 1)")
+    _user_model_flags(b, "-b")
+    d = h.add_argument_group("data and output")
+    d.add_argument("--data", help="dataset name or file (.npy/.npz/.csv/.parquet; default: model A's run "
+                   "dataset; needed with --family, --module, --model)")
+    d.add_argument("--labels", metavar="FILE", help="labels for a --data file of features (.npy, .csv, .txt)")
+    d.add_argument("--label-column", metavar="NAME", help="the labels column of a .csv/.parquet --data file")
+    d.add_argument("--split", choices=("train", "test"), default=None,
+                   help="dataset split (default test; all examples for a data file without a test split)")
+    d.add_argument("--n", type=int, help="first N examples of the split (default all)")
+    d.add_argument("--layers-a", help="comma-separated layers/globs of model A (default: analysis layers)")
+    d.add_argument("--layers-b", help="comma-separated layers/globs of model B")
+    d.add_argument("--full", action="store_true", help="full-data CKA from N×N Grams instead of minibatch")
+    d.add_argument("--remove-pc1", action="store_true",
                    help="project each layer's first principal component out (also writes pc1_fraction.csv)")
-    h.add_argument("--threshold", type=float, default=0.9, help="block threshold for find_blocks (default 0.9)")
-    h.add_argument("--out", metavar="DIR", help="output directory (heatmap)")
-    h.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
+    d.add_argument("--threshold", type=float, default=0.9, help="block threshold for find_blocks (default 0.9)")
+    d.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    h.set_defaults(func=_heatmap)
 
 
-def _load_npy(path: str) -> np.ndarray:
+def _user_model_flags(g: argparse._ArgumentGroup, suffix: str) -> None:
+    g.add_argument(f"--module{suffix}", metavar="FILE", help="nn.Module saved with torch.save(model, FILE): a "
+                   "pickle, refused without --trust-pickle; FILE.py:CLASS is the same as --model")
+    g.add_argument(f"--model{suffix}", metavar="FILE.py:NAME", help="your own model: a class or factory in a "
+                   "Python file or importable module (module.sub:NAME)")
+    g.add_argument(f"--model-kwargs{suffix}", metavar="JSON", help="keyword arguments for --model, as JSON")
+    g.add_argument(f"--weights{suffix}", metavar="FILE", help="weights for --model (.safetensors, or a "
+                   "state_dict .pt, read as tensors only)")
+    if not suffix:
+        g.add_argument("--trust-pickle", action="store_true", help="allow --module/--module-b FILE.pt: "
+                       "unpickling runs any code the file carries, so only for files you made or trust")
+
+
+def _load_npy(path: str) -> Any:
     p = Path(path)
     if p.suffix.lower() != ".npy":
         raise InputError(f"expected a .npy file of activations (N, D); got {p.name}")
@@ -90,12 +146,6 @@ def _load_npy(path: str) -> np.ndarray:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.inputs[0] == "heatmap":
-        if len(args.inputs) > 1:
-            raise InputError(f"'cka heatmap' takes no positional arguments; got {args.inputs[1:]}")
-        return _heatmap(args)
-    if len(args.inputs) != 2:
-        raise InputError(f"give two .npy files (A.npy B.npy) or 'heatmap'; got {len(args.inputs)} argument(s)")
     from ..functional.cka import MinibatchCKA, cka
 
     X, Y = _load_npy(args.inputs[0]), _load_npy(args.inputs[1])
@@ -130,31 +180,35 @@ def _heatmap(args: argparse.Namespace) -> int:
     from ..capture._sources import load_model_source, parse_layer_list, select_inputs
     from ..viz._common import save_figure
     from ..viz.similarity import plot_cka_heatmap, plot_pc1_fraction
+    from .cmd_layers import data_options
 
-    if not args.out:
-        raise InputError("cka heatmap needs --out DIR")
-    sources = [s for s in (args.run_a, args.capture_a, args.family) if s]
+    sources = [s for s in (args.run_a, args.capture_a, args.family, args.module, args.model) if s]
     if len(sources) != 1:
-        raise InputError("cka heatmap needs exactly one of --run-a DIR, --capture-a DIR or --family NAME")
-    batch_size = args.batch_size or 256
+        raise InputError("cka heatmap needs exactly one of --run-a DIR, --capture-a DIR, --family NAME, "
+                         "--module FILE.pt or --model FILE.py:NAME")
+    batch_size = args.batch_size
     common = dict(kernel=args.kernel, sigma=args.sigma, minibatch=not args.full, debiased=args.debiased,
                   remove_pc1=args.remove_pc1, batch_size=batch_size)
     la, lb = parse_layer_list(args.layers_a), parse_layer_list(args.layers_b)
     if args.capture_a:
-        if args.run_b or args.family_b:
+        if args.run_b or args.family_b or args.module_b or args.model_b:
             raise InputError("--capture-a pairs with --capture-b (not a model)")
         result = cka_matrix(args.capture_a, args.capture_b, layers_a=la, layers_b=lb, **common)
     else:
         if args.capture_b:
             raise InputError("--capture-b pairs with --capture-a (not a model)")
         src_a = load_model_source(family=args.family, data=args.data, width=args.width, depth=args.depth,
-                                  seed=args.seed, run=args.run_a, epoch=args.epoch)
+                                  seed=args.seed, run=args.run_a, epoch=args.epoch, module=args.module,
+                                  model=args.model, model_kwargs=args.model_kwargs, weights=args.weights,
+                                  data_options=data_options(args), trust_pickle=args.trust_pickle)
         x, y = select_inputs(src_a, split=args.split, n=args.n)
         model_b = None
-        if args.run_b or args.family_b:
+        if args.run_b or args.family_b or args.module_b or args.model_b:
             src_b = load_model_source(family=args.family_b, data=args.data or src_a.info.get("data"),
                                       width=args.width_b, depth=args.depth_b, seed=args.seed_b, run=args.run_b,
-                                      epoch=args.epoch_b, need_data=False)
+                                      epoch=args.epoch_b, module=args.module_b, model=args.model_b,
+                                      model_kwargs=args.model_kwargs_b, weights=args.weights_b,
+                                      need_data=False, trust_pickle=args.trust_pickle)
             model_b = src_b.model
         result = cka_matrix(src_a.model, model_b, x, layers_a=la, layers_b=lb, progress=not args.no_progress,
                             **common)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+from pathlib import Path
 
 from ..errors import InputError
 
@@ -46,10 +47,26 @@ def _parse_options(items: list[str]) -> dict[str, object]:
     return out
 
 
-def _list(args: argparse.Namespace) -> int:
+#: ``[describe(name) for name in available()]`` written out, so that ``data list`` answers without
+#: importing torch; ``tests/test_cli_fast.py`` checks it against the live registry.
+CATALOGUE = Path(__file__).with_name("datasets.json")
+
+
+def catalogue() -> list[dict]:
+    """The built-in datasets as :func:`deepgeom.data.describe` gives them (read from ``datasets.json``)."""
+    return json.loads(CATALOGUE.read_text())
+
+
+def write_catalogue() -> Path:
+    """Regenerate ``datasets.json`` from the live registry (after adding or changing a dataset)."""
     from ..data import available, describe
 
-    rows = [describe(name) for name in available()]
+    CATALOGUE.write_text(json.dumps([describe(n) for n in available()], indent=2, ensure_ascii=False) + "\n")
+    return CATALOGUE
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = catalogue()
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -29,14 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import time
 
-    from ..report import build_report
     from ..studies import default_config_path, run_study
+    from .cmd_report import report_and_status
 
     t0 = time.perf_counter()
     res = run_study(default_config_path(args.quick), args.out, progress=not args.quiet,
                     resume=not args.no_resume, threads=args.threads, executor=args.executor, workers=args.workers)
     print(f"demo study: {res.n_computed} units computed, {res.n_skipped} reused, "
           f"{time.perf_counter() - t0:.0f} s")
-    path = build_report(args.out)
+    path, status = report_and_status(args.out, progress=not args.quiet)
     print(f"report: {path}")
-    return 0
+    return status

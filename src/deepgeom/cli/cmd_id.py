@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
 from ..errors import InputError
 from ._common import load_npy
 
-METHODS = ("twonn", "mle", "gride", "levina_bickel", "pca")
+#: One name per estimator, the same in the API (``id_profile(estimators=...)``), the CLI, the tables'
+#: column prefixes (``twonn_mle_id``, ...) and the docs.
+METHODS = ("twonn", "twonn_mle", "levina_bickel", "gride", "pca")
+#: Old spellings that keep working, with a deprecation message: ``mle`` always meant TwoNN's
+#: maximum-likelihood form, never Levina–Bickel.
+DEPRECATED_METHODS = {"mle": "twonn_mle"}
+
+
+def _method(name: str) -> str:
+    """argparse ``type=``: map a deprecated estimator name to its current one (with a message)."""
+    new = DEPRECATED_METHODS.get(name)
+    if new is None:
+        return name
+    print(f"deepgeom id: warning: --method {name} is deprecated, use --method {new} (TwoNN maximum "
+          f"likelihood, Facco et al. 2017; Levina-Bickel is --method levina_bickel)", file=sys.stderr)
+    return new
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "id",
-        help="intrinsic dimension (TwoNN, MLE, GRIDE, Levina-Bickel, PC-ID) of an array or of each layer",
+        help="intrinsic dimension (TwoNN, TwoNN-MLE, Levina-Bickel, GRIDE, PC-ID) of an array or of each layer",
         description="Intrinsic-dimension estimates (Facco et al. 2017; Ansuini et al. 2019). 'estimate' reads "
         "one (N, D) .npy file; 'profile' estimates every layer of a capture or a model and writes a table "
         "and a figure.",
@@ -25,12 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("estimate", help="ID of the rows of one (N, D) .npy file",
                        description="Estimate the intrinsic dimension of the rows of FILE.npy. Methods: twonn "
-                       "(least-squares TwoNN of the papers), mle (TwoNN maximum likelihood, (N-1)/sum log mu), "
+                       "(least-squares TwoNN of the papers), twonn_mle (TwoNN maximum likelihood, (N-1)/sum log mu; "
+                       "the old name 'mle' still works), "
                        "gride (Denti et al. 2022, --n1/--n2), levina_bickel (k range --k1..--k2), pca (PC-ID: "
                        "components for --threshold of the variance). Exact duplicate rows are dropped with a "
                        "count, or refused with --duplicates error.")
     e.add_argument("file", metavar="FILE.npy", help="(N, D) array, one point per row (memory-mapped)")
-    e.add_argument("--method", choices=METHODS, default="twonn", help="estimator (default twonn)")
+    e.add_argument("--method", type=_method, choices=METHODS, default="twonn", help="estimator (default twonn)")
     e.add_argument("--fraction", type=float, default=0.9, help="TwoNN: share of smallest mu fitted (default 0.9)")
     e.add_argument("--threshold", type=float, default=0.9, help="pca: explained-variance share (default 0.9)")
     e.add_argument("--standardize", action="store_true", help="pca: scale features to unit variance first")
@@ -46,18 +63,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     pr = sub.add_parser("profile", help="ID of every layer against relative depth: table + figure",
                         description="ID profile (Ansuini et al. 2019): TwoNN and PC-ID of each layer. Source: "
-                        "--capture DIR (written by deepgeom capture), or a model (--family/--run/--module) run "
+                        "--capture DIR (written by deepgeom capture), or a model (--family/--run/--model/--module) run "
                         "on the first --n examples of its dataset split. Writes OUT/profile.csv, "
                         "OUT/profile.parquet and OUT/id_profile.png/.svg.")
     pr.add_argument("--capture", metavar="DIR", help="capture directory (deepgeom capture --out)")
     from .cmd_layers import add_source_arguments
 
     add_source_arguments(pr)
+    from .cmd_layers import add_text_arguments
+
+    add_text_arguments(pr)
+    pr.add_argument("--reduce", choices=("mean", "tokens", "cls", "flatten"), default=None,
+                    help="how a layer output with a token axis becomes rows (see deepgeom capture --help)")
     pr.add_argument("--layers", help="comma-separated layers (default: the model's analysis layers / all captured)")
-    pr.add_argument("--split", choices=("train", "test"), default="test", help="dataset split (default test)")
+    pr.add_argument("--input", metavar="FILE", help="examples to run instead of a dataset split: a data file "
+                    "(.npy, .npz, .csv, .parquet, ...), every row in order")
+    pr.add_argument("--split", choices=("train", "test"), default=None,
+                    help="dataset split (default test; all examples for a data file without a test split)")
     pr.add_argument("--n", type=int, help="use the first N examples (default: the first 2000, or all if fewer)")
     pr.add_argument("--estimators", default="twonn,pca",
-                    help="comma-separated: twonn, twonn_mle, pca, gride, levina_bickel (default twonn,pca)")
+                    help="comma-separated, any of " + ", ".join(METHODS) + " (default twonn,pca)")
     pr.add_argument("--fraction", type=float, default=0.9, help="TwoNN fit fraction (default 0.9)")
     pr.add_argument("--threshold", type=float, default=0.9, help="PC-ID variance share (default 0.9)")
     pr.add_argument("--batch-size", type=int, default=256, help="examples per forward pass (default 256)")
@@ -69,10 +94,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _estimate(args: argparse.Namespace) -> int:
     from ..functional import intrinsic_dim as idm
 
-    X = load_npy(args.file, "data")
+    X = load_npy(args.file, "data", ndim=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if args.method in ("twonn", "mle"):
+        if args.method in ("twonn", "twonn_mle"):
             r = idm.twonn(X, fraction=args.fraction, method="lsq" if args.method == "twonn" else "mle",
                           duplicates=args.duplicates, device=args.device)
             out = dict(id=r.id, method=args.method, n=r.n, error=r.error, n_points=r.n_points,
@@ -112,9 +137,10 @@ def _profile(args: argparse.Namespace) -> int:
     from ..capture._sources import parse_layer_list
     from ..viz.id import plot_id_profile
 
-    estimators = [s.strip() for s in args.estimators.split(",") if s.strip()]
+    estimators = [_method(s.strip()) for s in args.estimators.split(",") if s.strip()]
     layers = parse_layer_list(args.layers)
-    model_given = any(getattr(args, k) is not None for k in ("family", "run", "module", "torchscript"))
+    model_given = any(getattr(args, k) is not None
+                      for k in ("family", "run", "module", "torchscript", "model", "text_model"))
     if args.capture is not None:
         if model_given:
             raise InputError("give either --capture DIR or a model source (--family/--run/--module), not both")
@@ -122,17 +148,16 @@ def _profile(args: argparse.Namespace) -> int:
                         threshold=args.threshold)
         title = f"ID profile: {args.capture}"
     else:
-        from ..capture._sources import select_inputs
-        from .cmd_layers import load_source
+        from .cmd_layers import load_source, model_inputs
 
         src = load_source(args)
-        x, _ = select_inputs(src, split=args.split, n=args.n)
-        if args.n is None:
+        x, _ = model_inputs(args, src)
+        if args.n is None and not isinstance(x, dict):
             x = x[:2000]  # the ID papers' sample size; TwoNN needs no more
         df = id_profile(src.model, x, layers=layers, estimators=estimators, fraction=args.fraction,
-                        threshold=args.threshold, batch_size=args.batch_size)
+                        threshold=args.threshold, batch_size=args.batch_size, reduce=args.reduce)
         title = "ID profile: " + ", ".join(f"{k}={v}" for k, v in src.info.items()
-                                           if k in ("family", "run", "epoch", "data", "file") and v is not None)
+                                           if k in ("family", "run", "epoch", "model", "text_model", "data", "file") and v is not None)
     out = Path(args.out)
     csv = save_table(df, out / "profile.csv")
     pq = save_table(df, out / "profile.parquet")

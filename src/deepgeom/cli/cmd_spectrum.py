@@ -16,8 +16,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import InputError
 from ._common import load_npy
 
@@ -35,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="(N, D) feature matrix (.npy), e.g. a layer captured by `deepgeom capture` "
                    "(a directory here is read as --run)")
     p.add_argument("--labels", metavar="LABELS.npy", help="(N,) integer class labels (.npy)")
-    p.add_argument("--weights", metavar="W.npy", help="(C, D) classifier weights, as nn.Linear.weight (.npy)")
+    p.add_argument("--weights", metavar="W.npy", help="(C, D) classifier weights, as nn.Linear.weight (.npy); "
+                   "with --model: the model's weights file (.safetensors or a state_dict .pt)")
     p.add_argument("--bias", metavar="b.npy", help="(C,) classifier bias (.npy)")
     p.add_argument("--outputs", metavar="OUT.npy", help="(N, C) network outputs (default: features·Wᵀ + b)")
     p.add_argument("--run", metavar="RUN_DIR", help="a `deepgeom train --out` run directory: analyse every checkpoint")
@@ -47,10 +46,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--center", action="store_true",
                    help="centre the features (default: uncentred kernel, the constant mode counts like a bias)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    m = p.add_argument_group("a model on labelled data (instead of FEATURES.npy or --run)")
+    m.add_argument("--model", metavar="FILE.py:NAME", help="your own model class or factory (features: its "
+                   "penultimate layer, i.e. the input of its last nn.Linear, unless --layer)")
+    m.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for --model, as JSON")
+    m.add_argument("--module", metavar="FILE", help="nn.Module saved with torch.save: a pickle, refused "
+                   "without --trust-pickle; FILE.py:CLASS is the same as --model")
+    m.add_argument("--trust-pickle", action="store_true", help="allow --module FILE.pt: unpickling runs any code "
+                   "the file carries, so only for files you made or trust")
+    m.add_argument("--data", help="labelled data: a dataset name or file (.npy/.npz/.csv/.parquet; labels "
+                   "from the file, --labels FILE or --label-column NAME)")
+    m.add_argument("--label-column", metavar="NAME", help="the labels column of a .csv/.parquet --data file")
+    m.add_argument("--layer", help="the feature layer (default: the model's penultimate)")
+    m.add_argument("--split", choices=("train", "test"), default=None,
+                   help="dataset split (default test; all examples for a data file without a test split)")
+    m.add_argument("--n", type=int, help="use the first N examples (default all)")
     p.set_defaults(func=_run)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
     out = {}
     for k, v in row.items():
         if isinstance(v, np.generic):
@@ -62,6 +78,10 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.model is not None or args.module is not None:
+        if args.run is not None or args.features is not None:
+            raise InputError("give FEATURES.npy, --run RUN_DIR or --model/--module with --data, one of them")
+        return _run_model(args)
     if args.run is None and args.features is not None and Path(args.features).is_dir():
         args.run, args.features = args.features, None  # a run directory given as the positional
     if (args.run is None) == (args.features is None):
@@ -72,17 +92,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_arrays(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..analysis.kernel_dynamics import feature_report
 
     if args.labels is None:
         raise InputError("--labels LABELS.npy is required with FEATURES.npy")
     if args.bias is not None and args.weights is None:
         raise InputError("--bias needs --weights")
-    X = load_npy(args.features, "features")
-    y = np.asarray(load_npy(args.labels, "labels"))
-    W = None if args.weights is None else np.asarray(load_npy(args.weights, "weights"))
-    b = None if args.bias is None else np.asarray(load_npy(args.bias, "bias"))
-    out = None if args.outputs is None else np.asarray(load_npy(args.outputs, "outputs"))
+    X = load_npy(args.features, "features", ndim=2)
+    y = np.asarray(load_npy(args.labels, "labels", ndim=1))
+    W = None if args.weights is None else np.asarray(load_npy(args.weights, "weights", ndim=2))
+    b = None if args.bias is None else np.asarray(load_npy(args.bias, "bias", ndim=1))
+    out = None if args.outputs is None else np.asarray(load_npy(args.outputs, "outputs", ndim=2))
     row = _plain(feature_report(X, y, weights=W, bias=b, outputs=out, center=args.center))
     row["features"] = str(args.features)
     if args.json:
@@ -97,6 +119,40 @@ def _run_arrays(args: argparse.Namespace) -> int:
                     "k90_targets", "k99_targets"):
             if row.get(key) is not None:
                 print(f"  {key}: {row[key]:.6g}" if isinstance(row[key], float) else f"  {key}: {row[key]}")
+    return 0
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    """Features of a model's penultimate (or --layer) on labelled data, then the same report as a file."""
+    from ..analysis.kernel_dynamics import feature_report
+    from ..capture import capture
+    from ..capture._sources import load_model_source, select_inputs
+
+    if args.data is None:
+        raise InputError("--model/--module need --data (labelled examples)")
+    opts = {k: v for k, v in (("labels", args.labels), ("label_column", args.label_column)) if v is not None}
+    src = load_model_source(data=args.data, model=args.model, model_kwargs=args.model_kwargs,
+                            weights=args.weights, module=args.module, data_options=opts,
+                            trust_pickle=args.trust_pickle)
+    x, y = select_inputs(src, split=args.split, n=args.n)
+    if y is None:
+        raise InputError(f"{args.data} has no labels: give --labels FILE or --label-column NAME")
+    layer = args.layer or getattr(src.model, "penultimate", None)
+    if not layer:
+        raise InputError("the model has no penultimate layer deepgeom can find (no final nn.Linear after a "
+                         "leaf module): name the feature layer with --layer")
+    cap = capture(src.model, x, [layer], progress=False)
+    head = getattr(src.model, "head", None) if args.layer is None else None
+    W = None if head is None else head.weight.detach().cpu().numpy()
+    b = None if head is None or head.bias is None else head.bias.detach().cpu().numpy()
+    row = _plain(feature_report(cap[layer], y.numpy(), weights=W, bias=b, center=args.center))
+    row.update(features=f"{args.model or args.module}:{layer}")
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(f"{row['features']}: N={row['n_samples']} D={row['n_features']} rank={row['rank']}; dominant "
+              f"eigenfunctions {row['dominant']} (rule {row['rule']}), {row['n_classes']} classes -> regime "
+              f"{row['regime']}; NC1 {row.get('nc1')}")
     return 0
 
 

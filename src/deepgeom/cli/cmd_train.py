@@ -6,6 +6,7 @@ import argparse
 import ast
 import json
 
+from .._defaults import TRAIN_DEFAULTS
 from ..errors import InputError
 
 
@@ -29,13 +30,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="depth: hidden layers (mlp), conv layers (vgg, alexnet) or residual blocks (resnet)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a model option, e.g. -o batch_norm=True -o fc_layers=1 (repeatable)")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10)")
-    p.add_argument("--batch-size", type=int, default=128, help="minibatch size (default 128)")
-    p.add_argument("--optimizer", default="sgd", help="sgd (with --momentum) or adam (default sgd)")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
-    p.add_argument("--loss", default="ce", help="ce (cross-entropy) or mse (one-hot regression); default ce")
+    d = TRAIN_DEFAULTS  # the same defaults as a study config's train: section
+    p.add_argument("--epochs", type=int, default=d["epochs"],
+                   help=f"passes over the training set (default {d['epochs']})")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help=f"minibatch size (default {d['batch_size']})")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=d["optimizer"],
+                   help=f"optimiser; sgd uses --momentum (default {d['optimizer']})")
+    p.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default {d['lr']:g})")
+    p.add_argument("--momentum", type=float, default=d["momentum"],
+                   help=f"SGD momentum (default {d['momentum']:g})")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"],
+                   help=f"weight decay (default {d['weight_decay']:g})")
+    p.add_argument("--loss", choices=("ce", "mse"), default=d["loss"],
+                   help=f"ce (cross-entropy) or mse (squared error to one-hot targets); default {d['loss']}")
     p.add_argument("--seed", type=int, default=0, help="seed for data split, weights, batches (default 0)")
     p.add_argument("--shuffle-fraction", type=float, default=0.0,
                    help="share of training labels to shuffle, in [0, 1] (default 0; 1 = random labels)")

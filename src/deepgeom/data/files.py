@@ -1,4 +1,4 @@
-"""User data from ``.npy``, ``.npz``, ``.pt``/``.pth`` and ``.safetensors`` files (features and labels).
+"""User data from ``.npy``, ``.npz``, ``.csv``, ``.parquet``, ``.pt``/``.pth`` and ``.safetensors`` files.
 
 Layouts understood (keys are matched exactly, first match wins):
 
@@ -8,6 +8,12 @@ Layouts understood (keys are matched exactly, first match wins):
   ``x_train``/``y_train`` and ``x_test``/``y_test`` (labels optional, but both splits or neither).
 - ``.pt``/``.pth``: a tensor (features only), a dict as above, or a ``(x, y)`` tuple/list.
   Loaded with ``torch.load(weights_only=True)``: no pickled code is ever run.
+- ``.csv`` / ``.parquet``: one row per example, numeric feature columns; the labels are the column
+  named by ``label_column``, else a column called ``label``, ``labels``, ``y``, ``target`` or
+  ``targets`` when there is one.
+
+Labels may also come from a separate file, ``labels=FILE`` (``.npy``, ``.csv`` with one column, or
+``.txt`` with one integer per line), one per example in the same order.
 
 Every error names the file (and key) at fault.
 """
@@ -27,16 +33,65 @@ from ._dataset import Dataset, as_inputs, as_labels
 
 __all__ = ["load_file", "FILE_SUFFIXES", "X_KEYS", "Y_KEYS"]
 
-FILE_SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".safetensors")
+FILE_SUFFIXES = (".npy", ".npz", ".csv", ".parquet", ".pt", ".pth", ".safetensors")
 X_KEYS = ("x", "X", "features")
 Y_KEYS = ("y", "labels", "targets")
+#: Column names read as labels in a table file when ``label_column`` is not given.
+LABEL_COLUMNS = ("label", "labels", "y", "target", "targets")
 
 
-def _read(path: Path) -> Any:
-    suffix = path.suffix.lower()
+def _read_table(path: Path, label_column: str | None) -> dict[str, Any]:
+    """A CSV/Parquet table → ``{"x": (N, D) float array, "y": labels or absent}``."""
+    import pandas as pd
+
+    df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    if label_column is not None and label_column not in df.columns:
+        raise InputError(f"{str(path)!r} has no column {label_column!r}; columns: {list(map(str, df.columns))}")
+    ycol = label_column or next((c for c in LABEL_COLUMNS if c in df.columns), None)
+    feats = df.drop(columns=[ycol]) if ycol is not None else df
+    bad = [str(c) for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
+    if bad:
+        raise InputError(f"{str(path)!r}: feature columns must be numeric; {bad} are not (name the label "
+                         "column with label_column=NAME, or drop text columns)")
+    out: dict[str, Any] = {"x": feats.to_numpy(dtype=np.float64)}
+    if ycol is not None:
+        out["y"] = df[ycol].to_numpy()
+    return out
+
+
+def _read_labels(path: str | os.PathLike[str]) -> np.ndarray:
+    """A labels file: ``.npy`` array, ``.csv`` with one column (header allowed) or ``.txt`` lines."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"labels file {str(p)!r} not found")
     try:
+        if p.suffix.lower() == ".npy":
+            return np.load(p, allow_pickle=False)
+        if p.suffix.lower() in (".csv", ".parquet"):
+            import pandas as pd
+
+            df = pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
+            if df.shape[1] != 1:
+                raise InputError(f"labels file {str(p)!r} must have one column; it has {df.shape[1]}")
+            return df.iloc[:, 0].to_numpy()
+        return np.loadtxt(p, dtype=np.int64, ndmin=1)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure means the file cannot be used
+        raise InputError(f"cannot read labels {str(p)!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _read(path: Path, label_column: str | None = None) -> Any:
+    suffix = path.suffix.lower()
+    if label_column is not None and suffix not in (".csv", ".parquet"):
+        raise InputError(f"label_column applies to .csv/.parquet files; {str(path)!r} is {suffix}")
+    try:
+        if suffix in (".csv", ".parquet"):
+            return _read_table(path, label_column)
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            from .._validation import load_npy
+
+            return load_npy(path, "data file", mmap=False, numeric=False)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
@@ -97,16 +152,21 @@ def _splits(obj: Any, where: str) -> tuple[Any, Any, Any, Any]:
 
 
 def load_file(
-    path: str | os.PathLike[str], *, seed: int = 0, test_fraction: float = 0.0, name: str | None = None
+    path: str | os.PathLike[str], *, seed: int = 0, test_fraction: float = 0.0, name: str | None = None,
+    labels: str | os.PathLike[str] | None = None, label_column: str | None = None,
 ) -> Dataset:
     """Load a user's features (and labels) from a file into a :class:`Dataset`.
 
     Args:
-        path: a ``.npy``, ``.npz``, ``.pt``/``.pth`` or ``.safetensors`` file (layouts in the module doc).
+        path: a ``.npy``, ``.npz``, ``.csv``, ``.parquet``, ``.pt``/``.pth`` or ``.safetensors`` file
+            (layouts in the module doc).
         seed: seed of the random train/test split (only with ``test_fraction > 0``).
         test_fraction: when the file has no explicit test split, hold out this share of examples
             (a seeded random, disjoint split); 0 keeps everything in train and leaves test empty.
         name: dataset name (default: the path).
+        labels: a separate labels file (``.npy``, one-column ``.csv``, ``.txt``), one label per example.
+        label_column: the labels column of a ``.csv``/``.parquet`` file (default: ``label``, ``labels``,
+            ``y``, ``target`` or ``targets`` if present, else unlabelled).
 
     Raises:
         InputError: missing or unreadable file, features not (N, D...), label count not equal to the
@@ -125,7 +185,12 @@ def load_file(
     if not path.is_file():
         raise InputError(f"data file {where!r} not found" + ("" if path.parent.is_dir() else
                                                                 f" (no directory {str(path.parent)!r})"))
-    x_tr, y_tr, x_te, y_te = _splits(_read(path), where)
+    x_tr, y_tr, x_te, y_te = _splits(_read(path, label_column), where)
+    if labels is not None:
+        if y_tr is not None or x_te is not None:
+            raise InputError(f"{where} already holds labels or an explicit split; labels= is for files of "
+                             "features only")
+        y_tr = _read_labels(labels)
     if x_te is not None and tuple(x_te.shape[1:]) != tuple(x_tr.shape[1:]):
         raise InputError(f"{where}: x_train has examples of shape {tuple(x_tr.shape[1:])} but x_test "
                          f"{tuple(x_te.shape[1:])}")

@@ -59,8 +59,11 @@ from .matrix import (
     column_mean,
     gram,
     iter_blocks,
+    max_abs_exponent,
+    mul_pow2,
     product_dtype,
     resolve_device,
+    unit_scaled,
 )
 
 __all__ = [
@@ -79,6 +82,9 @@ __all__ = [
 ]
 
 KERNELS = ("linear", "rbf")
+#: CKA on fewer rows is degenerate: with n = 2 the centred kernels have rank 1 and every linear or RBF
+#: CKA is 1 whatever the data; n = 3 leaves one 2-D configuration; the unbiased HSIC divides by n(n−3)
+MIN_CKA_ROWS = 4
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -88,13 +94,13 @@ def _check_data(X: Any, name: str, min_rows: int) -> Any:
 
 
 def _check_pair(X: Any, Y: Any, debiased: bool) -> int:
-    min_rows = 4 if debiased else 2
     X = _check_data(X, "X", 1)
     Y = _check_data(Y, "Y", 1)
     n = check_same_n(X, Y)
-    if n < min_rows:
-        what = "the unbiased HSIC estimator (debiased CKA) divides by n(n-3)" if debiased else "CKA"
-        raise InputError(f"{what} needs at least {min_rows} examples (rows); got {n}")
+    if n < MIN_CKA_ROWS:
+        what = ("the unbiased HSIC estimator (debiased CKA) divides by n(n-3)" if debiased else
+                "CKA (with 2 rows it is 1 for any data, with 3 nearly so)")
+        raise InputError(f"{what} needs at least {MIN_CKA_ROWS} examples (rows); got {n}")
     return n
 
 
@@ -112,8 +118,18 @@ def _check_square(K: Any, name: str, min_n: int) -> torch.Tensor:
     return K
 
 
+def _unit_kernel(K: torch.Tensor) -> torch.Tensor:
+    """K scaled by a power of two (exact) so that its largest entry is in [½, 1): for ratios that do
+    not see the kernel's scale (CKA), whose products of entries would otherwise overflow."""
+    e = math.frexp(float(K.abs().max()))[1]
+    return mul_pow2(K, -e) if e else K
+
+
 def _ratio(xy: float, xx: float, yy: float, what: str = "") -> float:
     """HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), with a clear error when a norm vanishes."""
+    if not (math.isfinite(xy) and math.isfinite(xx) and math.isfinite(yy)):
+        raise InputError(f"the HSIC terms of X{what} and Y{what} are not finite ({xy:.3g}, {xx:.3g}, {yy:.3g}): "
+                         "the data overflow float64 even after rescaling")
     if not xx > 0:
         raise InputError(
             f"X{what} has no variance left after centring (constant features or rank too low for the "
@@ -197,6 +213,7 @@ def gram_rbf(X: Any, sigma: float = 0.8, *, compute_dtype: torch.dtype | str = t
     sigma = float(sigma)
     if not (sigma > 0 and math.isfinite(sigma)):
         raise InputError(f"sigma (RBF bandwidth as a fraction of the median distance) must be > 0; got {sigma!r}")
+    X, _ = unit_scaled(X)  # the kernel only sees distances relative to their median: exact for any scale
     # distances as |a|² + |b|² − 2ab cancel where the median distance is small next to the norms: a
     # float32 product would lose them (a tight cluster beside far points: CKA off by 0.05), so
     # "auto" means float64 here
@@ -302,7 +319,8 @@ def unbiased_hsic(K: Any, L: Any) -> float:
     L = _check_square(L, "L", 4)
     if K.shape != L.shape:
         raise InputError(f"K and L must be on the same examples; got shapes {tuple(K.shape)} and {tuple(L.shape)}")
-    return float(unbiased_hsic_pairs([K], [L])[0][0, 0])
+    (K, eK), (L, eL) = _split_scale(K), _split_scale(L)
+    return _scaled_back(float(unbiased_hsic_pairs([K], [L])[0][0, 0]), eK + eL)
 
 
 def hsic(K: Any, L: Any, *, unbiased: bool = False) -> float:
@@ -318,7 +336,26 @@ def hsic(K: Any, L: Any, *, unbiased: bool = False) -> float:
     if K.shape != L.shape:
         raise InputError(f"K and L must be on the same examples; got shapes {tuple(K.shape)} and {tuple(L.shape)}")
     n = K.shape[0]
-    return float((center_gram(K) * L).sum() / (n - 1) ** 2)
+    (K, eK), (L, eL) = _split_scale(K), _split_scale(L)
+    return _scaled_back(float((center_gram(K) * L).sum() / (n - 1) ** 2), eK + eL)
+
+
+def _split_scale(K: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(K·2⁻ᵉ, e) with the largest entry of K·2⁻ᵉ in [½, 1): products of entries cannot overflow."""
+    e = math.frexp(float(K.abs().max()))[1]
+    return (mul_pow2(K, -e), e) if e else (K, 0)
+
+
+def _scaled_back(value: float, e: int) -> float:
+    """``value · 2ᵉ``, or an InputError when float64 cannot hold it (HSIC of kernels near 1e±160 and beyond)."""
+    try:
+        out = math.ldexp(value, e)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out) or (out == 0.0 and value != 0.0):
+        raise InputError(f"HSIC of these kernels is {value:.6g}·2^{e}, outside float64's range; rescale the "
+                         "kernels (CKA, a ratio, is unaffected)")
+    return out
 
 
 def kernel_cka(K: Any, L: Any, *, debiased: bool = False) -> float:
@@ -327,8 +364,8 @@ def kernel_cka(K: Any, L: Any, *, debiased: bool = False) -> float:
     Biased HSIC by default (Kornblith et al. 2019, eq. 3-4); ``debiased=True`` uses the unbiased
     estimator (their "debiased CKA"), n ≥ 4.
     """
-    K = _check_square(K, "K", 4 if debiased else 2)
-    L = _check_square(L, "L", 4 if debiased else 2)
+    K = _unit_kernel(_check_square(K, "K", MIN_CKA_ROWS))
+    L = _unit_kernel(_check_square(L, "L", MIN_CKA_ROWS))
     if K.shape != L.shape:
         raise InputError(f"K and L must be on the same examples; got shapes {tuple(K.shape)} and {tuple(L.shape)}")
     if debiased:
@@ -391,7 +428,7 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = False, method: str = "auto",
         A Python float in [0, 1] (debiased CKA can be slightly negative for unrelated data).
 
     Raises:
-        InputError: different N, N < 2 (N < 4 debiased), NaN/Inf, or a representation with no
+        InputError: different N, N < 4 (CKA is 1 for any 2 rows), NaN/Inf, or a representation with no
             variance (all features constant), for which CKA is undefined.
 
     Example:
@@ -404,6 +441,10 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = False, method: str = "auto",
     d1, d2 = X.shape[1], Y.shape[1]
     if method not in ("auto", "feature", "gram"):
         raise UnknownNameError("linear CKA method", method, ["auto", "feature", "gram"])
+    # CKA is invariant to the scale of X and of Y: data beyond 2^±64 are read scaled by a power of two
+    # (exact), or the fourth powers in the HSIC terms would leave float64 (1e100 data gave 0.0)
+    X, _ = unit_scaled(X)
+    Y, _ = unit_scaled(Y)
     if method == "feature" or (method == "auto" and _use_feature_space(n, d1, d2)):
         m = _feature_moments(X, Y)
         xty = float((m["XY"] ** 2).sum())
@@ -450,6 +491,19 @@ def cka(X: Any, Y: Any, *, kernel: str = "linear", sigma: float = 0.8, debiased:
 
 
 # ---------------------------------------------------------------------------------------- minibatch
+#: ⟨U, U⟩ of a batch kernel outside this range is recomputed on power-of-two-scaled activations: far
+#: inside float64 (2^±1022), so sums over batches and cross terms (≤ √(⟨U,U⟩⟨V,V⟩)) stay finite
+_SELF_RANGE = (2.0**-600, 2.0**600)
+
+
+def _pow2_grid(T: torch.Tensor, ra: np.ndarray, rb: np.ndarray) -> torch.Tensor:
+    """T (A, B) times 2^(ra_a + rb_b), or (A,) times 2^(ra_a + rb_a) (all exponents ≤ 0: exact, or a
+    negligible underflow)."""
+    if T.ndim == 1:
+        return torch.from_numpy(np.ldexp(T.numpy(), (ra + rb).astype(np.int32)))
+    return torch.from_numpy(np.ldexp(T.numpy(), (ra[:, None] + rb[None, :]).astype(np.int32)))
+
+
 class MinibatchCKA:
     r"""Streaming minibatch CKA (Nguyen, Raghu, Kornblith 2021) for all pairs of two layer lists.
 
@@ -501,6 +555,7 @@ class MinibatchCKA:
         self._kk: torch.Tensor | None = None
         self._ll: torch.Tensor | None = None
         self._shape: tuple[int, int] | None = None
+        self._ea = self._eb = np.zeros(0, dtype=np.int64)  # power-of-two units of the sums, per layer
         self._within = False
         self.n_batches = 0
         self.n_examples = 0
@@ -514,14 +569,18 @@ class MinibatchCKA:
             K = self._buffers[side] = torch.empty(shape, dtype=torch.float64, device=dev)
         return K
 
-    def _kernels(self, xs: Sequence[Any], side: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The batch's U-centred kernels as one float64 (L, n, n) stack (reused between batches) and
-        their self products ⟨U, U⟩. Each kernel is U-centred and squared right after its Gram product,
-        while it is still in cache: the stack is then read once more, by the pair product."""
+    def _kernels(self, xs: Sequence[Any], side: str, n: int | None,
+                 ) -> tuple[torch.Tensor, torch.Tensor, int, np.ndarray]:
+        """The batch's U-centred kernels as one float64 (L, n, n) stack (reused between batches), their
+        self products ⟨U, U⟩ and each kernel's power-of-two exponent E (the true kernel is 2ᴱ times the
+        one in the stack; nonzero only for activations beyond 2^±64, whose fourth powers would leave
+        float64). Each kernel is U-centred and squared right after its Gram product, while it is still
+        in cache: the stack is then read once more, by the pair product."""
         if len(xs) == 0:
             raise InputError(f"{side}: need at least one layer's activations per batch")
         dev = resolve_device(self.device)
         K = None
+        expo = np.zeros(len(xs), dtype=np.int64)
         for i, x in enumerate(xs):
             x = as_tensor(x)  # the core centres and rounds once to the product dtype
             if x.ndim > 2:
@@ -542,17 +601,27 @@ class MinibatchCKA:
                 selfs = torch.empty(len(xs), dtype=torch.float64, device=dev)
             if self.kernel == "linear":
                 U = centred_linear_kernel(x, _u_center_, compute_dtype=self.compute_dtype, device=dev, out=K[i])
+                u = U.reshape(-1)
+                if not _SELF_RANGE[0] < float(torch.dot(u, u)) < _SELF_RANGE[1]:
+                    # ⟨U, U⟩ ~ x⁴ overflowed, or may have lost digits to underflow (or x is constant or
+                    # not finite, which this leaves as it is): redo on x scaled by 2⁻ᵉ (exact); the
+                    # kernel then carries 4ᵉ. Only such layers pay for the extra pass over x.
+                    e = max_abs_exponent(x)
+                    if e:
+                        x, expo[i] = mul_pow2(x.to(torch.float64), -e), 2 * e
+                        U = centred_linear_kernel(x, _u_center_, compute_dtype=self.compute_dtype, device=dev,
+                                                  out=K[i])
             else:
                 K[i] = gram_rbf(x, self.sigma, compute_dtype=self.compute_dtype, device=dev)
                 U = _u_center_(K[i])
             u = U.reshape(-1)
             selfs[i] = torch.dot(u, u)
-        return K, selfs, int(n)
+        return K, selfs, int(n), expo
 
     def update(self, xs: Sequence[Any], ys: Sequence[Any] | None = None) -> None:
         """Add one minibatch: per-layer activations ``xs`` (and ``ys`` of a second model), same B ≥ 4 rows."""
-        Ua, kk, n = self._kernels(xs, "xs", None)
-        Ub, ll, _ = (None, None, n) if ys is None else self._kernels(ys, "ys", n)
+        Ua, kk, n, ea = self._kernels(xs, "xs", None)
+        Ub, ll, _, eb = (None, None, n, ea) if ys is None else self._kernels(ys, "ys", n)
         kl, kk, ll = _centred_pairs(Ua, Ub, kk, ll)
         for side, terms in (("xs", kk), ("ys", ll if ys is not None else None)):
             if terms is not None and not bool(torch.isfinite(terms).all()):
@@ -560,21 +629,41 @@ class MinibatchCKA:
                 raise InputError(f"{side}{bad} of this batch contain NaN or Inf (or overflow the kernel): "
                                  "remove or impute those rows first")
         shape = (kl.shape[0], kl.shape[1])
+        kl, kk, ll = kl.cpu(), kk.cpu(), ll.cpu()
         if self._shape is None:
             self._shape, self._within = shape, ys is None
-            self._kl, self._kk, self._ll = kl.cpu().clone(), kk.cpu().clone(), ll.cpu().clone()
+            self._kl, self._kk, self._ll = kl.clone(), kk.clone(), ll.clone()
+            self._ea, self._eb = ea.copy(), eb.copy()
         else:
             if shape != self._shape or (ys is None) != self._within:
                 raise InputError(f"every batch must bring the same layers: first batch gave a {self._shape} "
                                  f"layer grid{' (within one model)' if self._within else ''}, this one {shape}")
-            self._kl += kl.cpu()
-            self._kk += kk.cpu()
-            self._ll += ll.cpu()
+            if ea.any() or eb.any() or self._ea.any() or self._eb.any():
+                # sums are kept in units of 2^(e_a + e_b) per pair, e the largest exponent seen per
+                # layer: both sides are brought to the new units (exact powers of two) before adding
+                na, nb = np.maximum(self._ea, ea), np.maximum(self._eb, eb)
+                self._kl = _pow2_grid(self._kl, self._ea - na, self._eb - nb)
+                self._kk = _pow2_grid(self._kk, self._ea - na, self._ea - na)
+                self._ll = _pow2_grid(self._ll, self._eb - nb, self._eb - nb)
+                kl = _pow2_grid(kl, ea - na, eb - nb)
+                kk = _pow2_grid(kk, ea - na, ea - na)
+                ll = _pow2_grid(ll, eb - nb, eb - nb)
+                self._ea, self._eb = na, nb
+            self._kl += kl
+            self._kk += kk
+            self._ll += ll
         self.n_batches += 1
         self.n_examples += n
 
     def hsic_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The running sums (Σ HSIC₁(K_a, L_b), Σ HSIC₁(K_a, K_a), Σ HSIC₁(L_b, L_b)) as float64 arrays."""
+        """The running sums (Σ HSIC₁(K_a, L_b), Σ HSIC₁(K_a, K_a), Σ HSIC₁(L_b, L_b)) as float64 arrays
+        (±inf where activations beyond ~1e77 make a sum exceed float64; :meth:`compute` is unaffected)."""
+        kl, kk, ll = self._scaled_sums()
+        with np.errstate(over="ignore"):
+            return (np.ldexp(kl, (self._ea[:, None] + self._eb[None, :]).astype(np.int32)),
+                    np.ldexp(kk, (2 * self._ea).astype(np.int32)), np.ldexp(ll, (2 * self._eb).astype(np.int32)))
+
+    def _scaled_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._kl is None:
             raise InputError("MinibatchCKA.compute() before any update(): no batches seen")
         return self._kl.numpy().copy(), self._kk.numpy().copy(), self._ll.numpy().copy()
@@ -582,7 +671,7 @@ class MinibatchCKA:
     def compute(self) -> np.ndarray:
         """The (A, B) minibatch CKA matrix (float64 array); for a layer with Σ HSIC₁(K, K) ≤ 0 — no
         variance in any batch (e.g. a dead ReLU layer) — its row/column is NaN and a warning names it."""
-        kl, kk, ll = self.hsic_sums()
+        kl, kk, ll = self._scaled_sums()  # the power-of-two units cancel in the ratio
         bad_a, bad_b = np.flatnonzero(~(kk > 0)), np.flatnonzero(~(ll > 0))
         if bad_a.size or bad_b.size:
             warnings.warn(

@@ -105,6 +105,10 @@ def class_means(features: Any, labels: Any, n_classes: int | None = None) -> tup
     """``(means (C, p), global_mean (p,), counts (C,))`` in float64, streamed over row blocks."""
     H = check_matrix(features, "features", min_rows=2)
     y, c = _labels(labels, int(H.shape[0]), n_classes)
+    return _class_sums(H, y, c)
+
+
+def _class_sums(H: Any, y: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sums = torch.zeros((c, int(H.shape[1])), dtype=torch.float64)
     yt = torch.from_numpy(y)
     for start, stop, blk in matrix.iter_blocks(H, matrix.block_size_for(int(H.shape[1])), axis=0):
@@ -182,8 +186,14 @@ def neural_collapse(
         b = np.asarray(bias.detach().cpu() if isinstance(bias, torch.Tensor) else bias, dtype=np.float64).reshape(-1)
         if b.shape != (W.shape[0],) or not np.isfinite(b).all():
             raise InputError(f"bias must be a finite vector of shape ({W.shape[0]},); got shape {b.shape}")
-    means, glob, counts = class_means(H, labels, n_classes)
+    # every NC metric is invariant to the features' scale (NC4's argmax(Wh + b) to that of (h, b)
+    # together): features beyond 2^±64 are read scaled by 2^-e (exact), the bias with them, or
+    # squares of 1e300 features overflow (nc1 was NaN)
+    H, e = matrix.unit_scaled(H)
+    if e and b is not None:
+        b = matrix.mul_pow2(b, -e)
     y, c = _labels(labels, n, n_classes)
+    means, glob, counts = _class_sums(H, y, c)
     Mt = means - glob  # centred class means, (C, p)
 
     # NC1 = Tr(Σ_W Σ_B⁺)/C without p×p matrices: Σ_B = Bᵀdiag(s²)B from the SVD of M̃/√C.
@@ -267,6 +277,7 @@ def effective_rank(X: Any) -> float:
     else:
         X = check_matrix(X, "X")
         n, d = X.shape
+        X, _ = matrix.unit_scaled(X)  # RankMe does not see the scale: data beyond 2^±64 read scaled (exact)
         M = matrix.gram(X) if n <= d else matrix.covariance(X, center=False)
         lam = torch.linalg.eigvalsh(M.cpu()).clamp_min(0).numpy()[::-1]
     sig = np.sqrt(np.clip(lam, 0, None))
@@ -282,6 +293,8 @@ def participation_ratio(eigenvalues: Any) -> float:
     a 1-D array of eigenvalues.
     """
     lam = _eigenvalues_of(eigenvalues, "eigenvalues")
+    if lam[0] > 0:  # a ratio: scaled by a power of two (exact) so that the squares of 1e280 cannot overflow
+        lam = np.ldexp(lam, -math.frexp(float(lam[0]))[1])
     s2 = float((lam**2).sum())
     if s2 <= 0:
         raise InputError("all eigenvalues are zero; the participation ratio is undefined")

@@ -36,6 +36,10 @@ __all__ = [
     "float32_matmul_is_exact_ieee",
     "covariance",
     "center_gram",
+    "max_abs_exponent",
+    "PowerOfTwoScaled",
+    "unit_scaled",
+    "mul_pow2",
 ]
 
 #: Default working-memory budget for one block, in bytes (the output matrix comes on top).
@@ -333,3 +337,78 @@ def center_gram(K: torch.Tensor) -> torch.Tensor:
     r"""Double-centre a square kernel: :math:`HKH`, with :math:`H = I - \frac1n 11^\top` (float64)."""
     K = K.to(torch.float64)
     return K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean()
+
+
+# ------------------------------------------------------------------------------------- scale range
+#: |log2 max|X|| beyond which scale-invariant estimators read the data through :class:`PowerOfTwoScaled`:
+#: below it every square, Gram entry and sum of squared entries (N²D²·2⁴ᵉ) stays far inside float64.
+SAFE_EXPONENT = 64
+
+
+def mul_pow2(t: Any, k: int) -> Any:
+    """``t · 2ᵏ`` exactly (up to underflow of the result) for a float64 numpy array or tensor, any integer k.
+
+    ``2.0**k`` alone overflows for k > 1023 and is 0 for k < −1074 although the product may be a
+    normal number (data near 1e−310 scaled up, 1e308 scaled down): the factor is applied in steps.
+    """
+    k = int(k)
+    while k:
+        step = max(-1000, min(1000, k))
+        t = t * 2.0**step
+        k -= step
+    return t
+
+
+def max_abs_exponent(X: Any) -> int:
+    """e with max |X| in [2ᵉ⁻¹, 2ᵉ) (``math.frexp``), streamed over row blocks; 0 for all-zero or
+    non-finite data (NaN/Inf stay for the callers' finiteness checks)."""
+    top = 0.0
+    if isinstance(X, torch.Tensor):
+        if X.numel():
+            lo, hi = torch.aminmax(X.detach()) if X.dtype != torch.bool else (0, 1)
+            top = max(-float(lo), float(hi))
+    else:
+        for _, _, blk in iter_blocks(X, block_size_for(int(X.shape[1]), 8, 64 * 2**20), axis=0):
+            b = np.asarray(blk)
+            if b.size:
+                top = max(top, float(np.abs(b).max()))
+    return math.frexp(top)[1] if math.isfinite(top) and top > 0 else 0
+
+
+class PowerOfTwoScaled:
+    r"""A lazy view of an (N, D) array multiplied by :math:`2^{-e}`, read block by block as float64.
+
+    Scaling by a power of two is exact (no bits are lost unless a value falls below float64's
+    smallest normal number, which the choice of e avoids for everything within 2⁵² of the largest
+    value), so every estimator that is invariant to the scale of its input (CKA, PC-ID, neural
+    collapse) gives the same answer on the view, and a spectrum's eigenvalues are those of the view
+    times :math:`4^{e}`.  It exists so that data near 1e±300 — whose squares or their sums leave
+    float64's range — are measured instead of overflowing; a memmap stays streamed (only the slice
+    asked for is read).  ``shape``, ``ndim``, ``dtype`` (float64) and slicing are what the matrix
+    core uses.
+    """
+
+    def __init__(self, X: Any, e: int):
+        self.X, self.e = X, int(e)
+        self.shape = tuple(int(s) for s in X.shape)
+        self.ndim = len(self.shape)
+        self.dtype = torch.float64 if isinstance(X, torch.Tensor) else np.dtype(np.float64)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> Any:
+        blk = self.X[key]
+        if isinstance(blk, torch.Tensor):
+            return mul_pow2(blk.detach().to(torch.float64), -self.e)
+        return mul_pow2(np.asarray(blk, dtype=np.float64), -self.e)
+
+
+def unit_scaled(X: Any, *, limit: int = SAFE_EXPONENT) -> tuple[Any, int]:
+    """``(X', e)`` with X = X'·2ᵉ: X itself (e = 0) when max |X| lies within 2^±``limit``, else a
+    :class:`PowerOfTwoScaled` view whose largest value is in [½, 1).  For scale-invariant estimators
+    (Kornblith et al.'s CKA, PC-ID, Papyan et al.'s NC1–NC4) and spectra (eigenvalues × 4ᵉ)."""
+    e = max_abs_exponent(X)
+    if -limit <= e <= limit:
+        return X, 0
+    return PowerOfTwoScaled(X, e), e

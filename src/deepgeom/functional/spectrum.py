@@ -209,6 +209,9 @@ def feature_spectrum(
     if route not in ("auto", "gram", "covariance"):
         raise InputError(f"route must be 'auto', 'gram' or 'covariance'; got {route!r}")
     use_gram = (n <= d) if route == "auto" else route == "gram"
+    # features beyond 2^±64 are read scaled by 2^-e (exact); eigenfunctions and directions do not see
+    # the scale, the eigenvalues are those of the scaled features times 4^e
+    Phi, e = matrix.unit_scaled(Phi)
     mean = matrix.column_mean(Phi) if center else None
 
     if use_gram:
@@ -219,6 +222,18 @@ def feature_spectrum(
         vals, vecs = torch.linalg.eigh(C)
     vals, vecs = vals.flip(0), vecs.flip(1)
     all_vals = vals.clamp_min(0.0).numpy()[: min(n, d)].copy()
+    if e:
+        with np.errstate(over="ignore"):
+            true_vals = np.ldexp(all_vals, 2 * e)
+        if not np.isfinite(true_vals).all():
+            raise InputError(
+                f"Phi's values reach 2^{e} (~1e{round(e * math.log10(2))}): its kernel eigenvalues (squares of the "
+                "features) exceed float64's range; rescale Phi (eigenfunctions and every ratio are unchanged)")
+        if all_vals[0] > 0 and true_vals[0] < np.finfo(np.float64).tiny * 2.0**53:
+            raise InputError(
+                f"Phi's values are below 2^{e} (~1e{round(e * math.log10(2))}): its kernel eigenvalues (squares of the "
+                "features) fall below float64's normal range and lose their digits; rescale Phi (eigenfunctions "
+                "and every ratio are unchanged)")
     tol = rank_tolerance(all_vals, n, d)
     rank = int((all_vals > tol).sum())
     r = rank if k_max is None else min(rank, k_max)
@@ -251,6 +266,9 @@ def feature_spectrum(
             raise InputError("outputs must be the network's real-valued outputs (logits), not integer labels")
         out_matrix, _ = as_target_matrix(out, n, "outputs")
         o_align = alignment_curve(E_np, out_matrix, center=center)
+    if e:
+        all_vals = true_vals
+        mean = None if mean is None else matrix.mul_pow2(mean, e)
     return Spectrum(
         eigenvalues=all_vals,
         eigenfunctions=E_np,
@@ -341,6 +359,8 @@ def _first_reaching(curve: np.ndarray | None, level: float) -> int | None:
 def effective_dimension(eigenvalues: np.ndarray) -> float:
     r"""exp of the Shannon entropy of :math:`p_k = \rho_k/\sum_j\rho_j` (Nam et al. 2024, effective dimension)."""
     lam = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    if lam.size and lam.max() > 0:  # p_k does not see the scale: keep the sum far from overflow
+        lam = np.ldexp(lam, -math.frexp(float(lam.max()))[1])
     total = lam.sum()
     if total <= 0:
         return 0.0

@@ -40,9 +40,10 @@ from ._base import (
     init_weights,
     resolve_options,
 )
+from .user import build_user, is_user_spec, load_user_model
 
 __all__ = ["GeomModel", "build", "families", "from_config", "relative_depths", "count_parameters",
-           "PSEUDO_LAYERS"]
+           "PSEUDO_LAYERS", "is_user_spec", "load_user_model"]
 
 # family -> (class, default width, default depth, option defaults, needs (C, L)/(C, H, W), zero-ok options)
 _FAMILIES: dict[str, tuple[type[GeomModel], int, int, dict, bool, tuple[str, ...]]] = {
@@ -63,7 +64,10 @@ def build(family: str, *, input_shape: Sequence[int], n_classes: int, width: int
     """Build a model of ``family`` for inputs of shape ``input_shape`` and ``n_classes`` outputs.
 
     Args:
-        family: one of :func:`families` (``mlp``, ``vgg``, ``resnet``, ``alexnet``).
+        family: one of :func:`families` (``mlp``, ``vgg``, ``resnet``, ``alexnet``), or your own model
+            as ``path/to/file.py:ClassOrFactory`` / ``module:ClassOrFactory`` (see
+            :mod:`deepgeom.models.user`: the factory gets whichever of ``input_shape``, ``n_classes``,
+            ``width``, ``depth`` it names, plus ``options``).
         input_shape: shape of one example: (C, L) → 1-D convolutions (mnist1d: (1, 40)),
             (C, H, W) → 2-D (digits: (1, 8, 8), fashion-mnist: (1, 28, 28)); the MLP takes any shape.
         n_classes: number of outputs (classes, or regression targets).
@@ -87,8 +91,12 @@ def build(family: str, *, input_shape: Sequence[int], n_classes: int, width: int
         >>> m.analysis_layers
         ['input', 'features.pool1', 'features.pool2', 'features.pool3', 'classifier.relu1', 'classifier.relu2', 'output']
     """
+    if is_user_spec(family):  # your own class or factory: path/to/file.py:NAME or module:NAME
+        return build_user(family, input_shape=input_shape, n_classes=n_classes, width=width, depth=depth,
+                          seed=seed, **options)
     if family not in _FAMILIES:
-        raise UnknownNameError("model family", family, families())
+        raise UnknownNameError("model family", family, families(),
+                               hint="or your own model as path/to/file.py:ClassOrFactory")
     cls, width_default, depth_default, defaults, spatial, zero_ok = _FAMILIES[family]
     shape = check_input_shape(input_shape, family, spatial=spatial)
     n_classes = check_positive_int(n_classes, "n_classes")

@@ -9,10 +9,14 @@ as HTML tables; a section whose analysis was not part of the study (or whose tab
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import html
 import json
+import os
 import string
+import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +28,7 @@ import pandas as pd
 from ..errors import InputError
 from ..studies._io import atomic_write_text
 
-__all__ = ["build_report", "ReportContext", "NotRun", "SECTIONS"]
+__all__ = ["build_report", "build_report_details", "ReportBuild", "ReportContext", "NotRun", "SECTIONS"]
 
 
 class NotRun(Exception):
@@ -34,7 +38,7 @@ class NotRun(Exception):
 class ReportContext:
     """What a section sees: the study directory, its tables, metadata, and a figure writer."""
 
-    def __init__(self, study_dir: Path, report_dir: Path):
+    def __init__(self, study_dir: Path, report_dir: Path, *, defer: bool = False, svg: bool = True):
         self.study_dir = study_dir
         self.report_dir = report_dir
         self.fig_dir = report_dir / "figures"
@@ -45,6 +49,14 @@ class ReportContext:
         self._tables: dict[str, pd.DataFrame] = {}
         self.figures: list[Path] = []
         self.problems: list[str] = []
+        # with defer=True, figure() only queues (name, draw, caption, section) and returns a placeholder;
+        # render_pending() draws the queue, in parallel processes where it can
+        self.defer = defer
+        self.formats = ("png", "svg") if svg else ("png",)
+        self.section = ""
+        self._pending: list[tuple[str, Callable[[], Any], str, str]] = []
+        self._started = 0
+        self._runner: _ForkRunner | None = None
 
     # ---------------------------------------------------------------- data
     def has_table(self, name: str) -> bool:
@@ -83,11 +95,14 @@ class ReportContext:
 
     # ---------------------------------------------------------------- figures
     def figure(self, name: str, draw: Callable[[], Any], caption: str) -> str:
-        """Draw with ``draw() -> matplotlib Figure``, save PNG+SVG under figures/, return the HTML."""
-        from ..viz._common import save_figure
+        """Draw with ``draw() -> matplotlib Figure``, save PNG+SVG under figures/, return the HTML (with
+        ``defer=True``: queue the drawing and return a placeholder that :meth:`render_pending` fills)."""
+        if self.defer:
+            self._pending.append((name, draw, caption, self.section))
+            return _placeholder(len(self._pending) - 1)
+        return self._figure_html(_draw_and_save(self.fig_dir, name, draw, self.formats), caption)
 
-        fig = draw()
-        paths = save_figure(fig, self.fig_dir / name)
+    def _figure_html(self, paths: list[Path], caption: str) -> str:
         self.figures.extend(paths)
         png = next(p for p in paths if p.suffix == ".png")
         svg = next((p for p in paths if p.suffix == ".svg"), None)
@@ -95,6 +110,135 @@ class ReportContext:
         link = f' (<a href="{svg.relative_to(self.report_dir).as_posix()}">SVG</a>)' if svg else ""
         return (f'<figure><img src="{rel}" alt="{html.escape(caption)}">'
                 f"<figcaption>{html.escape(caption)}{link}</figcaption></figure>")
+
+
+    def start_pending(self, jobs: int) -> None:
+        """Start drawing the queued figures in forked child processes (at most ``jobs`` at a time)
+        while the caller goes on; :meth:`render_pending` collects them. Linux only (fork); elsewhere,
+        and with ``jobs=1``, figures are drawn in :meth:`render_pending`."""
+        if jobs <= 1 or not sys.platform.startswith("linux"):
+            return
+        if self._runner is None:
+            self._runner = _ForkRunner(jobs)
+        for i in range(self._started, len(self._pending)):
+            name, draw, _caption, _section = self._pending[i]
+            self._runner.submit(i, self.fig_dir, name, draw, self.formats)
+        self._started = len(self._pending)
+
+    def render_pending(self, *, jobs: int = 1, progress: bool = False) -> dict[int, str]:
+        """Draw every queued figure not yet drawn and wait for those started; returns placeholder
+        index → HTML. A figure that fails becomes a note and a problem of its section, like a failing
+        section."""
+        self.start_pending(jobs)
+        pending = self._pending
+        results: dict[int, list[Path] | str] = {}
+        t0 = time.perf_counter()
+
+        def tick(done: int) -> None:
+            if progress and (done == len(pending) or done % 10 == 0):
+                print(f"report: figures {done}/{len(pending)} ({time.perf_counter() - t0:.1f} s)",
+                      file=sys.stderr, flush=True)
+
+        if self._runner is not None:
+            for i, res in self._runner.wait_all(tick):
+                results[i] = res
+        for i in range(len(pending)):
+            if i not in results:
+                name, draw, _caption, _section = pending[i]
+                results[i] = _render(self.fig_dir, name, draw, self.formats)
+                tick(len(results))
+        self._pending, self._started = [], 0
+        html_by_index = {}
+        for i, (name, _draw, caption, section) in enumerate(pending):
+            res = results[i]
+            if isinstance(res, str):
+                self.problems.append(f"{section}: figure {name}: {res}")
+                html_by_index[i] = (f'<p class="notrun">Figure {html.escape(name)} failed to draw '
+                                    f'({html.escape(res)}).</p>')
+            else:
+                html_by_index[i] = self._figure_html(res, caption)
+        return html_by_index
+
+
+class _ForkRunner:
+    """Draw figures in forked children, ``jobs`` at a time: a child inherits the queued drawing
+    closure and the tables it reads (nothing is pickled), saves the files and exits; the parent keeps
+    building sections meanwhile. Errors come back through a pipe."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self.running: dict[int, tuple[int, int, list[Path]]] = {}  # pid -> (index, read fd, paths)
+        self.done: list[tuple[int, list[Path] | str]] = []
+        _warm_matplotlib()  # fonts and the mathtext parser, loaded once and inherited by every child
+
+    def submit(self, i: int, fig_dir: Path, name: str, draw: Callable[[], Any], formats: tuple[str, ...]) -> None:
+        while len(self.running) >= self.jobs:
+            self._reap_one()
+        r, w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child: draw, report an error through the pipe, never return into the caller
+            code = 0
+            try:
+                os.close(r)
+                res = _render(fig_dir, name, draw, formats)
+                if isinstance(res, str):
+                    os.write(w, res.encode()[:4000])
+                    code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.running[pid] = (i, r, [fig_dir / f"{name}.{fmt}" for fmt in formats])
+
+    def _reap_one(self) -> None:
+        pid = next(iter(self.running))  # oldest first; waiting on our own pids leaves others' children alone
+        _, status = os.waitpid(pid, 0)
+        i, r, paths = self.running.pop(pid)
+        with os.fdopen(r, "rb") as f:
+            err = f.read().decode(errors="replace")
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            self.done.append((i, paths))
+        else:
+            self.done.append((i, err or f"the drawing process ended with status {status}"))
+
+    def wait_all(self, tick: Callable[[int], None]) -> list[tuple[int, list[Path] | str]]:
+        while self.running:
+            self._reap_one()
+            tick(len(self.done))
+        out, self.done = self.done, []
+        return out
+
+
+def _warm_matplotlib() -> None:
+    from ..viz._common import plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.semilogy([1, 2, 3], [1e-3, 1e-1, 10], label="x")
+    ax.set_title("warm")
+    ax.legend()
+    fig.draw_without_rendering()
+    plt.close(fig)
+
+
+def _placeholder(i: int) -> str:
+    return f"<!--deepgeom-figure:{i}-->"
+
+
+def _draw_and_save(fig_dir: Path, name: str, draw: Callable[[], Any],
+                   formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    from ..viz._common import save_figure
+
+    if "svg" not in formats:  # no SVG from an earlier build left behind
+        (fig_dir / f"{name}.svg").unlink(missing_ok=True)
+    return save_figure(draw(), fig_dir / name, formats=formats)
+
+
+def _render(fig_dir: Path, name: str, draw: Callable[[], Any], formats: tuple[str, ...]) -> list[Path] | str:
+    try:
+        return _draw_and_save(fig_dir, name, draw, formats)
+    except Exception as exc:  # noqa: BLE001 - one broken figure must not hide the others
+        return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 # -------------------------------------------------------------------------------------- html helpers
@@ -159,6 +303,7 @@ SECTIONS: list[tuple[str, str, SectionFn]] = []
 
 def _register_sections() -> None:
     from . import sections as s
+    from .swept import section_swept
 
     SECTIONS[:] = [
         ("overview", "Runs", _section_overview),
@@ -171,34 +316,77 @@ def _register_sections() -> None:
         ("spectrum", "Feature-kernel spectrum through training", s.section_spectrum),
         ("collapse", "Neural collapse", s.section_collapse),
         ("predictions", "Prediction comparisons", s.section_predictions),
+        ("swept", "Along the swept axes", section_swept),
         ("config", "Configuration and provenance", s.section_config),
     ]
 
 
-def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+@dataclasses.dataclass
+class ReportBuild:
+    """What :func:`build_report_details` did: the page, the problems (failed sections or figures; the
+    report is still written), the figure count and the wall time."""
+
+    index: Path
+    problems: list[str]
+    n_figures: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def build_report(study_dir: str | Path, out_dir: str | Path | None = None, *, progress: bool = False,
+                 jobs: int | None = None, svg: bool = False) -> Path:
     """Write the study's HTML report and return the path of ``index.html``.
 
     Args:
         study_dir: a directory written by :func:`deepgeom.studies.run_study` (holds ``study.json``).
         out_dir: where ``index.html`` and ``figures/`` go (default ``<study_dir>/report``).
+        progress: print each section and the figure count to stderr as they finish.
+        jobs: processes that draw figures (default: the CPUs this process may use, at most 8).
+        svg: also write an SVG copy of every figure (vector, for papers); it adds about half again to
+            the time the figures take, so it is off by default.
 
-    The page is static (no JavaScript); figures are PNG files next to it with SVG copies, tables are
-    HTML. Sections: runs and learning curves; ID profile over relative depth (trained, untrained and
+    The page is static (no JavaScript); figures are PNG files next to it (with SVG copies when
+    ``svg=True``), tables are HTML. Sections: runs and learning curves; ID profile over relative depth (trained, untrained and
     shuffled-label networks, TwoNN and PC-ID — Ansuini et al. 2019); last-hidden-layer ID vs test
     accuracy; ID during training; CKA heatmaps with block spans and across models (Nguyen et al. 2021);
     feature-kernel spectrum through training with the dominant count and MF/EF call (Nam et al. 2024);
-    neural-collapse metrics (Papyan et al. 2020); prediction comparisons; the config, library versions
-    and timestamps. A section that cannot be drawn says "not run" and why.
+    neural-collapse metrics (Papyan et al. 2020); prediction comparisons; measures along every swept
+    axis (width, depth, label-shuffle fraction, seed); the config, library versions and timestamps. A
+    section that cannot be drawn says "not run" and why; :func:`build_report_details` also returns
+    the sections that failed.
     """
+    return build_report_details(study_dir, out_dir, progress=progress, jobs=jobs, svg=svg).index
+
+
+def _default_jobs() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def build_report_details(study_dir: str | Path, out_dir: str | Path | None = None, *, progress: bool = False,
+                         jobs: int | None = None, svg: bool = False) -> ReportBuild:
+    """:func:`build_report`, returning a :class:`ReportBuild` (index path, problems, figures, seconds)."""
+    t0 = time.perf_counter()
     study = Path(study_dir)
     if not (study / "study.json").is_file():
         raise InputError(f"{str(study)!r} is not a study directory (no study.json); run `deepgeom study` first")
     report_dir = Path(out_dir) if out_dir is not None else study / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    ctx = ReportContext(study, report_dir)
+    jobs = _default_jobs() if jobs is None else max(1, int(jobs))
+    ctx = ReportContext(study, report_dir, defer=True, svg=svg)
     _register_sections()
     body, nav = [], []
-    for anchor, title, fn in SECTIONS:
+    for k, (anchor, title, fn) in enumerate(SECTIONS, 1):
+        if anchor == "config":  # the last section lists every problem, figures' included: draw them first
+            _fill(body, ctx.render_pending(jobs=jobs, progress=progress))
+        ts = time.perf_counter()
+        ctx.section = title
         try:
             content = fn(ctx)
         except NotRun as exc:
@@ -207,8 +395,13 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
             ctx.problems.append(f"{title}: {type(exc).__name__}: {exc}")
             detail = html.escape("".join(traceback.format_exception_only(type(exc), exc)).strip())
             content = f'<p class="notrun">Not run: this section failed to draw ({detail}).</p>'
+        ctx.start_pending(jobs)  # this section's figures draw in the background while the next builds
         nav.append(f'<a href="#{anchor}">{html.escape(title)}</a>')
         body.append(f'<section id="{anchor}"><h2>{html.escape(title)}</h2>\n{content}\n</section>')
+        if progress:
+            print(f"report: [{k}/{len(SECTIONS)}] {title} ({time.perf_counter() - ts:.1f} s)", file=sys.stderr,
+                  flush=True)
+    _fill(body, ctx.render_pending(jobs=jobs, progress=progress))
     meta = ctx.meta
     from .. import __version__
 
@@ -225,4 +418,17 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     )
     index = report_dir / "index.html"
     atomic_write_text(index, page)
-    return index
+    n_png = sum(1 for p in ctx.figures if p.suffix == ".png")
+    return ReportBuild(index=index, problems=list(ctx.problems), n_figures=n_png,
+                       seconds=time.perf_counter() - t0)
+
+
+def _fill(body: list[str], figures: dict[int, str]) -> None:
+    """Put drawn figures' HTML in place of their placeholders."""
+    if not figures:
+        return
+    for j, part in enumerate(body):
+        if "<!--deepgeom-figure:" in part:
+            for i, fig_html in figures.items():
+                part = part.replace(_placeholder(i), fig_html)
+            body[j] = part

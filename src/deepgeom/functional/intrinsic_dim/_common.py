@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._validation import check_matrix, is_memmap
+from ..._validation import MemmapRows, check_matrix, is_memmap
 from ...errors import InputError
 from ..matrix import block_size_for, iter_blocks
 from ..neighbors import Neighbors, duplicate_groups, knn
@@ -146,9 +146,13 @@ def _warn_duplicates(n_dup: int, n: int, duplicates: str, where: str) -> None:
 
 
 def _subset(X: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of X; of a memmap, a lazy :class:`~deepgeom._validation.MemmapRows` view that the
+    neighbour search streams like the memmap itself (bounded memory), never a copy of every kept row."""
     if isinstance(X, torch.Tensor):
         return X[torch.as_tensor(idx)]
-    return np.asarray(X[idx]) if is_memmap(X) else X[idx]
+    if isinstance(X, MemmapRows):
+        return MemmapRows(X.X, X.idx[idx])
+    return MemmapRows(X, idx) if is_memmap(X) else X[idx]
 
 
 def distinct_neighbors(

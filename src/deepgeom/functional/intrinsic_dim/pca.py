@@ -31,7 +31,7 @@ import torch
 from ..._results import ResultMixin
 from ..._validation import check_fraction
 from ...errors import InputError
-from ..matrix import as_tensor, block_size_for, column_mean, covariance, gram, iter_blocks
+from ..matrix import as_tensor, block_size_for, column_mean, covariance, gram, iter_blocks, unit_scaled
 from ._common import check_points, is_constant
 
 __all__ = ["PCAIDResult", "pca_id"]
@@ -121,9 +121,11 @@ def pca_id(
     n, d = X.shape
     if is_constant(X):
         raise InputError(f"X is constant (all {n} rows identical): PC-ID is undefined")
-    src = X
+    # PC-ID and PR are ratios of eigenvalues: data beyond 2^±64 are read scaled by a power of two
+    # (exact), or the eigenvalues' squares would leave float64 (1e140 data overflowed)
+    src, _ = unit_scaled(X)
     if standardize:
-        src = _Standardized(X, _column_std(X, column_mean(X)))
+        src = _Standardized(src, _column_std(src, column_mean(src)))
     if d <= n:
         M = covariance(src, center=True, device=device)
     else:

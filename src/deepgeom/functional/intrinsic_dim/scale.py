@@ -140,7 +140,7 @@ def twonn_scale(
         ids, scales = [], []
         for b in range(nb_blocks):
             idx = np.sort(perm[b])
-            block = Xu[idx] if not isinstance(Xu, np.memmap) else np.asarray(Xu[idx])
+            block = _subset(Xu, idx)  # of data on disk, a lazy view that the search streams
             nbr = distinct_neighbors(block, m=2, duplicates="drop", device=device)
             core = twonn_from_mu(nbr.distances[:, 1] / nbr.distances[:, 0], fraction=fraction, method=method)
             ids.append(core["id"])
