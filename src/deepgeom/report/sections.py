@@ -26,6 +26,18 @@ def _arch(row) -> str:
     return f"{row['dataset']}/{row['model']} w{row['width']} d{row['depth']}"
 
 
+def _figure_runs(df: pd.DataFrame) -> set:
+    """The runs that get per-run figures: the lowest seed of each configuration (dataset, model, width,
+    depth, shuffled fraction). Other seeds are in the tables and in the seed-spread figures along the
+    swept axes; drawing every seed's heatmaps made the report's build time grow with the seed count."""
+    cols = [c for c in ("dataset", "model", "width", "depth", "shuffle_fraction") if c in df.columns]
+    if "seed" not in df.columns or not cols:
+        return set(df["run"])
+    first = df.drop_duplicates("run")
+    first = first[first["seed"] == first.groupby(cols)["seed"].transform("min")]
+    return set(first["run"])
+
+
 def _last_hidden(df: pd.DataFrame) -> pd.DataFrame:
     """The row of the last hidden layer (the one before ``output``) of each (run, epoch) profile."""
     d = df[df["layer"] != "output"]
@@ -196,8 +208,12 @@ def section_cka(ctx: ReportContext) -> str:
                 "Dashed squares mark <i>blocks</i>: maximal runs of consecutive layers whose pairwise CKA all "
                 "reach the threshold (deepgeom's rule; the paper read blocks by eye). The paper traces blocks "
                 "to a dominant first principal component: the second heatmap of each run has every layer's "
-                "first PC projected out, and the line plot gives each layer's PC1 variance fraction.", "note")]
+                "first PC projected out, and the line plot gives each layer's PC1 variance fraction. Heatmaps "
+                "are drawn for the lowest seed of each configuration; the tables list every run.", "note")]
+    drawn = _figure_runs(pairs)
     for run, d in pairs.groupby("run", sort=False):
+        if run not in drawn:
+            continue
         label = ctx.label_of(run)
         bl = blocks[blocks["run"] == run]
         spans = [Block(start=int(b.start), stop=int(b.stop), layers=[b.first_layer, b.last_layer],
@@ -281,18 +297,21 @@ def section_spectrum(ctx: ReportContext) -> str:
                 "checkpoint (Nam et al. 2024). The dominant count follows the rule in "
                 "<code>deepgeom.functional.spectrum.dominant_count</code> (largest spectral gap, reported "
                 "with its size in decades; else the effective dimension); it is called MF (minimal feature) "
-                "when about the number of classes C, EF (extended feature) when well above.", "note")]
+                "when about the number of classes C, EF (extended feature) when well above. Figures are "
+                "drawn for the lowest seed of each configuration; the table lists every run.", "note")]
     rows = []
+    drawn = _figure_runs(s)
     for run, d in s.groupby("run", sort=False):
         label = ctx.label_of(run)
-        res = _spectra_result(ctx, run)
-        parts.append(f"<h3>{html.escape(label)}</h3>")
-        parts.append(ctx.figure(f"spectrum_eig_{run}", lambda r=res: plot_eigenvalues_through_training(r),
-                                f"{label}: eigenvalues ρ_k against epoch (log scale)."))
-        parts.append(ctx.figure(f"spectrum_dominant_{run}", lambda r=res: plot_dominant_count(r),
-                                f"{label}: dominant count against epoch beside accuracy."))
-        parts.append(ctx.figure(f"spectrum_last_{run}", lambda r=res: plot_checkpoint_spectrum(r),
-                                f"{label}: spectrum and captured share Π(k) at the last checkpoint."))
+        if run in drawn:
+            res = _spectra_result(ctx, run)
+            parts.append(f"<h3>{html.escape(label)}</h3>")
+            parts.append(ctx.figure(f"spectrum_eig_{run}", lambda r=res: plot_eigenvalues_through_training(r),
+                                    f"{label}: eigenvalues ρ_k against epoch (log scale)."))
+            parts.append(ctx.figure(f"spectrum_dominant_{run}", lambda r=res: plot_dominant_count(r),
+                                    f"{label}: dominant count against epoch beside accuracy."))
+            parts.append(ctx.figure(f"spectrum_last_{run}", lambda r=res: plot_checkpoint_spectrum(r),
+                                    f"{label}: spectrum and captured share Π(k) at the last checkpoint."))
         d = d.sort_values("epoch")
         last = d.iloc[-1]
         rows.append({
