@@ -57,7 +57,7 @@ def load_spec(paper: str, *, quick: bool = False) -> dict[str, Any]:
     if quick:
         q = spec.get("quick") or {}
         spec["studies"] = {**spec["studies"], **q.get("studies", {})}
-        for step in ("transformer", "regression"):
+        for step in _STEPS:
             if step in spec:
                 spec[step] = {**spec[step], **q.get(step, {})}
     return spec
@@ -83,30 +83,25 @@ def _run_one_study(config: dict, out_dir: str, threads: int) -> dict:
             "failed": [f"{u.label}: {u.error}" for u in res.failed], "seconds": time.perf_counter() - t0}
 
 
-def _run_transformer(settings: dict, out_dir: str, threads: int) -> dict:
+#: Steps a spec may have beside its studies: spec key -> (module of this package, function, table it writes).
+_STEPS = {"transformer": ("transformer", "transformer_profile", "transformer_id"),
+          "regression": ("regression", "regression_study", "regression")}
+
+
+def _run_step(step: str, settings: dict, out_dir: str, threads: int) -> dict:
+    """Worker: one extra step (resumable by its own settings file); ``computed`` says whether it wrote
+    its table, so a pure resume keeps the computing run's timing."""
+    import importlib
+
     import torch
 
-    from .transformer import transformer_profile
-
+    module, func, table_name = _STEPS[step]
+    fn = getattr(importlib.import_module(f".{module}", __package__), func)
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    table = Path(out_dir) / "tables" / "transformer_id.parquet"
+    table = Path(out_dir) / "tables" / f"{table_name}.parquet"
     before = table.stat().st_mtime_ns if table.is_file() else None
-    transformer_profile(out_dir, **settings)
-    computed = int(before is None or table.stat().st_mtime_ns != before)
-    return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": [], "computed": computed}
-
-
-def _run_regression(settings: dict, out_dir: str, threads: int) -> dict:
-    import torch
-
-    from .regression import regression_study
-
-    torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    table = Path(out_dir) / "tables" / "regression.parquet"
-    before = table.stat().st_mtime_ns if table.is_file() else None
-    regression_study(out_dir, **settings)
+    fn(out_dir, **settings)
     computed = int(before is None or table.stat().st_mtime_ns != before)
     return {"dir": out_dir, "seconds": time.perf_counter() - t0, "failed": [], "computed": computed}
 
@@ -163,12 +158,8 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         tasks: list[tuple[str, Any, tuple]] = [
             (f"study {name}", _run_one_study, (_with_device(copy.deepcopy(cfg), device), str(pdir / name), threads))
             for name, cfg in spec["studies"].items()]
-        if "transformer" in spec:
-            tasks.append(("transformer", _run_transformer, (dict(spec["transformer"]), str(pdir / "transformer"),
-                                                            threads)))
-        if "regression" in spec:
-            tasks.append(("regression", _run_regression, (dict(spec["regression"]), str(pdir / "regression"),
-                                                          threads)))
+        tasks += [(step, _run_step, (step, dict(spec[step]), str(pdir / step), threads))
+                  for step in _STEPS if step in spec]
         t0, cpu0 = time.perf_counter(), _cpu_seconds()
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         results: dict[str, dict] = {}
@@ -188,7 +179,7 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
         dirs = {name: pdir / name for name in spec["studies"]}
-        for step in ("transformer", "regression"):
+        for step in _STEPS:
             if step in spec:
                 dirs[step] = pdir / step
         tables = Tables({k: v for k, v in dirs.items() if v.exists()})
