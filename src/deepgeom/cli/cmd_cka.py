@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ._common import load_npy
+from ._common import add_user_model_flags, load_npy
 
 HELP = "CKA similarity: 'pair' (two .npy files → one number) or 'heatmap' (all layer pairs of models/captures)"
 
@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--width", type=int, help="--family width")
     g.add_argument("--depth", type=int, help="--family depth")
     g.add_argument("--seed", type=int, default=0, help="seed of --family weights and the data split (default 0)")
-    _user_model_flags(g, "")
+    add_user_model_flags(g)
     b = h.add_argument_group("model B (optional; default: the within-model heatmap of A)")
     b.add_argument("--run-b", metavar="DIR", help="training run of model B")
     b.add_argument("--epoch-b", type=int, help="checkpoint epoch of --run-b (default latest)")
@@ -102,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--width-b", type=int, help="--family-b width")
     b.add_argument("--depth-b", type=int, help="--family-b depth")
     b.add_argument("--seed-b", type=int, default=1, help="seed of --family-b weights (default 1)")
-    _user_model_flags(b, "-b")
+    add_user_model_flags(b, "-b")
     d = h.add_argument_group("data and output")
     d.add_argument("--data", help="dataset name or file (.npy/.npz/.csv/.parquet; default: model A's run "
                    "dataset; needed with --family, --module, --model)")
@@ -120,19 +120,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True, metavar="DIR", help="output directory")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     h.set_defaults(func=_heatmap)
-
-
-def _user_model_flags(g: argparse._ArgumentGroup, suffix: str) -> None:
-    g.add_argument(f"--module{suffix}", metavar="FILE", help="nn.Module saved with torch.save(model, FILE): a "
-                   "pickle, refused without --trust-pickle; FILE.py:CLASS is the same as --model")
-    g.add_argument(f"--model{suffix}", metavar="FILE.py:NAME", help="your own model: a class or factory in a "
-                   "Python file or importable module (module.sub:NAME)")
-    g.add_argument(f"--model-kwargs{suffix}", metavar="JSON", help="keyword arguments for --model, as JSON")
-    g.add_argument(f"--weights{suffix}", metavar="FILE", help="weights for --model (.safetensors, or a "
-                   "state_dict .pt, read as tensors only)")
-    if not suffix:
-        g.add_argument("--trust-pickle", action="store_true", help="allow --module/--module-b FILE.pt: "
-                       "unpickling runs any code the file carries, so only for files you made or trust")
 
 
 def _load_npy(path: str) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._common import add_user_model_flags
+
 SOURCE_HELP = ("the model: --family F [--data D --width W --depth K --seed S] (an untrained deepgeom model), "
                "--run DIR [--epoch E] (a run written by deepgeom train), --model FILE.py:NAME [--model-kwargs "
                "JSON] [--weights FILE] (your own class or factory and its state dict: the safe route; "
@@ -18,18 +20,10 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model source (exactly one)", SOURCE_HELP)
     g.add_argument("--family", help="model family for deepgeom.models.build (mlp, vgg, resnet, alexnet)")
     g.add_argument("--run", metavar="DIR", help="training run directory (deepgeom train --out)")
-    g.add_argument("--module", metavar="FILE", help="FILE.py:CLASS (the same as --model FILE.py:CLASS), or "
-                   "FILE.pt saved with torch.save(model) — a pickle, refused without --trust-pickle")
-    g.add_argument("--trust-pickle", action="store_true", help="allow --module FILE.pt: unpickling runs any code "
-                   "the file carries, so only for files you made or trust")
+    add_user_model_flags(g)
     g.add_argument("--torchscript", metavar="FILE", help="TorchScript file (torch.jit.save)")
     g.add_argument("--text-model", metavar="DIR", help="a local Hugging Face or sentence-transformers model "
                    "directory (offline); its inputs are --texts FILE.txt")
-    g.add_argument("--model", metavar="FILE.py:NAME", help="your own model: an nn.Module class or a factory "
-                   "in a Python file (or module:NAME for an importable module)")
-    g.add_argument("--model-kwargs", metavar="JSON", help='keyword arguments for --model, e.g. \'{"width": 32}\'')
-    g.add_argument("--weights", metavar="FILE", help="weights for --model (or --module FILE.py:CLASS): "
-                   ".safetensors or a state_dict .pt, read as tensors only")
     g.add_argument("--epoch", type=int, help="checkpoint epoch of --run (default: the latest)")
     g.add_argument("--data", help="dataset name or data file: .npy, .npz, .csv, .parquet, .pt, .safetensors "
                    "(default for --family: mnist1d; for --run: the run's own dataset)")

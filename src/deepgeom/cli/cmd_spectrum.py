@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ._common import load_npy
+from ._common import add_user_model_flags, load_npy
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,13 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="centre the features (default: uncentred kernel, the constant mode counts like a bias)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     m = p.add_argument_group("a model on labelled data (instead of FEATURES.npy or --run)")
-    m.add_argument("--model", metavar="FILE.py:NAME", help="your own model class or factory (features: its "
-                   "penultimate layer, i.e. the input of its last nn.Linear, unless --layer)")
-    m.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for --model, as JSON")
-    m.add_argument("--module", metavar="FILE", help="nn.Module saved with torch.save: a pickle, refused "
-                   "without --trust-pickle; FILE.py:CLASS is the same as --model")
-    m.add_argument("--trust-pickle", action="store_true", help="allow --module FILE.pt: unpickling runs any code "
-                   "the file carries, so only for files you made or trust")
+    add_user_model_flags(m, weights=False)  # features: the penultimate layer (input of the last Linear) unless --layer
     m.add_argument("--data", help="labelled data: a dataset name or file (.npy/.npz/.csv/.parquet; labels "
                    "from the file, --labels FILE or --label-column NAME)")
     m.add_argument("--label-column", metavar="NAME", help="the labels column of a .csv/.parquet --data file")
