@@ -145,6 +145,17 @@ def _last_hidden_value(d: pd.DataFrame, col: str) -> float:
     return float(h.sort_values("layer_index")[col].iloc[-1]) if len(h) else math.nan
 
 
+def final_runs(tables: Tables, study: str | None, where: Mapping | None, history: tuple[str, ...]) -> pd.DataFrame:
+    """One row per run at its final checkpoint: its sweep columns, ``id`` (the last hidden layer's TwoNN
+    ID) and the final value of each ``history`` column (e.g. ``test_acc``, ``train_acc``)."""
+    df = _profiles(tables, study, where, "last")
+    lh = _per_run(df, lambda d: _last_hidden_value(d, "twonn_id")).rename("id")
+    hist = _where(tables.get("history", study), where)
+    final = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")[list(history)]
+    sweep = [c for c in ("model", "width", "depth", "seed", "shuffle_fraction") if c in df.columns]
+    return df.drop_duplicates("run").set_index("run")[sweep].join(lh).join(final)
+
+
 @register_statistic("id_over_dimension")
 def id_over_dimension(tables: Tables, *, study: str | None = None, where: Mapping | None = None,
                       epoch: Any = "last") -> Estimate:
@@ -205,13 +216,9 @@ def id_accuracy_correlation(tables: Tables, *, study: str | None = None, where: 
     """Pearson r between the last-hidden-layer TwoNN ID of trained networks (final epoch) and their
     final ``accuracy``, one point per architecture (seeds averaged), with its Fisher-z interval.
     Blocked when fewer than ``min_models`` architectures are present."""
-    df = _profiles(tables, study, where, "last")
-    lh = _per_run(df, lambda d: _last_hidden_value(d, "twonn_id")).rename("id")
-    hist = _where(tables.get("history", study), where)
-    acc = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")[accuracy].rename("acc")
     arch_cols = ["model", "width", "depth"]
-    runs = df.drop_duplicates("run").set_index("run")[arch_cols]
-    m = runs.join(lh).join(acc).dropna()
+    m = final_runs(tables, study, where, (accuracy,)).rename(columns={accuracy: "acc"})
+    m = m[[*arch_cols, "id", "acc"]].dropna()
     per_arch = m.groupby(arch_cols, sort=False)[["id", "acc"]].mean()
     r, lo, hi, n = pearson_interval(per_arch["id"], per_arch["acc"])
     spread = f"{accuracy} {per_arch['acc'].min():.3f}–{per_arch['acc'].max():.3f}, ID {per_arch['id'].min():.1f}–{per_arch['id'].max():.1f}"
@@ -227,11 +234,7 @@ def shuffle_id_slope(tables: Tables, *, study: str | None = None, where: Mapping
     images) against the shuffled fraction of labels; mean and t-interval over seeds. Blocked when any
     run's final training accuracy (on the labels it was trained on) is below ``min_train_acc``: a net
     that did not fit its labels says nothing about memorisation."""
-    df = _profiles(tables, study, where, "last")
-    lh = _per_run(df, lambda d: _last_hidden_value(d, "twonn_id")).rename("id")
-    hist = _where(tables.get("history", study), where)
-    tr = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")["train_acc"].rename("train_acc")
-    runs = df.drop_duplicates("run").set_index("run")[["seed", "shuffle_fraction"]].join(lh).join(tr)
+    runs = final_runs(tables, study, where, ("train_acc",))
     slopes = {}
     for seed, d in runs.groupby("seed"):
         if d["shuffle_fraction"].nunique() >= 2:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..claims import Tables
-from ..claims.statistics import _last_hidden_value, _per_run
+from ..claims.statistics import final_runs
 
 __all__ = ["draw_figures", "CAPTIONS", "CLAIM_FIGURES", "FIGURES"]
 
@@ -106,12 +106,7 @@ def _fig_decimation(t: Tables):
 def _fig_id_accuracy(t: Tables, claims: pd.DataFrame | None):
     import matplotlib.pyplot as plt
 
-    df = t.get("id_profiles", "profiles")
-    df = df[(df["shuffle_fraction"] == 0) & (df["epoch"] == df.groupby("run")["epoch"].transform("max"))]
-    lh = _per_run(df, lambda d: _last_hidden_value(d, "twonn_id")).rename("id")
-    hist = t.get("history", "profiles")
-    acc = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")["test_acc"].rename("acc")
-    m = df.drop_duplicates("run").set_index("run")[["model", "width", "depth"]].join(lh).join(acc)
+    m = final_runs(t, "profiles", {"shuffle_fraction": 0.0}, ("test_acc",)).rename(columns={"test_acc": "acc"})
     g = m.groupby(["model", "width", "depth"])
     agg = g.agg(id=("id", "mean"), id_lo=("id", "min"), id_hi=("id", "max"), acc=("acc", "mean"),
                 acc_lo=("acc", "min"), acc_hi=("acc", "max")).reset_index()
@@ -136,12 +131,7 @@ def _fig_id_accuracy(t: Tables, claims: pd.DataFrame | None):
 def _fig_shuffle(t: Tables):
     import matplotlib.pyplot as plt
 
-    df = t.get("id_profiles", "shuffle")
-    df = df[df["epoch"] == df.groupby("run")["epoch"].transform("max")]
-    lh = _per_run(df, lambda d: _last_hidden_value(d, "twonn_id")).rename("id")
-    hist = t.get("history", "shuffle")
-    tr = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")["train_acc"].rename("train_acc")
-    m = df.drop_duplicates("run").set_index("run")[["seed", "shuffle_fraction"]].join(lh).join(tr)
+    m = final_runs(t, "shuffle", None, ("train_acc",))
     g = m.groupby("shuffle_fraction")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     mean = g["id"].mean()
