@@ -177,6 +177,19 @@ def test_fashion_loader_on_tiny_files_and_search_order(tmp_path, monkeypatch):
     assert ds2.n_train == 3 and ds2.meta["root"] == str((tmp_path / "env" / "fashion-mnist").resolve())
 
 
+def test_fashion_pool_averages_pixel_squares(tmp_path):
+    arrays = _write_tiny_fashion(tmp_path / "fm")
+    ds = load("fashion-mnist", root=tmp_path / "fm", pool=4)
+    assert ds.input_shape == (1, 7, 7) and ds.x_train.shape == (6, 1, 7, 7) and ds.meta["pool"] == 4
+    x = arrays["train"][0].astype(np.float64) / 255.0
+    ref = x.reshape(6, 7, 4, 7, 4).mean(axis=(2, 4))  # mean of each 4×4 square, by hand
+    np.testing.assert_allclose(ds.x_train[:, 0].numpy(), ref, rtol=0, atol=1e-7)  # float32 result
+    assert ds.y_train.tolist() == arrays["train"][1].tolist()
+    for bad in (3, 0, 2.0, True):
+        with pytest.raises(InputError, match="pool"):
+            load("fashion-mnist", root=tmp_path / "fm", pool=bad)
+
+
 def test_fashion_missing_and_mismatched_files_say_what_to_do(tmp_path):
     with pytest.raises(InputError) as info:
         load("fashion-mnist", root=tmp_path / "nowhere")

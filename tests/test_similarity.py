@@ -234,11 +234,11 @@ def _dominant_block_layers(rng, n=600):
 def test_blocks_and_pc1_removal(rng):
     layers = _dominant_block_layers(rng)
     r = cka_matrix_from_captures(layers, batch_size=100)
-    blocks = find_blocks(r)
-    assert [b.layers for b in blocks] == [["l1", "l2", "l3"]]
-    assert blocks[0].min_cka > 0.95
     rp = cka_matrix_from_captures(layers, batch_size=100, remove_pc1=True)
-    assert rp.pc1_removed and find_blocks(rp) == []
+    blocks = find_blocks(r, pc1_fraction=rp.pc1_fraction_a)
+    assert [b.layers for b in blocks] == [["l1", "l2", "l3"]]
+    assert blocks[0].min_cka > 0.95 and blocks[0].pc1_mean > 0.95
+    assert rp.pc1_removed and find_blocks(rp, pc1_fraction=False) == []
     assert rp.values[1:4, 1:4][~np.eye(3, dtype=bool)].max() < 0.2  # noise only, once the PC is gone
     assert all(rp.pc1_fraction_a[f"l{k}"] > 0.95 for k in (1, 2, 3))
     # the projection is the one estimated from all the data, applied per batch
@@ -279,16 +279,72 @@ def test_find_blocks_rule():
         [0.4, 0.4, 0.4, 0.97, 1.0],
     ])
     df = pd.DataFrame(M, index=list("abcde"), columns=list("abcde"))
-    b = find_blocks(df)
+    b = find_blocks(df, min_size=2, pc1_fraction=False)
     # c–d reach 0.91 but a–d do not: the first block stops at c, the scan resumes at d
     assert [(x.start, x.stop, x.layers) for x in b] == [(0, 3, ["a", "b", "c"]), (3, 5, ["d", "e"])]
     assert b[0].min_cka == pytest.approx(0.92) and b[0].mean_cka == pytest.approx((0.95 + 0.92 + 0.93) / 3)
-    assert find_blocks(M, threshold=0.99) == []
-    assert [x.size for x in find_blocks(M, threshold=0.9, min_size=3)] == [3]
+    assert find_blocks(M, threshold=0.99, pc1_fraction=False) == []
+    assert [x.size for x in find_blocks(M, threshold=0.9, pc1_fraction=False)] == [3]  # default min_size 3
+    # the PC1 condition cuts the run: "b" without a dominant PC leaves no run of 3
+    pc1 = dict(zip("abcde", [0.8, 0.3, 0.9, 0.9, 0.9], strict=True))
+    assert find_blocks(df, pc1_fraction=pc1) == []
+    assert [x.layers for x in find_blocks(df, pc1_fraction=pc1, min_size=2)] == [["c", "d"]]
+    with pytest.warns(UserWarning, match="CKA alone"):
+        find_blocks(df)
     with pytest.raises(InputError, match="square"):
-        find_blocks(M[:, :3])
+        find_blocks(M[:, :3], pc1_fraction=False)
     with pytest.raises(InputError, match="threshold"):
-        find_blocks(M, threshold=1.5)
+        find_blocks(M, threshold=1.5, pc1_fraction=False)
+    with pytest.raises(InputError, match="no value"):
+        find_blocks(df, pc1_fraction={"a": 0.9})
+    with pytest.raises(InputError, match="remove_pc1=True"):
+        find_blocks(df, pc1_fraction=True)
+
+
+def test_find_blocks_hidden_layers_only():
+    """Input and output pseudo-layers never join a block, even at CKA 1 with a dominant PC."""
+    names = ["input", "stem", "b0", "b1", "output"]
+    M = pd.DataFrame(np.ones((5, 5)), index=names, columns=names)
+    pc1 = dict.fromkeys(names, 0.9)
+    assert [b.layers for b in find_blocks(M, pc1_fraction=pc1)] == [["stem", "b0", "b1"]]
+    assert find_blocks(M.iloc[:3, :3], pc1_fraction=pc1) == []  # stem, b0: only 2 hidden layers
+    assert [b.layers for b in find_blocks(M, pc1_fraction=pc1, exclude=())] == [names]
+
+
+def _synthetic_layers(rng, planted: bool, n=512, depth=8, dim=24):
+    """Eight layers that are random rotations of one representation (linear CKA = 1 between any two:
+    high similarity without a dominant direction), plus layer-specific noise; with ``planted``, layers
+    3-6 also carry one large shared direction (the paper's dominant-PC block)."""
+    base = rng.normal(size=(n, dim))
+    z = rng.normal(size=(n, 1))
+    out = {}
+    for k in range(depth):
+        Q = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+        X = base @ Q + 0.1 * rng.normal(size=(n, dim))
+        if planted and 3 <= k <= 6:
+            X = X + 12.0 * z @ rng.normal(size=(1, dim)) / np.sqrt(dim)
+        out[f"layer{k}"] = X
+    return out
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_block_detector_needs_the_dominant_direction(rng, planted):
+    """Rotated copies of one representation have CKA ≈ 0.9+ everywhere (a CKA-only rule finds one long
+    'block'); only the planted shared direction makes a block, exactly over the planted layers."""
+    layers = _synthetic_layers(rng, planted)
+    r = cka_matrix_from_captures(layers, batch_size=128, remove_pc1=True)
+    plain = cka_matrix_from_captures(layers, batch_size=128)
+    assert len(find_blocks(plain, pc1_fraction=False)) >= 1  # CKA alone cannot tell
+    blocks = find_blocks(plain, pc1_fraction=r.pc1_fraction_a)
+    if planted:
+        assert [b.layers for b in blocks] == [[f"layer{k}" for k in range(3, 7)]]
+        assert blocks[0].pc1_mean > 0.5
+        # with the PC projected out, the planted layers fall back to the rotated-copies similarity
+        inside = r.values[3:7, 3:7][~np.eye(4, dtype=bool)]
+        assert inside.mean() < plain.values[3:7, 3:7][~np.eye(4, dtype=bool)].mean()
+    else:
+        assert blocks == []
+        assert max(r.pc1_fraction_a.values()) < 0.2
 
 
 def test_best_match_recovers_permutation(rng):

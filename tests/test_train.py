@@ -322,3 +322,29 @@ def test_resume_continues_after_the_last_saved_epoch_bit_identically(digits, tmp
     assert list(pd.read_csv(tmp_path / "cut" / "history.csv")["epoch"]) == [0, 1, 2, 3, 4]
     with pytest.raises(InputError, match="resume=True needs an out_dir"):
         train(cfg, dataset=data, progress=False, resume=True)
+
+
+def test_eval_every_skips_evaluation_but_not_the_weights(digits):
+    """Evaluating less often changes the history, never the trained weights (evaluation draws no random
+    numbers); epoch 0, checkpoints and the last epoch are always evaluated."""
+    kw = dict(dataset="digits", family="mlp", width=16, depth=1, epochs=7, lr=0.05, batch_size=64, seed=3,
+              checkpoint_epochs=[2])
+    every = train(TrainConfig(**kw), dataset=digits, progress=False)
+    sparse = train(TrainConfig(**kw, eval_every=3), dataset=digits, progress=False)
+    assert list(sparse.history["epoch"]) == [0, 2, 3, 6, 7]
+    for k, v in every.model.state_dict().items():
+        assert torch.equal(v, sparse.model.state_dict()[k])
+    pd.testing.assert_frame_equal(every.history.set_index("epoch").loc[[0, 2, 3, 6, 7]],
+                                  sparse.history.set_index("epoch"))
+    with pytest.raises(InputError, match="eval_every"):
+        TrainConfig(**kw, eval_every=0)
+
+
+def test_eval_every_is_not_part_of_a_study_run_key():
+    from deepgeom.studies import load_config
+
+    base = {"name": "k", "sweep": {"dataset": "digits", "model": "mlp", "width": 8, "depth": 1, "seed": 0},
+            "train": {"epochs": 2}}
+    a = load_config(base).runs[0]
+    b = load_config({**base, "train": {"epochs": 2, "eval_every": 2}}).runs[0]
+    assert a.key == b.key and b.train["eval_every"] == 2

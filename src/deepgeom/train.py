@@ -101,6 +101,9 @@ class TrainConfig:
             regression: ``mean_i ||f(x_i) − y_i||²``).
         device: torch device string; bit-identical results are promised on ``"cpu"``.
         eval_batch_size: examples per forward pass when evaluating (no gradients, eval mode).
+        eval_every: evaluate the whole train and test sets (a row of ``history``) every this many
+            epochs, and always at epoch 0, at every checkpoint and at the last epoch. On small training
+            sets the evaluation of a large test set can cost more than the epoch itself; 1 = every epoch.
     """
 
     dataset: str = "mnist1d"
@@ -121,6 +124,7 @@ class TrainConfig:
     loss: str = "ce"
     device: str = "cpu"
     eval_batch_size: int = 4096
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -144,6 +148,7 @@ class TrainConfig:
         self.epochs = _whole(self.epochs, "epochs", 0)
         self.batch_size = _whole(self.batch_size, "batch_size", 1)
         self.eval_batch_size = _whole(self.eval_batch_size, "eval_batch_size", 1)
+        self.eval_every = _whole(self.eval_every, "eval_every", 1)
         self.seed = _whole(self.seed, "seed", 0)
         self.width = None if self.width is None else _whole(self.width, "width", 1)
         self.depth = None if self.depth is None else _whole(self.depth, "depth", 1)
@@ -558,10 +563,12 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
             from . import __version__
 
             return {"deepgeom_version": __version__, "train": config.to_dict(), "model": model_config,
-                    "data": data.summary, "epochs_done": len(rows) - 1,
+                    "data": data.summary, "epochs_done": int(rows[-1]["epoch"]) if rows else 0,
                     "checkpoints": {str(e): str(p.relative_to(out_path)) for e, p in checkpoints.items()}}
 
-        def record(epoch: int) -> dict[str, float]:
+        def record(epoch: int) -> dict[str, float] | None:
+            if epoch % config.eval_every and epoch not in config.checkpoint_epochs and epoch != config.epochs:
+                return None
             tr = evaluate(model, data.x_train, data.y_train, loss=config.loss,
                           batch_size=config.eval_batch_size, device=device)
             te = evaluate(model, data.x_test, data.y_test, loss=config.loss,
@@ -619,7 +626,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
                 opt.step()
             row = record(epoch)
             save_resume(epoch)
-            bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}")
+            if row is not None:
+                bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}")
         bar.close()
     if resume and out_path is not None:
         with contextlib.suppress(FileNotFoundError):

@@ -221,8 +221,9 @@ class ArchitectureTest(ResultMixin):
     """Result of :func:`architecture_test`.
 
     Attributes:
-        statistic: mean |Δ per-class accuracy| over cross-architecture model pairs minus the same over
-            same-architecture (seed) pairs.
+        statistic: mean |Δ per-class accuracy| (``measure="per_class"``) or mean share of examples
+            predicted differently (``"per_example"``) over cross-architecture model pairs, minus the same
+            over same-architecture (seed) pairs.
         between, within: the two means.
         p_value: permutation p-value of ``statistic`` (architecture labels shuffled among models).
         n_permutations: relabelings used (all distinct ones when ``exact``).
@@ -235,6 +236,9 @@ class ArchitectureTest(ResultMixin):
             as independent — an approximation).
         alpha: the per-class level.
         groups: number of models per architecture.
+        measure: ``"per_class"`` or ``"per_example"`` (see :func:`architecture_test`).
+        min_p_value: the test's resolution — the smallest p-value any data could give with these group
+            sizes (e.g. 1/126 for 5 + 5 models, 1/10 for 3 + 3 — the two groups are interchangeable).
     """
 
     statistic: float
@@ -249,6 +253,8 @@ class ArchitectureTest(ResultMixin):
     binom_p: float
     alpha: float
     groups: dict[str, int]
+    measure: str = "per_class"
+    min_p_value: float = float("nan")
 
     def to_dict(self, *, max_array: int | None = None) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "per_class"}
@@ -256,9 +262,19 @@ class ArchitectureTest(ResultMixin):
         return to_jsonable(d, max_array=max_array)
 
 
-def _pair_stat(acc: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
-    """Mean over classes of |acc_i − acc_j|, averaged over cross-group and same-group model pairs."""
-    D = np.nanmean(np.abs(acc[:, None, :] - acc[None, :, :]), axis=2)  # models × models
+MEASURES = ("per_class", "per_example")
+
+
+def _distances(measure: str, acc: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """Models × models distance: mean over classes of |acc_i − acc_j| (``per_class``), or the share of
+    examples on which the two models' predictions differ (``per_example``)."""
+    if measure == "per_class":
+        return np.nanmean(np.abs(acc[:, None, :] - acc[None, :, :]), axis=2)
+    return (preds[:, None, :] != preds[None, :, :]).mean(axis=2)
+
+
+def _pair_stat(D: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """Mean distance over cross-group and over same-group model pairs."""
     iu = np.triu_indices(len(groups), 1)
     same = groups[iu[0]] == groups[iu[1]]
     vals = D[iu]
@@ -266,8 +282,10 @@ def _pair_stat(acc: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
 
 
 def architecture_test(preds_by_arch: Mapping[str, Sequence[Any]], labels: Any, *, n_permutations: int = 10000,
-                      alpha: float = 0.05, seed: int = 0, n_classes: int | None = None) -> ArchitectureTest:
-    r"""Are per-class accuracy differences between architectures larger than between seeds?
+                      alpha: float = 0.05, seed: int = 0, n_classes: int | None = None,
+                      measure: str = "per_class") -> ArchitectureTest:
+    r"""Are per-class accuracy differences (or per-example disagreements) between architectures larger
+    than between seeds?
 
     The paper's comparison (Nguyen et al. 2021, §6: wide vs deep ResNets, several seeds each). For
     every model m, per-class accuracies :math:`a_m(c)`. For two models, :math:`d(m, m') =
@@ -280,7 +298,12 @@ def architecture_test(preds_by_arch: Mapping[str, Sequence[Any]], labels: Any, *
     exchangeable, so the p-value is the fraction of relabelings of models to architectures (group
     sizes kept) with a statistic at least as large — all distinct relabelings when there are at most
     ``n_permutations`` of them (exact test), else ``n_permutations`` random ones, p = (1 + #≥)/(1 + n).
-    With few seeds the smallest attainable p is 1/#relabelings (3 + 3 models: 1/20).
+    With few seeds the smallest attainable p is 1/#relabelings (3 + 3 models: 1/20; 5 + 5: 1/126, as
+    the statistic is symmetric in the two groups).
+
+    ``measure="per_example"`` replaces :math:`d` by the share of test examples on which the two models'
+    predictions differ (the paper's per-example comparison): the same permutation test of
+    architecture against seed.
 
     In addition, with exactly two architectures, each class gets a Welch t-test of the seeds'
     accuracies (A vs B); the count of classes with p < ``alpha`` is compared with the
@@ -296,6 +319,8 @@ def architecture_test(preds_by_arch: Mapping[str, Sequence[Any]], labels: Any, *
     """
     if len(preds_by_arch) < 2:
         raise InputError(f"need at least 2 architectures; got {len(preds_by_arch)}")
+    if measure not in MEASURES:
+        raise InputError(f"measure must be one of {list(MEASURES)}; got {measure!r}")
     alpha = check_fraction(alpha, "alpha", open_low=True, open_high=True)
     n_permutations = check_positive_int(n_permutations, "n_permutations")
     names = list(preds_by_arch)
@@ -323,7 +348,8 @@ def architecture_test(preds_by_arch: Mapping[str, Sequence[Any]], labels: Any, *
     acc = acc[:, present]
     classes = np.arange(C)[present]
     groups = np.asarray(groups)
-    between, within = _pair_stat(acc, groups)
+    D = _distances(measure, acc, np.stack(accs))
+    between, within = _pair_stat(D, groups)
     stat = between - within
 
     # permutation distribution over relabelings (group sizes fixed)
@@ -336,12 +362,12 @@ def architecture_test(preds_by_arch: Mapping[str, Sequence[Any]], labels: Any, *
     else:
         rng = np.random.default_rng(seed)
         labelings = (rng.permutation(groups) for _ in range(n_permutations))
-    count = total = 0
-    for lab in labelings:
-        b, w = _pair_stat(acc, np.asarray(lab))
-        count += (b - w) >= stat - 1e-12
-        total += 1
+    perm = np.array([np.subtract(*_pair_stat(D, np.asarray(lab))) for lab in labelings])
+    total = len(perm)
+    count = int((perm >= stat - 1e-12).sum())
     p_value = count / total if exact else (1 + count) / (1 + total)
+    # the test's resolution: the p-value the most extreme relabeling would get
+    min_p = float((perm >= perm.max() - 1e-12).sum() / total) if exact else 1 / (1 + total)
 
     cols: dict[str, Any] = {"class": classes}
     means = []
@@ -371,7 +397,7 @@ def architecture_test(preds_by_arch: Mapping[str, Sequence[Any]], labels: Any, *
     return ArchitectureTest(statistic=stat, between=between, within=within, p_value=float(p_value),
                             n_permutations=total, exact=exact, per_class=pd.DataFrame(cols),
                             n_significant=n_sig, expected_significant=expected, binom_p=binom_p, alpha=alpha,
-                            groups=n_models)
+                            groups=n_models, measure=measure, min_p_value=min_p)
 
 
 def _all_labelings(sizes: list[int]):

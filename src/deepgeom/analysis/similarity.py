@@ -15,7 +15,6 @@ r"""Layer-by-layer representation similarity (Nguyen, Raghu, Kornblith, ICLR 202
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import zip_longest
@@ -28,18 +27,13 @@ import torch
 from torch import nn
 
 from .._results import ResultMixin, to_jsonable
-from .._validation import check_finite_values, check_fraction, check_matrix, check_positive_int
+from .._validation import check_finite_values, check_matrix, check_positive_int
 from ..errors import InputError, UnknownNameError
 from ..functional.cka import KERNELS, MIN_CKA_ROWS, MinibatchCKA, centred_linear_kernel, gram_rbf, u_center
-from ..functional.matrix import (
-    as_tensor,
-    center_gram,
-    covariance,
-    gram,
-    max_abs_exponent,
-    mul_pow2,
-    unit_scaled,
-)
+from ..functional.matrix import as_tensor, center_gram, unit_scaled
+from ._layers import first_order, flat_rows, relative_depth
+from .blocks import Block, best_match, find_blocks
+from .pc1 import PC1_MAX_DIM, StreamingPC1, pc1_fraction, pc1_fractions, remove_pc1_full
 
 __all__ = [
     "CKAResult",
@@ -52,8 +46,6 @@ __all__ = [
     "best_match",
 ]
 
-#: Default threshold of :func:`find_blocks` (see its docstring for the reasoning).
-BLOCK_THRESHOLD = 0.9
 _MIN_BATCH = 4  # the unbiased HSIC estimator needs n >= 4
 
 
@@ -105,158 +97,10 @@ class CKAResult(ResultMixin):
         return to_jsonable(d, max_array=max_array)
 
 
-@dataclasses.dataclass(frozen=True)
-class Block(ResultMixin):
-    """A span ``layers[start:stop]`` of consecutive layers whose pairwise CKA all reach the threshold."""
-
-    start: int
-    stop: int
-    layers: list[str]
-    min_cka: float
-    mean_cka: float
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
-
 # ------------------------------------------------------------------------------------ small helpers
-def _relative_depth(model: Any, names: list[str]) -> list[float]:
-    """The capture's relative-depth rule, as a list in the order of ``names``."""
-    from ..capture import layer_depths
-
-    return list(layer_depths(model, names).values())
-
-
-def _flat(x: Any) -> torch.Tensor:
-    t = as_tensor(x)
-    return t.reshape(t.shape[0], -1) if t.ndim != 2 else t
-
-
 def _check_kernel(kernel: str) -> None:
     if kernel not in KERNELS:
         raise UnknownNameError("CKA kernel", kernel, list(KERNELS))
-
-
-class _PC1:
-    """Each layer's first principal direction and its variance fraction, from streamed passes.
-
-    Pass 1 accumulates, per layer, the column sums and — for D ≤ ``max_dim`` — the D×D scatter matrix,
-    both about a pilot shift (the first batch's mean, so a large common offset does not cancel in
-    float64); its top eigenvector is exact. Wider layers (D > ``max_dim``) use randomized block
-    subspace iteration (Halko, Martinsson & Tropp 2011) instead: ``iterations`` more passes, each
-    computing :math:`\tilde X^\top(\tilde X V)` for a D×``rank`` block V, then a Rayleigh–Ritz step —
-    D×rank memory. ``project(x)`` removes the direction from centred rows of a batch.
-    """
-
-    def __init__(self, names: list[str], max_dim: int, iterations: int = 6, rank: int = 8, seed: int = 0):
-        self.names, self.max_dim, self.iterations, self.rank, self.seed = names, max_dim, iterations, rank, seed
-        self.n = 0
-        self.shift: dict[str, torch.Tensor] = {}
-        self.sum: dict[str, torch.Tensor] = {}
-        self.sq: dict[str, torch.Tensor] = {}
-        self.direction: dict[str, torch.Tensor] = {}
-        self.fraction: dict[str, float] = {}
-        self.mean: dict[str, torch.Tensor] = {}
-        self._V: dict[str, torch.Tensor] = {}
-        self._acc: dict[str, list] = {}
-        #: per layer, the power of two its rows are divided by (fixed by the first batch): activations
-        #: beyond 2^±64 would overflow or underflow the scatter matrix; direction and fraction do not
-        #: see the scale, and projected rows keep one common scale per layer (all CKA needs)
-        self.exponent: dict[str, int] = {}
-
-    def _rows(self, name: str, batch: Mapping[str, Any]) -> torch.Tensor:
-        x = _flat(batch[name]).to(torch.float64)
-        if name not in self.exponent:
-            e = max_abs_exponent(x)
-            self.exponent[name] = e if abs(e) > 64 else 0
-        return mul_pow2(x, -self.exponent[name]) if self.exponent[name] else x
-
-    @property
-    def iterative(self) -> list[str]:
-        """Layers too wide for a D×D scatter matrix (found by subspace iteration)."""
-        return [n for n in self.names if n in self.sum and n not in self.sq]
-
-    def update(self, batch: Mapping[str, Any]) -> None:
-        """Pass 1: column sums (and scatter matrices of the narrow layers) about the pilot shift."""
-        for name in self.names:
-            x = self._rows(name, batch)
-            if name not in self.shift:
-                self.shift[name] = x.mean(0)
-                self.sum[name] = torch.zeros(x.shape[1], dtype=torch.float64)
-                if x.shape[1] <= self.max_dim:
-                    self.sq[name] = torch.zeros((x.shape[1], x.shape[1]), dtype=torch.float64)
-            xs = x - self.shift[name]
-            self.sum[name] += xs.sum(0)
-            if name in self.sq:
-                self.sq[name] += xs.T @ xs
-        self.n += int(_flat(batch[self.names[0]]).shape[0])
-
-    def finish(self) -> None:
-        """After pass 1: exact PCs of the narrow layers; random starting blocks for the wide ones."""
-        gen = torch.Generator().manual_seed(self.seed)
-        for name in self.names:
-            ms = self.sum[name] / self.n
-            self.mean[name] = self.shift[name] + ms
-            if name not in self.sq:
-                k = min(self.rank, ms.shape[0])
-                self._V[name] = torch.linalg.qr(torch.randn(ms.shape[0], k, generator=gen, dtype=torch.float64))[0]
-                continue
-            C = self.sq[name] - self.n * torch.outer(ms, ms)
-            if not bool(torch.isfinite(C).all()):
-                raise InputError(f"layer {name!r} has NaN or Inf activations: its first principal component "
-                                 "is undefined")
-            evals, evecs = torch.linalg.eigh(C)
-            total = float(evals.clamp_min(0).sum())
-            self.direction[name] = evecs[:, -1]
-            self.fraction[name] = float(evals[-1]) / total if total > 0 else float("nan")
-            del self.sq[name]
-            self.sq[name] = torch.empty(0)  # keep the marker "exact" without holding D×D
-
-    def iter_update(self, batch: Mapping[str, Any]) -> None:
-        """One batch of a subspace-iteration pass: accumulate X̃ᵀ(X̃V), (X̃V)ᵀ(X̃V) and Σ‖x̃‖²."""
-        for name in self.iterative:
-            xc = self._rows(name, batch) - self.mean[name]
-            Z = xc @ self._V[name]
-            acc = self._acc.setdefault(name, [0.0, 0.0, 0.0])
-            acc[0] = acc[0] + xc.T @ Z
-            acc[1] = acc[1] + Z.T @ Z
-            acc[2] = acc[2] + float((xc * xc).sum())
-
-    def iter_finish(self, last: bool) -> None:
-        """End of a pass: next orthonormal block, or (last pass) the Rayleigh–Ritz top pair."""
-        for name in self.iterative:
-            W, G, total = self._acc.pop(name)
-            if not (bool(torch.isfinite(W).all()) and math.isfinite(total)):
-                raise InputError(f"layer {name!r} has NaN or Inf activations: its first principal component "
-                                 "is undefined")
-            if last:
-                evals, U = torch.linalg.eigh(G)
-                v = self._V[name] @ U[:, -1]
-                self.direction[name] = v / torch.linalg.norm(v)
-                self.fraction[name] = float(evals[-1]) / total if total > 0 else float("nan")
-            else:
-                self._V[name] = torch.linalg.qr(W)[0]
-
-    def fit(self, first_pass: Iterator[Mapping[str, Any]], replay: Any) -> None:
-        """Pass 1 over ``first_pass``, then the subspace-iteration passes over ``replay()`` if needed."""
-        for batch in first_pass:
-            self.update(batch)
-        if self.n == 0:
-            raise InputError("data holds no examples")
-        self.finish()
-        if self.iterative:
-            for it in range(self.iterations):
-                for batch in replay():
-                    self.iter_update(batch)
-                self.iter_finish(last=it == self.iterations - 1)
-
-    def project(self, name: str, x: Any) -> torch.Tensor:
-        """Centred rows of a batch of layer ``name`` without the first principal direction (in the
-        layer's power-of-two units, :attr:`exponent`)."""
-        x = self._rows(name, {name: x}) - self.mean[name]
-        v = self.direction[name]
-        return x - torch.outer(x @ v, v)
 
 
 # ----------------------------------------------------------------------------------- data → batches
@@ -299,11 +143,6 @@ def _model_batches(model_a: nn.Module, model_b: nn.Module | None, data: Any, lay
     return names_a, names_b, gen()
 
 
-def _first_order(batch: Mapping[str, Any], names: list[str]) -> list[str]:
-    """The requested layers in the order the stream yields them (forward order)."""
-    return [n for n in batch if n in names]
-
-
 # ------------------------------------------------------------------------------------------- engine
 def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a: list[str],
                       names_b: list[str] | None, *, kernel: str, sigma: float, remove_pc1: bool,
@@ -315,8 +154,8 @@ def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a
     order_a: list[str] | None = None
     order_b: list[str] | None = None
     if remove_pc1:
-        pcs_a = _PC1(names_a, pc1_max_dim)
-        pcs_b = _PC1(names_b, pc1_max_dim) if names_b is not None else None
+        pcs_a = StreamingPC1(names_a, pc1_max_dim)
+        pcs_b = StreamingPC1(names_b, pc1_max_dim) if names_b is not None else None
         for ba, bb in batches:
             pcs_a.update(ba)
             if pcs_b is not None:
@@ -338,9 +177,9 @@ def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a
     skipped = 0
     for ba, bb in batches:
         if order_a is None:
-            order_a = _first_order(ba, names_a)
-            order_b = _first_order(bb, names_b) if bb is not None else None
-        rows = int(_flat(ba[order_a[0]]).shape[0])
+            order_a = first_order(ba, names_a)
+            order_b = first_order(bb, names_b) if bb is not None else None
+        rows = int(flat_rows(ba[order_a[0]]).shape[0])
         if rows < _MIN_BATCH:
             skipped += rows
             continue
@@ -437,7 +276,7 @@ def cka_matrix(
     minibatch: bool = True,
     debiased: bool = False,
     remove_pc1: bool = False,
-    pc1_max_dim: int = 8192,
+    pc1_max_dim: int = PC1_MAX_DIM,
     reduce: str | None = None,
     device: str | torch.device = "cpu",
     compute_dtype: torch.dtype | str = "auto",
@@ -521,8 +360,8 @@ def cka_matrix(
         replay=lambda: batches()[2], compute_dtype=compute_dtype, device=device)
     within = model_b is None
     lb = order_a if within else order_b
-    return _result(M, order_a, lb, _relative_depth(model_a, order_a),
-                   _relative_depth(model_a if within else model_b, lb), n, kernel=kernel, sigma=sigma,
+    return _result(M, order_a, lb, relative_depth(model_a, order_a),
+                   relative_depth(model_a if within else model_b, lb), n, kernel=kernel, sigma=sigma,
                    minibatch=True, debiased=True, batch_size=batch_size, within=within, pc1_removed=remove_pc1,
                    fa=fa, fb=fb)
 
@@ -589,7 +428,7 @@ def cka_matrix_from_captures(
     minibatch: bool = True,
     debiased: bool = False,
     remove_pc1: bool = False,
-    pc1_max_dim: int = 8192,
+    pc1_max_dim: int = PC1_MAX_DIM,
     compute_dtype: torch.dtype | str = "auto",
     device: str | torch.device = "cpu",
     memory_budget: int | str = "2GB",
@@ -622,14 +461,14 @@ def cka_matrix_from_captures(
         la_lab, lb_lab = getattr(cap_a, "labels", None), getattr(cap_b, "labels", None)
         if la_lab is not None and lb_lab is not None and not np.array_equal(la_lab, lb_lab):
             raise InputError("captures A and B hold different examples: their labels differ row by row")
-    da = [float(depth_a[x]) for x in la] if depth_a else _relative_depth(None, la)
-    db = [float(depth_b[x]) for x in lb] if depth_b else _relative_depth(None, lb)
+    da = [float(depth_a[x]) for x in la] if depth_a else relative_depth(None, la)
+    db = [float(depth_b[x]) for x in lb] if depth_b else relative_depth(None, lb)
     if not minibatch:
         if remove_pc1:
             fa = {x: pc1_fraction(a) for x, a in zip(la, arrs_a, strict=False)}
-            arrs_a = [_remove_pc1_full(a) for a in arrs_a]
+            arrs_a = [remove_pc1_full(a) for a in arrs_a]
             fb = fa if within else {x: pc1_fraction(a) for x, a in zip(lb, arrs_b, strict=False)}
-            arrs_b = arrs_a if within and layers_b is None else [_remove_pc1_full(a) for a in arrs_b]
+            arrs_b = arrs_a if within and layers_b is None else [remove_pc1_full(a) for a in arrs_b]
         else:
             fa = fb = None
         M = _full_engine(arrs_a, None if (within and layers_b is None) else arrs_b, kernel=kernel, sigma=sigma,
@@ -663,153 +502,4 @@ def _checked_rows(a: Any, start: int, stop: int, name: str) -> torch.Tensor:
                          f"of the batch {start}..{stop - 1}; remove or impute those rows first")
     return blk
 
-
-def _remove_pc1_full(X: Any) -> torch.Tensor:
-    Xc = as_tensor(np.asarray(X) if isinstance(X, np.ndarray) else X).to(torch.float64)
-    Xc = Xc.reshape(Xc.shape[0], -1)
-    e = max_abs_exponent(Xc)
-    if abs(e) > 64:  # the direction does not see the scale, CKA neither: read scaled (exact)
-        Xc = mul_pow2(Xc, -e)
-    Xc = Xc - Xc.mean(0)
-    v = _top_direction(Xc)
-    return Xc - torch.outer(Xc @ v, v)
-
-
-def _top_direction(Xc: torch.Tensor) -> torch.Tensor:
-    n, d = Xc.shape
-    if d <= n:
-        _, vecs = torch.linalg.eigh(Xc.T @ Xc)
-        return vecs[:, -1]
-    _, vecs = torch.linalg.eigh(Xc @ Xc.T)
-    v = Xc.T @ vecs[:, -1]
-    return v / torch.linalg.norm(v)
-
-
-def pc1_fraction(X: Any) -> float:
-    r"""Fraction of variance carried by the first principal component, :math:`\lambda_1 / \sum_k \lambda_k`,
-    of the column-centred (N, D) data (eigenvalues of the D×D covariance or, when D > N, of the N×N Gram
-    matrix — the same nonzero spectrum). Nguyen et al. (2021) show block-structure layers share a
-    dominant PC (fraction close to 1).
-
-    Raises:
-        InputError: NaN/Inf, fewer than 2 rows, or no variance at all.
-
-    Example:
-        >>> import numpy as np
-        >>> X = np.random.default_rng(0).normal(size=(500, 3)) * [10.0, 1.0, 1.0]
-        >>> 0.95 < pc1_fraction(X) < 1.0
-        True
-    """
-    X = check_matrix(X, "X", min_rows=2)
-    n, d = X.shape
-    X, _ = unit_scaled(X)  # a ratio of eigenvalues: data beyond 2^±64 are read scaled (exact)
-    if d <= n:
-        ev = torch.linalg.eigvalsh(covariance(X, center=True))
-    else:
-        ev = torch.linalg.eigvalsh(gram(X, center=True))
-    total = float(ev.clamp_min(0).sum())
-    if not total > 0:
-        raise InputError("X has no variance (all features constant): the first-PC fraction is undefined")
-    return float(ev[-1]) / total
-
-
-def pc1_fractions(model: nn.Module, data: Any, layers: Any = None, *, batch_size: int = 256,
-                  device: str | torch.device = "cpu", reduce: str = "flatten", pc1_max_dim: int = 8192,
-                  progress: bool = False) -> pd.DataFrame:
-    """:func:`pc1_fraction` of every selected layer, streamed: one pass with a float64 scatter matrix per
-    layer of D ≤ ``pc1_max_dim`` (exact), plus 6 passes of randomized subspace iteration (block of 8)
-    for wider layers. Returns a DataFrame with ``layer``, ``relative_depth``, ``pc1_fraction``."""
-    from ..capture import resolve_layers, stream
-
-    names = resolve_layers(model, layers)
-    pcs = _PC1(names, pc1_max_dim)
-    order: list[str] = []
-
-    def passes(show: bool = False):
-        for b in stream(model, data, names, batch_size=batch_size, device=device, reduce=reduce, progress=show):
-            if not order:
-                order.extend(_first_order(b, names))
-            yield b
-
-    pcs.fit(passes(progress), passes)
-    return pd.DataFrame({"layer": order, "relative_depth": _relative_depth(model, order),
-                         "pc1_fraction": [pcs.fraction[n] for n in order]})
-
-
-def _as_matrix(result: Any) -> tuple[np.ndarray, list[str], list[str]]:
-    if isinstance(result, CKAResult):
-        return result.values, result.layers_a, result.layers_b
-    if isinstance(result, pd.DataFrame):
-        return result.to_numpy(dtype=np.float64), [str(i) for i in result.index], [str(c) for c in result.columns]
-    M = np.asarray(result, dtype=np.float64)
-    if M.ndim != 2:
-        raise InputError(f"expected a 2-D CKA matrix; got shape {M.shape}")
-    return M, [str(i) for i in range(M.shape[0])], [str(j) for j in range(M.shape[1])]
-
-
-def find_blocks(result: Any, threshold: float = BLOCK_THRESHOLD, min_size: int = 2) -> list[Block]:
-    r"""Block structure: maximal runs of consecutive layers whose pairwise CKA all reach ``threshold``.
-
-    Nguyen et al. (2021) read blocks off the heatmaps by eye; their released code has no detector, so
-    this rule is deepgeom's own. Scanning layers in forward order, a block starting at layer i grows
-    to j as long as *every* pair inside ``i..j`` has CKA ≥ threshold (the square on the heatmap's
-    diagonal is uniformly bright); a run of at least ``min_size`` layers is reported and the scan
-    resumes after it, otherwise it resumes at i + 1. The default 0.9 sits above the CKA of
-    neighbouring layers in models without a block (typically 0.6–0.85 in the paper's heatmaps) and
-    below the near-1 values inside the blocks they show; lower it for noisier estimates (small N).
-
-    Args:
-        result: a within-model :class:`CKAResult`, a square DataFrame or a square array.
-        threshold: minimum pairwise CKA inside a block, in (0, 1].
-        min_size: minimum number of layers in a block (≥ 2).
-
-    Returns:
-        A list of :class:`Block` (start, stop (exclusive), layer names, min and mean pairwise CKA).
-    """
-    M, names, cols = _as_matrix(result)
-    if M.shape[0] != M.shape[1] or names != cols:
-        raise InputError(f"find_blocks needs a square within-model CKA matrix (the same layers on both axes); "
-                         f"got shape {M.shape}")
-    threshold = check_fraction(threshold, "threshold", low=0.0, high=1.0, open_low=True)
-    min_size = check_positive_int(min_size, "min_size", minimum=2)
-    if np.isnan(M).any():
-        warnings.warn("the CKA matrix holds NaN (layers without variance): they never join a block",
-                      RuntimeWarning, stacklevel=2)
-    L = M.shape[0]
-    blocks: list[Block] = []
-    i = 0
-    while i < L:
-        j = i + 1
-        while j < L and np.all(M[i:j + 1, i:j + 1] >= threshold):
-            j += 1
-        if j - i >= min_size:
-            sub = M[i:j, i:j]
-            off = sub[~np.eye(j - i, dtype=bool)]
-            blocks.append(Block(start=i, stop=j, layers=names[i:j], min_cka=float(off.min()),
-                                mean_cka=float(off.mean())))
-            i = j
-        else:
-            i += 1
-    return blocks
-
-
-def best_match(result: Any) -> pd.DataFrame:
-    """For each layer of A, the layer of B with the highest CKA (cross-model heatmap, Nguyen et al. 2021).
-
-    Returns a DataFrame with ``layer_a``, ``depth_a``, ``best_b``, ``depth_b``, ``cka`` and
-    ``margin`` (best minus second-best CKA, how clear-cut the match is; NaN with a single B layer).
-    """
-    M, la, lb = _as_matrix(result)
-    if M.size == 0:
-        raise InputError("empty CKA matrix")
-    da = result.depth_a if isinstance(result, CKAResult) else [math.nan] * len(la)
-    db = result.depth_b if isinstance(result, CKAResult) else [math.nan] * len(lb)
-    Mf = np.where(np.isnan(M), -np.inf, M)
-    best = Mf.argmax(1)
-    srt = np.sort(Mf, axis=1)
-    margin = srt[:, -1] - srt[:, -2] if M.shape[1] > 1 else np.full(M.shape[0], np.nan)
-    return pd.DataFrame({
-        "layer_a": la, "depth_a": da, "best_b": [lb[k] for k in best], "depth_b": [db[k] for k in best],
-        "cka": [M[i, k] for i, k in enumerate(best)], "margin": margin,
-    })
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import nguyen as _nguyen  # noqa: F401 - registers the Nguyen et al. statistics
 from .statistics import STATISTICS, Tables, register_statistic
 from .verdict import CLAIM_COLUMNS, Claim, Estimate, mean_interval, parse_claims, pearson_interval, verdict
 

@@ -116,7 +116,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--full", action="store_true", help="full-data CKA from N×N Grams instead of minibatch")
     d.add_argument("--remove-pc1", action="store_true",
                    help="project each layer's first principal component out (also writes pc1_fraction.csv)")
-    d.add_argument("--threshold", type=float, default=0.9, help="block threshold for find_blocks (default 0.9)")
+    d.add_argument("--threshold", type=float, default=0.9,
+                   help="minimum pairwise CKA inside a block (find_blocks; default 0.9)")
+    d.add_argument("--pc1-threshold", type=float, default=0.5,
+                   help="minimum first-PC variance fraction of every block layer, applied with --remove-pc1 "
+                        "(which measures it; default 0.5)")
     d.add_argument("--out", required=True, metavar="DIR", help="output directory")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     h.set_defaults(func=_heatmap)
@@ -206,8 +210,12 @@ def _heatmap(args: argparse.Namespace) -> int:
     summary = result.to_dict()
     summary["files"] = files + [str(out / "cka_matrix.csv")]
     if result.within:
-        blocks = [b.to_dict() for b in find_blocks(result, threshold=args.threshold)]
-        (out / "blocks.json").write_text(json.dumps({"threshold": args.threshold, "blocks": blocks}, indent=2))
+        pc1 = result.pc1_fraction_a or False  # measured only with --remove-pc1
+        blocks = [b.to_dict() for b in find_blocks(result, threshold=args.threshold, pc1_fraction=pc1,
+                                                   pc1_threshold=args.pc1_threshold)]
+        (out / "blocks.json").write_text(json.dumps({
+            "threshold": args.threshold, "pc1_threshold": args.pc1_threshold if pc1 else None,
+            "rule": "cka_and_pc1" if pc1 else "cka_only", "blocks": blocks}, indent=2))
         summary["blocks"] = blocks
         summary["files"].append(str(out / "blocks.json"))
     else:
@@ -228,6 +236,8 @@ def _heatmap(args: argparse.Namespace) -> int:
         print(result.matrix.round(3).to_string())
         if result.within:
             spans = ", ".join(f"{b['layers'][0]}…{b['layers'][-1]} ({len(b['layers'])})" for b in summary["blocks"])
-            print(f"blocks (CKA ≥ {args.threshold}): {spans or 'none'}")
+            rule = f"CKA ≥ {args.threshold}" + (f", PC1 ≥ {args.pc1_threshold}" if result.pc1_fraction_a else
+                                                 "; PC1 not measured: add --remove-pc1")
+            print(f"blocks ({rule}): {spans or 'none'}")
         print(f"wrote {out}")
     return 0

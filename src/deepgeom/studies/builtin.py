@@ -223,13 +223,16 @@ def _pairs_frame(res) -> pd.DataFrame:
 @register_analysis(
     "cka_matrix",
     check=_check_common,
-    defaults={"n_points": 2000, "split": "test", "batch_size": 256, "threshold": 0.9, "min_size": 2,
-              "remove_pc1": True, "epoch": None, "seed": 0},
+    defaults={"n_points": 2000, "split": "test", "batch_size": 256, "threshold": 0.9, "min_size": 3,
+              "pc1_threshold": 0.5, "remove_pc1": True, "pc1_projection": False, "epoch": None, "seed": 0},
 )
 def cka_within(ctx) -> dict[str, pd.DataFrame]:
     """Minibatch CKA between every pair of analysis layers of one trained network (Nguyen et al. 2021),
-    its block structure (:func:`deepgeom.analysis.similarity.find_blocks`), each layer's first-PC
-    variance fraction, and (``remove_pc1``) the heatmap with each layer's first PC projected out."""
+    its block structure (:func:`deepgeom.analysis.blocks.find_blocks`: hidden layers, pairwise CKA ≥
+    ``threshold``, and with ``remove_pc1`` every layer's first-PC fraction ≥ ``pc1_threshold``), each
+    layer's first-PC variance fraction, the heatmap with each layer's first PC projected out
+    (``remove_pc1``), and (``pc1_projection``) the CKA between the layers' first-PC projections."""
+    from ..analysis.pc1 import pc1_cka, pc1_scores
     from ..analysis.similarity import cka_matrix, find_blocks
 
     p = ctx.params
@@ -244,18 +247,33 @@ def cka_within(ctx) -> dict[str, pd.DataFrame]:
         plain = res
         frames = [_pairs_frame(res).assign(pc1_removed=False)]
     pairs = pd.concat(frames, ignore_index=True)
-    pairs.insert(0, "epoch", ctx.run.epochs[-1] if p["epoch"] is None else p["epoch"])
+    epoch = ctx.run.epochs[-1] if p["epoch"] is None else p["epoch"]
+    pairs.insert(0, "epoch", epoch)
     pairs["n"] = res.n
-    blocks = find_blocks(plain, threshold=p["threshold"], min_size=p["min_size"])
+    pc1 = res.pc1_fraction_a if p["remove_pc1"] else False
+    blocks = find_blocks(plain, threshold=p["threshold"], min_size=p["min_size"], pc1_fraction=pc1,
+                         pc1_threshold=p["pc1_threshold"])
+    cols = ["start", "stop", "size", "first_layer", "last_layer", "min_cka", "mean_cka", "pc1_mean", "threshold",
+            "pc1_threshold", "rule"]
     bt = pd.DataFrame([{"start": b.start, "stop": b.stop, "size": b.size, "first_layer": b.layers[0],
                         "last_layer": b.layers[-1], "min_cka": b.min_cka, "mean_cka": b.mean_cka,
-                        "threshold": p["threshold"]} for b in blocks],
-                      columns=["start", "stop", "size", "first_layer", "last_layer", "min_cka", "mean_cka",
-                               "threshold"])
+                        "pc1_mean": b.pc1_mean, "threshold": p["threshold"],
+                        "pc1_threshold": p["pc1_threshold"] if pc1 else np.nan,
+                        "rule": "cka_and_pc1" if pc1 else "cka_only"} for b in blocks], columns=cols)
     out = {"cka_pairs": pairs, "cka_blocks": bt}
     if res.pc1_fraction_a:
-        out["cka_pc1"] = pd.DataFrame({"layer": res.layers_a, "relative_depth": res.depth_a,
-                                       "pc1_fraction": [res.pc1_fraction_a[n] for n in res.layers_a]})
+        in_block = {n for b in blocks for n in b.layers}
+        out["cka_pc1"] = pd.DataFrame({"layer_index": np.arange(len(res.layers_a)), "layer": res.layers_a,
+                                       "relative_depth": res.depth_a,
+                                       "pc1_fraction": [res.pc1_fraction_a[n] for n in res.layers_a],
+                                       "in_block": [n in in_block for n in res.layers_a]})
+    if p["pc1_projection"]:
+        C = pc1_cka(pc1_scores(model, x, res.layers_a, batch_size=p["batch_size"]))
+        i, j = np.meshgrid(np.arange(len(C)), np.arange(len(C)), indexing="ij")
+        out["cka_pc1_projection"] = pd.DataFrame({
+            "epoch": epoch, "i": i.ravel(), "j": j.ravel(),
+            "layer_a": np.asarray(C.index, dtype=object)[i.ravel()],
+            "layer_b": np.asarray(C.columns, dtype=object)[j.ravel()], "cka": C.to_numpy().ravel()})
     return out
 
 
@@ -393,13 +411,16 @@ def prediction_comparisons(ctx) -> dict[str, pd.DataFrame]:
             by_arch.setdefault(arch, []).append(preds[r.spec.label])
         eligible = {a: v for a, v in by_arch.items() if len(v) >= 2}
         if len(eligible) >= 2:
-            t = architecture_test(eligible, y, n_permutations=p["n_permutations"], alpha=p["alpha"], seed=p["seed"],
-                                  n_classes=n_classes)
-            test_rows.append({"dataset": group[0].spec.dataset, "architectures": " | ".join(eligible),
-                              "statistic": t.statistic, "between": t.between, "within": t.within,
-                              "p_value": t.p_value, "n_permutations": t.n_permutations, "exact": t.exact,
-                              "n_significant": t.n_significant, "expected_significant": t.expected_significant,
-                              "binom_p": t.binom_p})
+            for measure in ("per_class", "per_example"):
+                t = architecture_test(eligible, y, n_permutations=p["n_permutations"], alpha=p["alpha"],
+                                      seed=p["seed"], n_classes=n_classes, measure=measure)
+                test_rows.append({"dataset": group[0].spec.dataset, "architectures": " | ".join(eligible),
+                                  "seeds": " | ".join(str(len(v)) for v in eligible.values()), "measure": measure,
+                                  "statistic": t.statistic, "between": t.between, "within": t.within,
+                                  "p_value": t.p_value, "min_p_value": t.min_p_value,
+                                  "n_permutations": t.n_permutations, "exact": t.exact,
+                                  "n_significant": t.n_significant, "expected_significant": t.expected_significant,
+                                  "binom_p": t.binom_p})
     out = {}
     if pair_frames:
         out["prediction_pairs"] = pd.concat(pair_frames, ignore_index=True)

@@ -58,7 +58,12 @@ TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "
 TRAIN_KEYS: dict[str, Any] = {
     **TRAIN_DEFAULTS,  # epochs, batch_size, optimizer, lr, momentum, weight_decay, loss ("ce" or "mse")
     "checkpoints": None,  # None: every epoch, including epoch 0 (untrained)
+    "eval_every": 1,  # history rows every k epochs (+ checkpoints, last); not part of the run key
 }
+
+#: Training keys that do not change the trained weights, left out of the run key (changing them
+#: does not retrain finished runs).
+_UNWEIGHTED_TRAIN_KEYS = ("eval_every",)
 
 #: Keys of the ``data`` section: the split seed shared by every run plus per-dataset loader options.
 DATA_KEYS = ("seed", "options")
@@ -96,7 +101,7 @@ class RunSpec:
             "shuffle_fraction": self.shuffle_fraction,
             "data_options": self.data_options,
             "model_options": self.model_options,
-            "train": self.train,
+            "train": {k: v for k, v in self.train.items() if k not in _UNWEIGHTED_TRAIN_KEYS},
             "data_seed": self.data_seed,
         }
 
@@ -310,7 +315,7 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
     train_in = _check_mapping(raw.get("train"), "train")
     _check_keys(train_in, TRAIN_KEYS, "train")
     train = {**TRAIN_KEYS, **train_in}
-    for k in ("epochs", "batch_size"):
+    for k in ("epochs", "batch_size", "eval_every"):
         v = train[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "epochs" else 1):
             raise InputError(f"train.{k} must be an integer >= {0 if k == 'epochs' else 1}; got {v!r}")

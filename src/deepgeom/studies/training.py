@@ -78,6 +78,7 @@ def train_config(spec: RunSpec):
         shuffle_fraction=spec.shuffle_fraction,
         checkpoint_epochs=list(tr["checkpoints"]),
         loss=tr["loss"],
+        eval_every=tr.get("eval_every", 1),
     )
 
 

@@ -30,15 +30,16 @@ def _tick_labels(names: Sequence[str], max_ticks: int) -> tuple[np.ndarray, list
 
 
 def plot_cka_heatmap(result: CKAResult, *, blocks: bool | Sequence[Block] = True, threshold: float = 0.9,
-                     title: str | None = None, cmap: str = "magma", vmin: float = 0.0, vmax: float = 1.0,
+                     pc1_fraction: Mapping[str, float] | None = None, title: str | None = None, cmap: str = "magma", vmin: float = 0.0, vmax: float = 1.0,
                      annotate: bool | None = None, max_ticks: int = 40, ax: Any = None,
                      label_a: str = "model A", label_b: str | None = None):
     """CKA heatmap: rows = layers of A (y axis, first layer at the bottom), columns = layers of B.
 
     Args:
         result: a :class:`~deepgeom.analysis.similarity.CKAResult`.
-        blocks: True → outline the spans :func:`find_blocks` finds at ``threshold`` (within-model only);
-            a list of :class:`Block` to draw those; False → none.
+        blocks: True → outline the blocks :func:`find_blocks` finds at ``threshold`` (within-model only)
+            with ``pc1_fraction`` (default: the fractions a ``remove_pc1=True`` result carries; without
+            any, runs of high CKA alone are outlined); a list of :class:`Block` to draw those; False → none.
         annotate: write each value in its cell (default: when both axes have ≤ 12 layers).
         max_ticks: at most this many tick labels per axis (evenly thinned beyond).
 
@@ -80,7 +81,8 @@ def plot_cka_heatmap(result: CKAResult, *, blocks: bool | Sequence[Block] = True
                             color="black" if v > 0.6 * (vmax - vmin) + vmin else "white")
     spans: Sequence[Block] = []
     if blocks is True and result.within:
-        spans = find_blocks(result, threshold=threshold)
+        pc1 = pc1_fraction if pc1_fraction is not None else (result.pc1_fraction_a or False)
+        spans = find_blocks(result, threshold=threshold, pc1_fraction=pc1)
     elif blocks not in (True, False, None):
         spans = list(blocks)  # type: ignore[arg-type]
     for b in spans:
