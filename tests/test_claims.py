@@ -38,6 +38,8 @@ def _claim(op=">", thr=1.0, statistic="hunchback", params=None):
     (">", 1.1, 2.0, "holds"), (">", 0.2, 0.9, "fails"), (">", 0.9, 1.1, "inconclusive"),
     ("<", 0.2, 0.9, "holds"), ("<", 1.1, 2.0, "fails"), ("<", 0.9, 1.1, "inconclusive"),
     (">", math.nan, math.nan, "inconclusive"),
+    # an interval that is exactly the threshold holds no value satisfying the claim
+    (">", 1.0, 1.0, "fails"), ("<", 1.0, 1.0, "fails"), (">", 0.5, 1.0, "fails"), ("<", 1.0, 1.5, "fails"),
 ])
 def test_verdict_is_read_off_the_interval(op, lo, hi, expected):
     est = Estimate((lo + hi) / 2 if math.isfinite(lo) else 5.0, lo, hi, 3)
@@ -55,7 +57,7 @@ def test_a_point_estimate_beyond_the_threshold_never_holds_on_its_own(xs, thr):
     v = verdict(_claim(">", thr), Estimate(m, lo, hi, n))
     if v == "holds":
         assert lo > thr  # the whole interval, not the mean
-    if lo <= thr <= hi:
+    if lo <= thr < hi:
         assert v == "inconclusive"
 
 

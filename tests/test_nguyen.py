@@ -191,3 +191,25 @@ def test_architecture_test_p_reads_the_exact_test(tmp_path):
     assert e.value == e.ci_low == e.ci_high == pytest.approx(1 / 126) and e.n == 10
     assert "ratio 2.00" in e.note
     assert STATISTICS["architecture_test_p"](t, study="s", measure="per_class").value == pytest.approx(0.3)
+
+
+def test_cka_only_rule_reads_the_runs_of_high_cka(tmp_path):
+    path = _study(tmp_path, "s", [(16, 8, s, {"block": None}) for s in range(3)])
+    pc1 = pd.read_parquet(path / "tables" / "cka_pc1.parquet")
+    pc1["in_cka_run"] = pc1["layer_index"].between(2, 5)  # 4 of the 8 hidden layers
+    pc1.to_parquet(path / "tables" / "cka_pc1.parquet")
+    t = Tables({"s": path})
+    assert STATISTICS["block_share"](t, study="s").value == 0
+    assert STATISTICS["block_share"](t, study="s", rule="cka_only").value == 1
+    with pytest.raises(InputError, match="rule"):
+        STATISTICS["block_share"](t, study="s", rule="eye")
+
+
+def test_block_coverage_is_the_mean_share_over_the_selected_runs(tmp_path):
+    runs = [(16, 3, s, {"block": None}) for s in range(3)] + [(64, 12, s, {"block": (2, 2 + k)})
+                                                             for s, k in zip(range(3), (3, 4, 5), strict=True)]
+    t = Tables({"s": _study(tmp_path, "s", runs)})
+    small = STATISTICS["block_coverage"](t, study="s", configs=[{"width": 16, "depth": 3}])
+    assert small.value == 0 and small.ci_high == 0 and small.n == 3
+    large = STATISTICS["block_coverage"](t, study="s", configs=[{"width": 64, "depth": 12}])
+    assert large.value == pytest.approx(np.mean([3 / 8, 4 / 8, 5 / 8])) and large.n == 3

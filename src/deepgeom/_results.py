@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from typing import Any
 
 import numpy as np
-import torch
 
 
 def to_jsonable(value: Any, *, max_array: int | None = None) -> Any:
@@ -18,7 +18,10 @@ def to_jsonable(value: Any, *, max_array: int | None = None) -> Any:
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name), max_array=max_array) for f in dataclasses.fields(value)}
-    if isinstance(value, torch.Tensor):
+    # torch is looked up, not imported: a tensor can only exist once torch is loaded, and result
+    # objects are also read by torch-free code (the report, the claims)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
         if max_array is not None and value.size > max_array:

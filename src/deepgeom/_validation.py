@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checks import check_fraction, check_positive_int  # noqa: F401 - re-exported
 from .errors import InputError
 
 ArrayLike = Any  # numpy array, numpy memmap, torch tensor, or nested sequence
@@ -150,24 +151,6 @@ def check_same_n(X: ArrayLike, Y: ArrayLike, names: tuple[str, str] = ("X", "Y")
             f"got {X.shape[0]} and {Y.shape[0]}"
         )
     return int(X.shape[0])
-
-
-def check_fraction(value: float, name: str, *, low: float = 0.0, high: float = 1.0,
-                   open_low: bool = False, open_high: bool = False) -> float:
-    """A number in [low, high] (ends open if asked); raises naming the parameter and echoing the value."""
-    v = float(value)
-    ok_low = v > low if open_low else v >= low
-    ok_high = v < high if open_high else v <= high
-    if not (ok_low and ok_high) or np.isnan(v):
-        lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
-        raise InputError(f"{name} must be in {lo}{low}, {high}{hi}; got {value!r}")
-    return v
-
-
-def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
-    if int(value) != value or int(value) < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def check_labels(y: ArrayLike, n: int | None = None, *, n_classes: int | None = None,

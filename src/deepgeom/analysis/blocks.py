@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._checks import check_fraction, check_positive_int
 from .._results import ResultMixin
-from .._validation import check_fraction, check_positive_int
 from ..errors import InputError
 
 __all__ = ["Block", "find_blocks", "best_match", "BLOCK_THRESHOLD", "PC1_THRESHOLD", "PSEUDO_LAYERS"]

@@ -232,26 +232,41 @@ def pc1_fractions(model: nn.Module, data: Any, layers: Any = None, *, batch_size
                          "pc1_fraction": [pcs.fraction[n] for n in order]})
 
 
-def pc1_scores(model: nn.Module, data: Any, layers: Any = None, *, batch_size: int = 256,
-               device: str | torch.device = "cpu", reduce: str = "flatten", pc1_max_dim: int = PC1_MAX_DIM,
-               ) -> pd.DataFrame:
+def pc1_scores(model: nn.Module | Mapping[str, Any], data: Any = None, layers: Any = None, *,
+               batch_size: int = 256, device: str | torch.device = "cpu", reduce: str = "flatten",
+               pc1_max_dim: int = PC1_MAX_DIM) -> pd.DataFrame:
     r"""Each layer's first-PC score of every example, :math:`s_\ell = (X_\ell - \bar x_\ell)\,v_\ell`
     (:math:`v_\ell` the layer's first principal direction, from :class:`StreamingPC1`), streamed: the
-    passes of :func:`pc1_fractions` plus one more for the scores. Rows are the examples in data order,
-    columns the layers in forward order. A score's sign and unit are arbitrary (PC directions have no
-    sign; very large or small layers are read in power-of-two units): use it through correlations
-    (:func:`pc1_cka`), which see neither.
+    passes of :func:`pc1_fractions` plus one more for the scores. ``model`` may also be a capture (a
+    mapping ``layer → (N, D)`` array, e.g. :func:`deepgeom.capture.capture`'s result; ``data`` unused),
+    read in row blocks. Rows are the examples in data order, columns the layers in forward order. A
+    score's sign and unit are arbitrary (PC directions have no sign; very large or small layers are read
+    in power-of-two units): use it through correlations (:func:`pc1_cka`), which see neither.
     """
-    names = resolve_layers(model, layers)
+    if isinstance(model, Mapping):
+        names = list(model) if layers is None else [n for n in model if n in set(layers)]
+        if not names:
+            raise InputError("pc1_scores: no layer selected from the capture")
+        arrays = {n: model[n] for n in names}
+        n_rows = int(arrays[names[0]].shape[0])
+
+        def passes():
+            for start in range(0, n_rows, batch_size):
+                yield {n: as_tensor(np.asarray(a[start:start + batch_size])) for n, a in arrays.items()}
+
+        order = names
+    else:
+        names = resolve_layers(model, layers)
+        order = []
+
+        def passes():
+            for b in stream(model, data, names, batch_size=batch_size, device=device, reduce=reduce,
+                            progress=False):
+                if not order:
+                    order.extend(first_order(b, names))
+                yield b
+
     pcs = StreamingPC1(names, pc1_max_dim)
-    order: list[str] = []
-
-    def passes():
-        for b in stream(model, data, names, batch_size=batch_size, device=device, reduce=reduce, progress=False):
-            if not order:
-                order.extend(first_order(b, names))
-            yield b
-
     pcs.fit(passes(), passes)
     cols: dict[str, list[torch.Tensor]] = {n: [] for n in order}
     for b in passes():

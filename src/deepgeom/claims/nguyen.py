@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis.blocks import find_blocks
 from ..errors import InputError
 from .statistics import Tables, _summary, _where, proportion_interval, register_statistic
 from .verdict import Estimate
@@ -26,9 +25,16 @@ __all__ = ["block_table"]
 _PSEUDO = ("input", "output")
 
 
-def block_table(tables: Tables, study: Any, where: Mapping | None = None) -> pd.DataFrame:
+_RULES = {"block": "in_block", "cka_only": "in_cka_run"}
+
+
+def block_table(tables: Tables, study: Any, where: Mapping | None = None, rule: str = "block") -> pd.DataFrame:
     """One row per hidden layer of every run at its analysed epoch: ``run, width, depth, seed,
-    layer_index, layer, pc1_fraction, in_block`` (from the ``cka_pc1`` table; ``study`` may be a list)."""
+    layer_index, layer, pc1_fraction, in_block`` (from the ``cka_pc1`` table; ``study`` may be a list).
+    ``rule="cka_only"`` reads ``in_block`` from the runs of high CKA alone (the paper's by-eye reading,
+    column ``in_cka_run``) instead of the two-condition block."""
+    if rule not in _RULES:
+        raise InputError(f"rule must be one of {list(_RULES)}; got {rule!r}")
     studies = study if isinstance(study, (list, tuple)) else [study]
     parts = []
     for s in studies:
@@ -39,6 +45,8 @@ def block_table(tables: Tables, study: Any, where: Mapping | None = None) -> pd.
         raise InputError(f"no cka_pc1 rows for study={study!r} where={dict(where or {})}")
     if "layer_index" not in d.columns:
         d["layer_index"] = d.groupby("run").cumcount()
+    if rule != "block":
+        d["in_block"] = d[_RULES[rule]]
     return d[~d["layer"].isin(_PSEUDO)].sort_values(["run", "layer_index"])
 
 
@@ -53,10 +61,10 @@ def _config(d: pd.DataFrame) -> pd.DataFrame:
 
 @register_statistic("block_share")
 def block_share(tables: Tables, *, study: Any, where: Mapping | None = None,
-                configs: list[Mapping] | None = None) -> Estimate:
+                configs: list[Mapping] | None = None, rule: str = "block") -> Estimate:
     """Share of runs with at least one block, Clopper–Pearson interval over runs. ``configs`` (a list of
     ``{width, depth}``) restricts to those grid cells (e.g. the small or the large models)."""
-    d = block_table(tables, study, where)
+    d = block_table(tables, study, where, rule)
     cfg = _config(d)
     if configs:
         keep = np.zeros(len(cfg), dtype=bool)
@@ -72,15 +80,35 @@ def block_share(tables: Tables, *, study: Any, where: Mapping | None = None,
     return Estimate(p, lo, hi, n, note=f"runs with a block — {note}; Clopper–Pearson interval over runs")
 
 
+@register_statistic("block_coverage")
+def block_coverage(tables: Tables, *, study: Any, where: Mapping | None = None,
+                   configs: list[Mapping] | None = None, rule: str = "block") -> Estimate:
+    """Per run: the share of its hidden layers inside a block; mean and t-interval over the runs of
+    ``configs`` (a list of ``{width, depth}``; all runs when None)."""
+    d = block_table(tables, study, where, rule)
+    cfg = _config(d).assign(coverage=_coverage(d))
+    if configs:
+        keep = np.zeros(len(cfg), dtype=bool)
+        for c in configs:
+            keep |= np.all([cfg[k].to_numpy() == v for k, v in c.items()], axis=0)
+        cfg = cfg[keep]
+    if cfg.empty:
+        raise InputError(f"block_coverage: no run matches configs={configs}")
+    note = "coverage per run: " + ", ".join(f"w{r.width} d{r.depth} s{r.seed}: {r.coverage:.2f}"
+                                           for r in cfg.itertuples())
+    return _summary(cfg["coverage"], "runs", note)
+
+
 @register_statistic("block_coverage_slope")
-def block_coverage_slope(tables: Tables, *, study: Any, axis: str, where: Mapping | None = None) -> Estimate:
+def block_coverage_slope(tables: Tables, *, study: Any, axis: str, where: Mapping | None = None,
+                         rule: str = "block") -> Estimate:
     """Growth of the block with ``axis`` (``width`` or ``depth``): for every line of the grid along
     ``axis`` (one seed, one value of the other axis — distinct networks), the least-squares slope of block
     coverage (share of hidden layers inside a block) on log2 of ``axis``; mean and t-interval over lines."""
     if axis not in ("width", "depth"):
         raise InputError(f"axis must be 'width' or 'depth'; got {axis!r}")
     other = "depth" if axis == "width" else "width"
-    d = block_table(tables, study, where)
+    d = block_table(tables, study, where, rule)
     cfg = _config(d).assign(coverage=_coverage(d))
     slopes = []
     for _, line in cfg.groupby(["seed", other]):
@@ -96,11 +124,11 @@ def block_coverage_slope(tables: Tables, *, study: Any, axis: str, where: Mappin
 
 
 @register_statistic("block_coverage_contrast")
-def block_coverage_contrast(tables: Tables, *, a: Mapping, b: Mapping) -> Estimate:
+def block_coverage_contrast(tables: Tables, *, a: Mapping, b: Mapping, rule: str = "block") -> Estimate:
     """Block coverage of setting ``a`` minus that of setting ``b`` (each ``{study, where}``), matched by
     architecture and seed; mean and paired t-interval over the matched pairs."""
-    ca = _config(da := block_table(tables, a["study"], a.get("where"))).assign(coverage=_coverage(da))
-    cb = _config(db := block_table(tables, b["study"], b.get("where"))).assign(coverage=_coverage(db))
+    ca = _config(da := block_table(tables, a["study"], a.get("where"), rule)).assign(coverage=_coverage(da))
+    cb = _config(db := block_table(tables, b["study"], b.get("where"), rule)).assign(coverage=_coverage(db))
     key = ["width", "depth", "seed"]
     m = ca.merge(cb, on=key, suffixes=("_a", "_b"))
     if m.empty:
@@ -146,6 +174,10 @@ def block_vanish_share(tables: Tables, *, study: Any, where: Mapping | None = No
     """Share of blocks that vanish once each layer's first PC is projected out: in the PC1-removed
     heatmap, no run of ≥ 3 of the block's layers keeps pairwise CKA ≥ the block threshold (the CKA part
     of the detector; the PC1 part would be circular). Clopper–Pearson interval over blocks."""
+    from ..analysis.blocks import (
+        find_blocks,  # heavy: its validation imports torch (3 s) the report never needs
+    )
+
     d = block_table(tables, study, where)
     blocks = pd.concat([tables.get("cka_blocks", s) for s in (study if isinstance(study, (list, tuple))
                                                               else [study])], ignore_index=True)

@@ -7,7 +7,8 @@ subsamples — each statistic says which), and the verdict is read off the inter
 estimate alone:
 
 * ``holds``        — the whole interval lies on the claimed side of the threshold;
-* ``fails``        — the whole interval lies on the other side;
+* ``fails``        — the whole interval lies on the other side, or on the threshold itself (no value in
+  it satisfies the claim: e.g. slopes that are all exactly 0 for "grows");
 * ``inconclusive`` — the interval straddles the threshold, cannot be formed (fewer than two seeds or
   models), or a precondition of the claim is not met (e.g. a network did not fit its shuffled labels).
 
@@ -129,8 +130,8 @@ def verdict(claim: Claim, est: Estimate) -> str:
         return "inconclusive"
     lo, hi, t = est.ci_low, est.ci_high, claim.threshold
     if claim.op == ">":
-        return "holds" if lo > t else "fails" if hi < t else "inconclusive"
-    return "holds" if hi < t else "fails" if lo > t else "inconclusive"
+        return "holds" if lo > t else "fails" if hi <= t else "inconclusive"
+    return "holds" if hi < t else "fails" if lo >= t else "inconclusive"
 
 
 def mean_interval(samples: Any, *, level: float = 0.95) -> tuple[float, float, float, int]:

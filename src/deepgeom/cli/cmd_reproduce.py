@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-PAPERS = ("ansuini2019", "nam2024")  # kept in step with deepgeom/reproduce/specs/*.yaml (a test checks)
+PAPERS = ("ansuini2019", "nam2024", "nguyen2021")  # kept in step with deepgeom/reproduce/specs/*.yaml (a test checks)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

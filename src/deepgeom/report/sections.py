@@ -180,7 +180,7 @@ def section_id_training(ctx: ReportContext) -> str:
 
 # ------------------------------------------------------------------------------------- CKA
 def _cka_result(d: pd.DataFrame, *, within: bool, pc1_removed: bool = False, pc1: pd.DataFrame | None = None):
-    from ..analysis.similarity import CKAResult
+    from ..analysis.cka_result import CKAResult
 
     la = d.sort_values("i").drop_duplicates("i")
     lb = d.sort_values("j").drop_duplicates("j")
@@ -197,7 +197,7 @@ def _cka_result(d: pd.DataFrame, *, within: bool, pc1_removed: bool = False, pc1
 
 
 def section_cka(ctx: ReportContext) -> str:
-    from ..analysis.similarity import Block
+    from ..analysis.blocks import Block
     from ..viz.similarity import plot_cka_heatmap, plot_pc1_fraction
 
     pairs = ctx.table("cka_pairs", "cka_matrix")

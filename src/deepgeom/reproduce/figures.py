@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..claims import Tables
 from ..claims.statistics import final_runs
+from .figures_nguyen import NGUYEN_CAPTIONS, NGUYEN_CLAIM_FIGURES, NGUYEN_FIGURES
 
 __all__ = ["draw_figures", "CAPTIONS", "CLAIM_FIGURES", "FIGURES"]
 
@@ -369,7 +370,10 @@ _NAM: dict[str, Callable] = {
 }
 CAPTIONS.update(NAM_CAPTIONS)
 
-FIGURES: dict[str, dict[str, Callable]] = {"ansuini2019": _ANSUINI, "nam2024": _NAM}
+CAPTIONS.update(NGUYEN_CAPTIONS)
+CLAIM_FIGURES.update(NGUYEN_CLAIM_FIGURES)
+
+FIGURES: dict[str, dict[str, Callable]] = {"ansuini2019": _ANSUINI, "nam2024": _NAM, "nguyen2021": NGUYEN_FIGURES}
 
 
 def draw_figures(paper: str, tables: Tables, fig_dir: Path) -> dict[str, str]:

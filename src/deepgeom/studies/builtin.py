@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -232,16 +233,27 @@ def cka_within(ctx) -> dict[str, pd.DataFrame]:
     ``threshold``, and with ``remove_pc1`` every layer's first-PC fraction ≥ ``pc1_threshold``), each
     layer's first-PC variance fraction, the heatmap with each layer's first PC projected out
     (``remove_pc1``), and (``pc1_projection``) the CKA between the layers' first-PC projections."""
-    from ..analysis.pc1 import pc1_cka, pc1_scores
-    from ..analysis.similarity import cka_matrix, find_blocks
+    from ..capture import capture
 
     p = ctx.params
     x, _, _ = _split(ctx.run, p["split"], p["n_points"], ctx.seed)
     model = ctx.run.model(p["epoch"])
-    res = cka_matrix(model, data=x, batch_size=p["batch_size"], progress=False, remove_pc1=p["remove_pc1"])
+    # one forward pass; the heatmaps, the PCs and their scores are then read from the captured rows
+    # (in memory up to 2 GB, spilled to disk beyond) instead of running the network 2-17 more times
+    with tempfile.TemporaryDirectory(prefix="deepgeom-cka-") as spill:
+        cap = capture(model, x, None, batch_size=p["batch_size"], memory_budget="2GB", spill_dir=spill,
+                      progress=False)
+        return _cka_tables(ctx, cap, p)
+
+
+def _cka_tables(ctx, cap, p: dict) -> dict[str, pd.DataFrame]:
+    from ..analysis.pc1 import pc1_cka, pc1_scores
+    from ..analysis.similarity import cka_matrix_from_captures, find_blocks
+
+    res = cka_matrix_from_captures(cap, batch_size=p["batch_size"], remove_pc1=p["remove_pc1"])
     frames = []
     if p["remove_pc1"]:
-        plain = cka_matrix(model, data=x, batch_size=p["batch_size"], progress=False)
+        plain = cka_matrix_from_captures(cap, batch_size=p["batch_size"])
         frames = [_pairs_frame(plain).assign(pc1_removed=False), _pairs_frame(res).assign(pc1_removed=True)]
     else:
         plain = res
@@ -263,12 +275,16 @@ def cka_within(ctx) -> dict[str, pd.DataFrame]:
     out = {"cka_pairs": pairs, "cka_blocks": bt}
     if res.pc1_fraction_a:
         in_block = {n for b in blocks for n in b.layers}
+        # the paper's by-eye reading (high CKA alone), kept beside the two-condition block for comparison
+        runs = find_blocks(plain, threshold=p["threshold"], min_size=p["min_size"], pc1_fraction=False)
+        in_run = {n for b in runs for n in b.layers}
         out["cka_pc1"] = pd.DataFrame({"layer_index": np.arange(len(res.layers_a)), "layer": res.layers_a,
                                        "relative_depth": res.depth_a,
                                        "pc1_fraction": [res.pc1_fraction_a[n] for n in res.layers_a],
-                                       "in_block": [n in in_block for n in res.layers_a]})
+                                       "in_block": [n in in_block for n in res.layers_a],
+                                       "in_cka_run": [n in in_run for n in res.layers_a]})
     if p["pc1_projection"]:
-        C = pc1_cka(pc1_scores(model, x, res.layers_a, batch_size=p["batch_size"]))
+        C = pc1_cka(pc1_scores(cap, layers=res.layers_a, batch_size=p["batch_size"]))
         i, j = np.meshgrid(np.arange(len(C)), np.arange(len(C)), indexing="ij")
         out["cka_pc1_projection"] = pd.DataFrame({
             "epoch": epoch, "i": i.ravel(), "j": j.ravel(),

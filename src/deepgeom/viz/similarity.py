@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis.similarity import Block, CKAResult, find_blocks
+from ..analysis.blocks import Block, find_blocks
+from ..analysis.cka_result import CKAResult
 from ..errors import InputError
 from ._common import plt, save_figure
 
