@@ -41,7 +41,7 @@ def test_claims_table_has_every_registered_claim_and_a_computed_verdict(quick_ru
         if r.verdict == "holds":
             assert (r.ci_low > c.threshold) if c.op == ">" else (r.ci_high < c.threshold)
         if r.verdict == "fails":
-            assert (r.ci_high < c.threshold) if c.op == ">" else (r.ci_low > c.threshold)
+            assert (r.ci_high <= c.threshold) if c.op == ">" else (r.ci_low >= c.threshold)
 
 
 def test_report_opens_with_the_claims_and_has_the_figures(quick_run):
