@@ -204,8 +204,8 @@ NAM_CAPTIONS: dict[str, str] = {
                   "cross-entropy (top) and MSE (bottom), one panel per dataset and architecture: mean over "
                   "seeds (line), lowest to highest seed (band), the lowest and highest count over 80% "
                   "subsamples of the points (dotted); filled markers where every seed is called MF; dashed: C.",
-    "nam_collapse": "On the same checkpoints, for the MLPs of the MF studies (mean over seeds; one line per "
-                    "dataset and loss): the dominant count, NC1 (log scale), NC2 (equal norms and angles of the "
+    "nam_collapse": "Every checkpoint of the collapse studies (the MF studies' MLPs trained 150 epochs; mean "
+                    "over seeds; one line per dataset and loss; log-scaled epoch axis): the dominant count, NC1 (log scale), NC2 (equal norms and angles of the "
                     "class means; 0 = simplex ETF), the kernel's distance to the block-constant rank-C class "
                     "kernel 1 − CKA(K, K_class), and the training accuracy.",
     "nam_ef": "mnist1d MLPs and Fashion-MNIST MLPs with shuffled labels: dominant count (left, dashed: C), "
@@ -263,18 +263,20 @@ def _fig_nam_counts(t: Tables):
 def _fig_nam_collapse(t: Tables):
     import matplotlib.pyplot as plt
 
-    df = _nam_spectra(t, ["mf_ce", "mf_mse"])
+    long = [s for s in ("collapse", "collapse_mse") if s in t.studies]
+    df = _nam_spectra(t, long or ["mf_ce", "mf_mse"])
     df = df[df["model"] == "mlp"]
     cols = [("dominant", "dominant count", True), ("nc1", "NC1", True), ("nc2", "NC2", False),
             ("kernel_class_distance", "1 − CKA(K, K_class)", False), ("accuracy", "training accuracy", False)]
     fig, axes = plt.subplots(1, len(cols), figsize=(3.3 * len(cols), 3.4))
     for (study, ds), d in df.groupby(["study", "dataset"]):
-        lab = f"{ds} {study.split('_')[1].upper()}"
+        lab = f"{ds} {'MSE' if 'mse' in study else 'CE'}"
         for ax, (col, name, log) in zip(axes, cols, strict=True):
             m = d.groupby("epoch")[col].mean()
             ax.plot(m.index, m.values, marker="o", ms=3, label=lab)
             ax.set_title(name, fontsize=9)
             ax.set_xlabel("epoch")
+            ax.set_xscale("symlog", linthresh=1)
             if log:
                 ax.set_yscale("log")
     axes[0].axhline(10, ls="--", color="red", lw=1)
