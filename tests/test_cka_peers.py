@@ -140,7 +140,7 @@ def test_scale_does_not_underflow_or_overflow(scale):
 def test_constant_layer_is_nan_with_warning(value):
     """A dead layer has no CKA (0/0). pytorch-cka puts 1e-6 in the zero denominator, so rounding noise
     × 1e6, clamped to [0, 1], is its answer: a layer of ones against 20 Gaussian layers gave 10 nonzero
-    values up to 0.675 (1.0 against another layer); a layer of zeros gave 0. deepgeom: NaN, warned."""
+    values up to 0.675; a layer of zeros gave 0. deepgeom: NaN, with a warning naming the layer."""
     r = np.random.default_rng(0)
     X = np.full((256, 8), value, np.float32)
     Y = r.normal(size=(256, 16)).astype(np.float32)
