@@ -35,7 +35,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Iterator
@@ -50,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import models
+from ._io import atomic_write
 from ._validation import check_fraction, check_positive_int
 from .errors import DeepgeomError, InputError, UnknownNameError
 
@@ -257,17 +257,9 @@ def _plain(v: Any) -> float | None:
 # ----------------------------------------------------------------------------- files
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place
+    (:func:`deepgeom._io.atomic_write`: with fsync of the file and of the directory)."""
+    atomic_write(path, write)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_write_text
 from ..errors import InputError
-from ..studies._io import atomic_write_text
 
 __all__ = ["build_report", "build_report_details", "ReportBuild", "ReportContext", "NotRun", "SECTIONS"]
 

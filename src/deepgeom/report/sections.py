@@ -59,7 +59,7 @@ def section_findings(ctx: ReportContext) -> str:
     if not claims:
         raise NotRun("this study registers no claims (add a 'claims:' list to its config; see docs/studies.md)")
     df = evaluate_claims(claims, Tables({"study": ctx.study_dir}))
-    from ..studies._io import write_table
+    from .._io import write_table
 
     write_table(df, ctx.report_dir / "claims")
     return claims_html(df) + _p('The same table: <a href="claims.csv">claims.csv</a>.', "note")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._io import atomic_write_text, write_table
 from ..claims import CLAIM_COLUMNS
 from ..report.claims import claims_html, fmt_interval
-from ..studies._io import atomic_write_text, write_table
 from .figures import CAPTIONS, CLAIM_FIGURES
 
 __all__ = ["write_outputs", "markdown", "splice_markdown"]

@@ -93,7 +93,7 @@ def _compute(job: UnitJob, tmp: Path) -> tuple[dict, dict]:
         handle.device = job.resources.get("device", "cpu")
         trainer = job.trainer or train_run
         history, checkpoints = trainer(handle, tmp)
-        from ._io import atomic_write_json
+        from .._io import atomic_write_json
 
         atomic_write_json(tmp / "train.json", {"checkpoints": {str(k): str(v) for k, v in checkpoints.items()}})
         extra = {}
@@ -114,8 +114,8 @@ def execute_unit(job: UnitJob) -> dict:
     process published first) or ``failed`` (with ``error`` and ``traceback``), plus ``seconds``,
     ``tables`` and ``worker`` (host, pid and, under Ray, the node id).
     """
+    from .._io import atomic_write_json, atomic_write_text, write_table
     from ..train import RESUME_FILE
-    from ._io import atomic_write_json, atomic_write_text, write_table
     from .store import DONE, ERROR, Lease, Owner, claim_tmp_dirs, publish_first
 
     rec = job.unit.record

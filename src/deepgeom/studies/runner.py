@@ -40,8 +40,8 @@ from typing import Any
 
 import pandas as pd
 
+from .._io import atomic_write_json, atomic_write_text, write_table
 from ..errors import DeepgeomError, InputError
-from ._io import atomic_write_json, atomic_write_text, write_table
 from .config import RunSpec, StudyConfig, load_config, stable_key
 from .registry import Analysis, get_analysis
 
