@@ -17,6 +17,7 @@ else is reachable through the subpackages (``deepgeom.data``, ``deepgeom.capture
 
 import importlib as _importlib
 
+from ._version import __version__
 from .errors import DeepgeomError, InputError, MissingDependencyError, UnknownNameError
 
 # Every public name below is imported on first use (PEP 562), not at ``import deepgeom``: the CLI
@@ -57,8 +58,6 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     # errors

@@ -35,9 +35,8 @@ Modules: :mod:`._result` (:class:`Neighbors`), :mod:`._error_model` (the float32
 from __future__ import annotations
 
 import sys
-import types
-from typing import Any
 
+from ..._package import Package
 from . import _duplicates, _knn
 
 # besides the public names, the internals that tests and benchmarks reach through this package
@@ -53,14 +52,6 @@ __all__ = ["Neighbors", "knn", "duplicate_groups", "ensure_neighbors"]
 
 #: names re-exported here whose *use* lives in a submodule: assigning them on this package (as a
 #: test does to swap in a weak hash or to count tree searches) rebinds them where they are used
-_USED_IN: dict[str, tuple[types.ModuleType, ...]] = {"_bits_hash": (_duplicates,), "_tree_search": (_knn,)}
+_USED_IN = {"_bits_hash": (_duplicates,), "_tree_search": (_knn,)}
 
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        for module in _USED_IN.get(name, ()):
-            setattr(module, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+sys.modules[__name__].__class__ = Package
