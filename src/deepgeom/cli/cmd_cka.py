@@ -133,7 +133,8 @@ def _load_npy(path: str) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..functional.cka import MinibatchCKA, cka
+    from ..analysis.streaming import MinibatchCKA
+    from ..functional.cka import cka
 
     X, Y = _load_npy(args.inputs[0]), _load_npy(args.inputs[1])
     if X.shape[0] != Y.shape[0]:
