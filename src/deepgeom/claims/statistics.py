@@ -23,22 +23,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, UnknownNameError
+from ._registry import STATISTICS, register_statistic
 from .verdict import Estimate, mean_interval, pearson_interval
 
 __all__ = ["STATISTICS", "Tables", "register_statistic"]
 
-STATISTICS: dict[str, Callable[..., Estimate]] = {}
 _PSEUDO = ("input", "output")
-
-
-def register_statistic(name: str) -> Callable:
-    """Decorator: register ``fn(tables, **params) -> Estimate`` under ``name``."""
-
-    def deco(fn: Callable[..., Estimate]) -> Callable[..., Estimate]:
-        STATISTICS[name] = fn
-        return fn
-
-    return deco
 
 
 class Tables:
@@ -345,7 +335,7 @@ def _unit_at(df: pd.DataFrame, epoch: Any) -> pd.DataFrame:
 
 def proportion_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, float, float, int]:
     """Share k/n with its Clopper–Pearson (exact binomial) interval: ``(k/n, low, high, n)``; NaN for n = 0."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats takes seconds to import; only intervals need it
 
     if n == 0:
         return math.nan, math.nan, math.nan, 0
