@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from ._common import add_user_model_flags, load_npy
+from .cmd_layers import data_options
 
 HELP = "CKA similarity: 'pair' (two .npy files → one number) or 'heatmap' (all layer pairs of models/captures)"
 
@@ -50,8 +52,6 @@ def normalize_argv(rest: list[str]) -> list[str]:
     if not rest or rest[0] in ("-h", "--help") or rest[0] in ACTIONS:
         return rest
     if "heatmap" in rest:
-        import sys
-
         print("deepgeom cka: warning: 'heatmap' after other flags is deprecated; write "
               "deepgeom cka heatmap [flags]", file=sys.stderr)
         i = rest.index("heatmap")
@@ -133,6 +133,7 @@ def _load_npy(path: str) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..analysis.streaming import MinibatchCKA
     from ..functional.cka import cka
 
@@ -164,11 +165,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _heatmap(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..analysis.similarity import best_match, cka_matrix, find_blocks
-    from ..capture._sources import load_model_source, parse_layer_list, select_inputs
-    from ..viz._common import save_figure
+    from ..capture import load_model_source, parse_layer_list, select_inputs
+    from ..viz import save_figure
     from ..viz.similarity import plot_cka_heatmap, plot_pc1_fraction
-    from .cmd_layers import data_options
 
     sources = [s for s in (args.run_a, args.capture_a, args.family, args.module, args.model) if s]
     if len(sources) != 1:
@@ -216,6 +217,7 @@ def _heatmap(args: argparse.Namespace) -> int:
         bm.to_csv(out / "best_match.csv", index=False)
         summary["files"].append(str(out / "best_match.csv"))
     if result.pc1_removed and result.pc1_fraction_a is not None:
+        # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
         import pandas as pd
 
         pd.DataFrame({"layer": result.layers_a, "relative_depth": result.depth_a,

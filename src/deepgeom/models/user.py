@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from .._defaults import INPUT, OUTPUT, SWEEP_AXES
@@ -163,8 +164,6 @@ def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
         raise InputError(f"weights file {str(p)!r} does not exist")
     try:
         if p.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(p))
         else:
             state = torch.load(p, map_location="cpu", weights_only=True)

@@ -59,8 +59,7 @@ def transformer_profile(out_dir: str | Path, *, n_sentences: int | None = None, 
     Resumable: an existing ``tables/transformer_id.parquet`` with the same settings is read, not redone.
     """
     from .._io import atomic_write_json, write_table
-    from ..capture import capture
-    from ..capture._text import tokenize_texts
+    from ..capture import capture, tokenize_texts
     from ..data import sentences
 
     out = Path(out_dir)
