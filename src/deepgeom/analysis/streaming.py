@@ -13,8 +13,8 @@ import torch
 
 from .._validation import check_fraction
 from ..errors import InputError, UnknownNameError
-from ..functional.cka import (
-    KERNELS,
+from ..functional.cka import KERNELS
+from ..functional.minibatch_cka import (
     MinibatchHSIC,
     minibatch_cka_compute,
     minibatch_hsic_merge,
@@ -31,7 +31,7 @@ class MinibatchCKA:
     Each :meth:`update` takes one minibatch: a list of per-layer activations ``xs`` (each (B, D_a),
     any widths) and optionally ``ys`` for a second model on *the same* B examples. It adds
     :math:`\mathrm{HSIC}_1(K_a, L_b)` for every pair, and the self terms, to running float64 sums
-    (:func:`~deepgeom.functional.cka.minibatch_hsic_update`); :meth:`compute` returns the ratio of sums
+    (:func:`~deepgeom.functional.minibatch_cka.minibatch_hsic_update`); :meth:`compute` returns the ratio of sums
 
     .. math:: \mathrm{CKA}_{\mathrm{mb}}(a, b) = \frac{\sum_i \mathrm{HSIC}_1(K_{a,i}, L_{b,i})}
               {\sqrt{\sum_i \mathrm{HSIC}_1(K_{a,i}, K_{a,i})\ \sum_i \mathrm{HSIC}_1(L_{b,i}, L_{b,i})}}.

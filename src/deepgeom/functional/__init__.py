@@ -17,15 +17,11 @@ rest.  Stateful accumulators over these functions live beside the analyses that 
 """
 
 from .cka import (
-    MinibatchHSIC,
     gram_linear,
     gram_rbf,
     hsic,
     kernel_cka,
     linear_cka,
-    minibatch_cka_compute,
-    minibatch_hsic_merge,
-    minibatch_hsic_update,
     rbf_cka,
     u_center,
     unbiased_hsic,
@@ -61,6 +57,7 @@ from .intrinsic_dim import (
     twonn_scale,
 )
 from .matrix import covariance, gram
+from .minibatch_cka import MinibatchHSIC, minibatch_cka_compute, minibatch_hsic_merge, minibatch_hsic_update
 from .neighbors import Neighbors, duplicate_groups, knn
 from .spectrum import DominantCount, Spectrum, dominant_count, effective_dimension, feature_spectrum, regime
 
