@@ -180,8 +180,7 @@ def run_study(
         threads: torch CPU threads inside every unit, overriding the config's ``resources.threads``
             (default 1; torch's setting is restored after each unit). Units get the same count under
             every executor, so serial, local and Ray runs do the same arithmetic. Small models train
-            fastest on one thread: on this project's shared 2-core machine an MLP 256×3 on mnist1d took
-            9.9 s for 5 epochs on 1 thread and 31.2 s on 2 (thread contention under load).
+            fastest on one thread (threads contend on a shared machine; timing in BENCHMARKS.md).
         executor: ``"serial"`` (units one after another in this process, the default), ``"local"``
             (``workers`` processes on this machine) or ``"ray"`` (Ray tasks with the config's per-unit
             ``resources.cpus`` / ``gpus``; needs ``pip install 'deepgeom[ray]'``).

@@ -19,7 +19,7 @@ def save_figure(fig, path: str | Path, formats: Iterable[str] = ("png", "svg"), 
     path.parent.mkdir(parents=True, exist_ok=True)
     out = []
     # the tight bounding box once for every format: savefig(bbox_inches="tight") would lay the whole
-    # figure out again for each file (measured: 40-60% of the time of saving a PNG and an SVG)
+    # figure out again for each file, most of the time of saving a PNG and an SVG (BENCHMARKS.md)
     formats = tuple(formats)
     bbox: object = "tight"
     if len(formats) > 1:

@@ -98,8 +98,8 @@ def knn(
 
     **Cost.** About N²·D float32 flops (each unordered pair once; the diagonal squares are split
     down to 128-row squares, so the extra is a fraction 128/N) and ≈ k·N·D float64 operations for
-    the refinement, run in cache-sized batches.  Measured at N = 10,000, D = 4,096 on this project's
-    2-core CPU: ~85% of the time is the float32 products, at the machine's matmul rate.
+    the refinement, run in cache-sized batches: the float32 products dominate (measured split in
+    BENCHMARKS.md).
 
     Args:
         X: (N, D) numpy array, torch tensor or numpy memmap (streamed).

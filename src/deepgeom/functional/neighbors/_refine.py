@@ -26,8 +26,8 @@ def _pair_sqdist(X: Any, r: torch.Tensor, c: torch.Tensor, dev: torch.device, bu
     Streams feature chunks of X (a memmap strip is read once per chunk) and pair batches within
     a chunk, so memory stays within ``budget``.  On the CPU the batches are small (about 4 MB of
     differences) so they stay in cache: gathering, converting, subtracting and the row-wise dot
-    product then run at memory speed instead of making three trips to RAM (measured 10× faster at
-    N=10,000, D=4,096).  The summation order depends only on ``Dc`` and the batch size, so a memmap
+    product then run at memory speed instead of making three trips to RAM (timings in
+    BENCHMARKS.md, "Measurements behind choices in the code").  The summation order depends only on ``Dc`` and the batch size, so a memmap
     and the same data in memory give bitwise the same distances.  ``scale`` (a power of two)
     multiplies the differences before they are squared, so huge or tiny differences neither
     overflow nor underflow; away from those extremes sqrt(result)/scale has the same bits whatever

@@ -30,7 +30,7 @@ def _tree_search(X: Any, k: int, margin: int, dev: torch.device, budget: int, Dr
     1. The rows are centred and scaled by a power of two into a float64 copy, from which the tree
        is built; each row asks the tree for its K+1 nearest (K = k + 1), itself among them — dropped,
        wherever it falls among its duplicates.  Rows are asked in the tree's leaf order, so that
-       consecutive queries walk the same nodes (5× faster than row order at N = 10⁶).
+       consecutive queries walk the same nodes (much faster than row order; BENCHMARKS.md).
     2. The K candidates' distances are recomputed from differences of the original rows by the same
        function as the matrix route (:func:`_pair_dist`: bitwise the same numbers) and sorted by
        (distance, index): the same tie rule.
