@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -69,7 +70,31 @@ def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
 def test_no_module_outside_io_renames_files_itself():
     # one helper for "write atomically": os.replace appears in src only inside deepgeom/_io.py (the
-    # study store publishes whole directories with os.rename, first writer wins, and fsyncs through it)
+    # study store publishes whole directories with os.rename, first writer wins, and fsyncs through it);
+    # result files are not written in place (reproduce/ still writes three small JSON files directly:
+    # another issue is changing that package)
     src = Path(__file__).resolve().parents[1] / "src" / "deepgeom"
     users = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if "os.replace(" in p.read_text())
     assert users == ["_io.py"], users
+    direct = re.compile(r"\.(write_text|write_bytes|to_csv|to_parquet|savefig)\((?!tmp|t\b)")
+    in_place = sorted(f"{p.relative_to(src)}:{i}" for p in src.rglob("*.py")
+                      if "reproduce" not in p.parts and p.name != "_io.py"
+                      for i, line in enumerate(p.read_text().splitlines(), 1)
+                      if direct.search(line) and not line.lstrip().startswith("#")
+                      and "to_csv(index=" not in line  # to a string, then written atomically
+                      and "(tmp / " not in line)  # inside a directory published whole (studies/store.py)
+    assert in_place == [], in_place
+
+
+def test_a_new_file_gets_the_mode_of_a_plain_open_and_a_replaced_one_keeps_its_own(tmp_path):
+    old = os.umask(0o027)
+    try:
+        fresh = _io.atomic_write_text(tmp_path / "new.txt", "x")
+        assert fresh.stat().st_mode & 0o777 == 0o640  # 0o666 & ~umask, not mkstemp's private 0o600
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o604)
+        _io.atomic_write_text(kept, "new")
+        assert kept.stat().st_mode & 0o777 == 0o604 and kept.read_text() == "new"
+    finally:
+        os.umask(old)

@@ -37,6 +37,18 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux ``/proc``; elsewhere the usual 0o022)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def _fsync_file(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -63,6 +75,10 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp's file is private (0600); the published one gets the mode a plain open() would give
+        # it, or keeps the mode of the file it replaces
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         replace_durably(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch.nn as nn
 
+from .._io import atomic_write
 from .._validation import check_matrix
 from ..capture import capture, load_capture
 from ..errors import InputError, UnknownNameError
@@ -193,9 +194,9 @@ def save_table(df: pd.DataFrame, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df.to_csv(path, index=False)
+        atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     elif suffix in (".parquet", ".pq"):
-        df.to_parquet(path, index=False)
+        atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
     else:
         raise InputError(f"table path must end in .csv or .parquet; got {path.name!r}")
     return path

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._io import atomic_write
 from .._results import ResultMixin, to_jsonable
 from ..capture import capture
 from ..data import load
@@ -95,7 +96,8 @@ class SpectraThroughTraining(ResultMixin):
         for name in ("eigenvalues", "alignment", "summary"):
             p = out / f"spectrum_{name}.{fmt}"
             df = getattr(self, name)
-            df.to_csv(p, index=False) if fmt == "csv" else df.to_parquet(p, index=False)
+            atomic_write(p, lambda tmp, df=df: df.to_csv(tmp, index=False) if fmt == "csv"
+                         else df.to_parquet(tmp, index=False))
             paths.append(p)
         return paths
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_write, atomic_write_text
 from ..errors import InputError
 from ._common import add_user_model_flags, load_npy
 from .cmd_layers import data_options
@@ -203,28 +204,28 @@ def _heatmap(args: argparse.Namespace) -> int:
                             **common)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result.matrix.to_csv(out / "cka_matrix.csv")
+    atomic_write(out / "cka_matrix.csv", result.matrix.to_csv)
     files = [str(p) for p in save_figure(plot_cka_heatmap(result, threshold=args.threshold), out / "cka_heatmap")]
     summary = result.to_dict()
     summary["files"] = files + [str(out / "cka_matrix.csv")]
     if result.within:
         blocks = [b.to_dict() for b in find_blocks(result, threshold=args.threshold)]
-        (out / "blocks.json").write_text(json.dumps({"threshold": args.threshold, "blocks": blocks}, indent=2))
+        atomic_write_text(out / "blocks.json", json.dumps({"threshold": args.threshold, "blocks": blocks}, indent=2))
         summary["blocks"] = blocks
         summary["files"].append(str(out / "blocks.json"))
     else:
         bm = best_match(result)
-        bm.to_csv(out / "best_match.csv", index=False)
+        atomic_write(out / "best_match.csv", lambda tmp: bm.to_csv(tmp, index=False))
         summary["files"].append(str(out / "best_match.csv"))
     if result.pc1_removed and result.pc1_fraction_a is not None:
         # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
         import pandas as pd
 
-        pd.DataFrame({"layer": result.layers_a, "relative_depth": result.depth_a,
-                      "pc1_fraction": [result.pc1_fraction_a[n] for n in result.layers_a]}
-                     ).to_csv(out / "pc1_fraction.csv", index=False)
+        pc1 = pd.DataFrame({"layer": result.layers_a, "relative_depth": result.depth_a,
+                            "pc1_fraction": [result.pc1_fraction_a[n] for n in result.layers_a]})
+        atomic_write(out / "pc1_fraction.csv", lambda tmp: pc1.to_csv(tmp, index=False))
         summary["files"] += [str(p) for p in save_figure(plot_pc1_fraction(result), out / "pc1_fraction")]
-    (out / "result.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "result.json", json.dumps(summary, indent=2))
     if args.json:
         print(json.dumps(summary))
     else:

@@ -7,6 +7,7 @@ import ast
 import json
 from pathlib import Path
 
+from .._io import atomic_write_text
 from ..errors import InputError
 
 
@@ -62,7 +63,7 @@ def write_catalogue() -> Path:
     # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..data import available, describe
 
-    CATALOGUE.write_text(json.dumps([describe(n) for n in available()], indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(CATALOGUE, json.dumps([describe(n) for n in available()], indent=2, ensure_ascii=False) + "\n")
     return CATALOGUE
 
 

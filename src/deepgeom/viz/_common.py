@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .._io import atomic_write  # noqa: E402
+
 __all__ = ["plt", "save_figure", "finish_figure"]
 
 
@@ -27,7 +29,7 @@ def save_figure(fig, path: str | Path, formats: Iterable[str] = ("png", "svg"), 
         bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
     for fmt in formats:
         p = path.with_suffix("." + fmt)
-        fig.savefig(p, dpi=dpi, bbox_inches=bbox)
+        atomic_write(p, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches=bbox))
         out.append(p)
     plt.close(fig)
     return out
