@@ -146,12 +146,15 @@ def test_sections_of_analyses_not_in_the_study_say_not_run(bare):
 
 
 def test_a_failing_section_does_not_hide_the_others(bare, monkeypatch):
-    import deepgeom.report.sections as sections
+    from deepgeom.report import SECTIONS
 
     def boom(ctx):
         raise RuntimeError("plotting exploded")
 
-    monkeypatch.setattr(sections, "section_config", boom)
+    # the section table is filled at import: replace the config section's entry in it
+    i = next(k for k, (anchor, _, _) in enumerate(SECTIONS) if anchor == "config")
+    monkeypatch.setattr("deepgeom.report.builder.SECTIONS",
+                        [*SECTIONS[:i], ("config", SECTIONS[i][1], boom), *SECTIONS[i + 1:]])
     text = build_report(bare).read_text()
     assert "failed to draw (RuntimeError: plotting exploded)" in text
     assert text.count('class="notrun"') == 11

@@ -17,11 +17,14 @@ else is reachable through the subpackages (``deepgeom.data``, ``deepgeom.capture
 
 import importlib as _importlib
 
+from ._version import __version__
 from .errors import DeepgeomError, InputError, MissingDependencyError, UnknownNameError
 
 # Every public name below is imported on first use (PEP 562), not at ``import deepgeom``: the CLI
 # (``deepgeom --help``) and ``import deepgeom.errors`` must not pay for torch, scipy and pandas.
-_SUBPACKAGES = ("data", "models", "capture", "functional", "analysis")
+# ``train`` names the package, which is callable (``deepgeom.train(config, out_dir)``), as ``capture`` is:
+# one object whatever was imported first
+_SUBPACKAGES = ("data", "models", "capture", "functional", "analysis", "train")
 _LAZY: dict[str, tuple[str, str]] = {
     **{n: (".analysis.id_profile", n) for n in ("id_profile",)},
     **{n: (".analysis.kernel_dynamics", n) for n in ("spectra_through_training",)},
@@ -29,7 +32,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     **{n: (".analysis.similarity", n) for n in ("best_match", "cka_matrix", "cka_matrix_from_captures",
                                                 "find_blocks", "pc1_fraction")},
     **{n: (".capture", n) for n in ("Capture", "list_layers", "load_capture", "resolve_layers", "stream")},
-    **{n: (".functional.cka", n) for n in ("MinibatchCKA", "cka", "linear_cka", "rbf_cka", "unbiased_hsic")},
+    **{n: (".functional.cka", n) for n in ("cka", "linear_cka", "rbf_cka", "unbiased_hsic")},
+    "MinibatchCKA": (".analysis.streaming", "MinibatchCKA"),
     **{n: (".functional.collapse", n) for n in ("effective_rank", "neural_collapse", "participation_ratio",
                                                 "power_law_alpha", "richness")},
     **{n: (".functional.intrinsic_dim", n) for n in ("gride", "gride_multiscale", "levina_bickel", "pca_id",
@@ -37,7 +41,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     **{n: (".functional.neighbors", n) for n in ("knn",)},
     **{n: (".functional.spectrum", n) for n in ("dominant_count", "feature_spectrum", "regime")},
     "build_model": (".models", "build"),
-    **{n: (".train", n) for n in ("TrainConfig", "load_model", "load_run", "train")},
+    **{n: (".train", n) for n in ("TrainConfig", "load_model", "load_run")},
 }
 
 
@@ -47,8 +51,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(_importlib.import_module(module, __name__), attr)
-        # bound here, so the next lookup skips this function; for ``train`` this also replaces the
-        # submodule ``deepgeom.train`` that the import just bound (that module is callable too)
+        # bound here, so the next lookup skips this function
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -57,8 +60,6 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     # errors

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TRAIN_DEFAULTS"]
+__all__ = ["TRAIN_DEFAULTS", "SWEEP_AXES", "INPUT", "OUTPUT"]
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 5,
@@ -24,3 +24,19 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "loss": "ce",
 }
+
+#: The axes of a study sweep, in the order runs are enumerated, with their defaults (here, not in
+#: ``studies.config``, because a user model's width/depth are read against them in ``models.user``).
+SWEEP_AXES: dict[str, Any] = {
+    "dataset": None,  # required
+    "model": None,  # required
+    "width": 64,
+    "depth": 3,
+    "seed": 0,
+    "shuffle_fraction": 0.0,
+}
+
+#: The pseudo-layer names of a model's own input and output (``capture`` resolves them; ``models``
+#: lists them in ``analysis_layers``).
+INPUT = "input"
+OUTPUT = "output"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,7 +116,6 @@ def load_npy(path: Any, what: str = "array", *, mmap: bool = True, numeric: bool
     empty, truncated (fewer bytes than its header promises), garbage, pickled objects (refused:
     unpickling runs code), and — with ``numeric`` — strings or complex numbers.
     """
-    from pathlib import Path
 
     p = Path(path)
     if p.is_dir():

@@ -15,11 +15,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch.nn as nn
 
+from .._io import atomic_write
 from .._validation import check_matrix
+from ..capture import capture, load_capture
 from ..errors import InputError, UnknownNameError
-from ..functional.intrinsic_dim import find_duplicates, gride, levina_bickel, pca_id, twonn
-from ..functional.intrinsic_dim._common import _subset, is_constant
+from ..functional.intrinsic_dim import (
+    find_duplicates,
+    gride,
+    is_constant,
+    levina_bickel,
+    pca_id,
+    take_rows,
+    twonn,
+)
 from ..functional.neighbors import knn
 
 __all__ = ["id_profile", "save_table", "load_table", "ESTIMATORS"]
@@ -30,8 +40,6 @@ ESTIMATORS = ("twonn", "twonn_mle", "pca", "gride", "levina_bickel")
 def _source(model_or_capture: Any, data: Any, layers: Any, batch_size: int, progress: bool,
             device: Any, reduce: str | None = None) -> tuple[Mapping[str, Any], dict[str, float]]:
     if isinstance(model_or_capture, (str, Path)):
-        from ..capture import load_capture
-
         path = Path(model_or_capture)
         if not path.is_dir():
             raise InputError(f"capture directory {path} does not exist (write one with deepgeom capture)")
@@ -39,8 +47,6 @@ def _source(model_or_capture: Any, data: Any, layers: Any, batch_size: int, prog
     elif isinstance(model_or_capture, Mapping):
         cap = model_or_capture
     else:
-        import torch.nn as nn
-
         if not isinstance(model_or_capture, nn.Module):
             raise InputError(
                 "id_profile needs a torch.nn.Module (with data), a capture (mapping layer → (N, D) array) "
@@ -48,7 +54,6 @@ def _source(model_or_capture: Any, data: Any, layers: Any, batch_size: int, prog
             )
         if data is None:
             raise InputError("id_profile(model, data): data is required when a model is given")
-        from ..capture import capture
 
         cap = capture(model_or_capture, data, layers, batch_size=batch_size, progress=progress,
                       device=device or "cpu", reduce=reduce)
@@ -157,7 +162,7 @@ def id_profile(
             k_lb = min(20, n_unique - 1)
             k = max([2] + [4 for e in estimators if e == "gride"] + [k_lb for e in estimators if e == "levina_bickel"])
             if any(e != "pca" for e in estimators):
-                nb = knn(X if info.n_duplicates == 0 else _subset(X, info.keep), k, device=device)
+                nb = knn(X if info.n_duplicates == 0 else take_rows(X, info.keep), k, device=device)
         for est in estimators:
             if est in ("twonn", "twonn_mle"):
                 r = None if nb is None else twonn(neighbors=nb, fraction=fraction,
@@ -189,9 +194,9 @@ def save_table(df: pd.DataFrame, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df.to_csv(path, index=False)
+        atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     elif suffix in (".parquet", ".pq"):
-        df.to_parquet(path, index=False)
+        atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
     else:
         raise InputError(f"table path must end in .csv or .parquet; got {path.name!r}")
     return path

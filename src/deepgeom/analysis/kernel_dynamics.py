@@ -30,7 +30,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._results import ResultMixin
+from .._io import atomic_write
+from .._results import ResultMixin, to_jsonable
+from ..capture import capture
+from ..data import load
 from ..errors import InputError
 from ..functional import matrix
 from ..functional.collapse import (
@@ -48,6 +51,7 @@ from ..functional.spectrum import (
     feature_spectrum,
     regime,
 )
+from ..train import load_run
 
 __all__ = ["SpectraThroughTraining", "spectra_through_training", "checkpoint_spectrum", "feature_report",
            "subspace_overlap"]
@@ -76,7 +80,6 @@ class SpectraThroughTraining(ResultMixin):
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, *, max_array: int | None = None) -> dict[str, Any]:  # noqa: ARG002 - tables as records
-        from .._results import to_jsonable
 
         return to_jsonable({
             "task": self.task, "n_classes": self.n_classes, "k_top": self.k_top, "centered": self.centered,
@@ -93,7 +96,8 @@ class SpectraThroughTraining(ResultMixin):
         for name in ("eigenvalues", "alignment", "summary"):
             p = out / f"spectrum_{name}.{fmt}"
             df = getattr(self, name)
-            df.to_csv(p, index=False) if fmt == "csv" else df.to_parquet(p, index=False)
+            atomic_write(p, lambda tmp, df=df: df.to_csv(tmp, index=False) if fmt == "csv"
+                         else df.to_parquet(tmp, index=False))
             paths.append(p)
         return paths
 
@@ -112,8 +116,6 @@ def subspace_overlap(E_a: np.ndarray, E_b: np.ndarray, k: int) -> float:
 
 def _features_and_outputs(model: nn.Module, x: Any, layer: str | None, batch_size: int,
                           device: str, reduce: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    from ..capture import capture
-
     name = layer or getattr(model, "penultimate", None)
     if not name:
         raise InputError("the model has no .penultimate attribute; pass layer= (the module whose output is Φ)")
@@ -269,8 +271,6 @@ def _checkpoint_list(checkpoints: Any, build: Callable[[], nn.Module] | None) ->
     """Normalise to [(epoch, model-or-state)] and return the Run when given a run directory."""
     run = None
     if isinstance(checkpoints, (str, os.PathLike)):
-        from ..train import load_run
-
         run = load_run(checkpoints)
         if not run.checkpoints:
             raise InputError(f"run {checkpoints} has no checkpoints")
@@ -374,8 +374,6 @@ def spectra_through_training(
     meta: dict[str, Any] = {}
     history = None
     if data is None and source is not None and hasattr(source, "config") and hasattr(source, "out_dir"):
-        from ..data import load
-
         cfg = source.config
         data = load(cfg.dataset, seed=cfg.seed, shuffle_fraction=cfg.shuffle_fraction, **cfg.dataset_options)
         meta.update(run_dir=str(source.out_dir), dataset=cfg.dataset, shuffle_fraction=cfg.shuffle_fraction,

@@ -31,6 +31,7 @@ from scipy import stats
 
 from .._results import ResultMixin, to_jsonable
 from .._validation import check_fraction, check_positive_int
+from ..capture import stream
 from ..errors import InputError
 
 __all__ = [
@@ -103,7 +104,6 @@ def predictions(model: Any, data: Any, *, batch_size: int = 256, device: str | t
     """Predicted labels (argmax of the model's output) over ``data``, streamed with
     :func:`deepgeom.capture.stream` (``reduce`` as there, for a model whose output has a token axis);
     returns ``(preds, labels)`` (labels None when the data has none)."""
-    from ..capture import stream
 
     preds, labels = [], []
     for b in stream(model, data, ["output"], batch_size=batch_size, device=device, progress=progress,

@@ -2,7 +2,7 @@ r"""Layer-by-layer representation similarity (Nguyen, Raghu, Kornblith, ICLR 202
 
 * :func:`cka_matrix` — the L_a × L_b CKA heatmap between every pair of layers of one or two models in
   a **single pass** over the data: each batch is fed to both models, the per-batch activations are
-  turned into U-centred kernels and added to running HSIC₁ sums (:class:`~deepgeom.functional.cka.MinibatchCKA`);
+  turned into U-centred kernels and added to running HSIC₁ sums (:class:`~deepgeom.analysis.streaming.MinibatchCKA`);
   nothing else is kept. Also from capture directories (streamed over row blocks of the ``.npy``
   memmaps), and a full-data (non-minibatch) form from N×N Gram matrices when they fit in memory.
 * :func:`find_blocks` — the "block structure": spans of consecutive layers with high mutual CKA.
@@ -14,6 +14,7 @@ r"""Layer-by-layer representation similarity (Nguyen, Raghu, Kornblith, ICLR 202
 
 from __future__ import annotations
 
+import fnmatch
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import zip_longest
@@ -26,13 +27,15 @@ import torch
 from torch import nn
 
 from .._validation import check_finite_values, check_matrix, check_positive_int
+from ..capture import capture, load_capture, parse_bytes, resolve_layers, stream
 from ..errors import InputError, UnknownNameError
-from ..functional.cka import KERNELS, MIN_CKA_ROWS, MinibatchCKA, centred_linear_kernel, gram_rbf, u_center
+from ..functional.cka import KERNELS, MIN_CKA_ROWS, centred_linear_kernel, gram_rbf, u_center
 from ..functional.matrix import as_tensor, center_gram, unit_scaled
 from ._layers import first_order, flat_rows, relative_depth
 from .blocks import Block, best_match, find_blocks
 from .cka_result import CKAResult
 from .pc1 import PC1_MAX_DIM, StreamingPC1, pc1_fraction, pc1_fractions, remove_pc1_full
+from .streaming import MinibatchCKA
 
 __all__ = [
     "CKAResult",
@@ -58,8 +61,6 @@ def _model_batches(model_a: nn.Module, model_b: nn.Module | None, data: Any, lay
                    batch_size: int, device: Any, reduce: str, progress: bool,
                    ) -> tuple[list[str], list[str] | None, Iterator[tuple[dict, dict | None]]]:
     """Zip the streams of both models over the same data, checking every batch holds the same inputs."""
-    from ..capture import resolve_layers, stream
-
     names_a = resolve_layers(model_a, layers_a)
     names_b = resolve_layers(model_b, layers_b) if model_b is not None else None
     # with two models the batch inputs are recorded too, to check both streams saw the same examples
@@ -317,15 +318,11 @@ def cka_matrix(
 
 
 def _budget_bytes(memory_budget: int | str) -> int:
-    from ..capture import parse_bytes
-
     return parse_bytes(memory_budget)
 
 
 def _full_from_models(model_a, model_b, data, *, layers_a, layers_b, batch_size, kernel, sigma, debiased,
                       remove_pc1, reduce, device, compute_dtype, memory_budget, progress) -> CKAResult:
-    from ..capture import capture
-
     caps = [capture(model_a, data, layers_a, batch_size=batch_size, device=device, reduce=reduce,
                     memory_budget=memory_budget, progress=progress)]
     if model_b is not None:
@@ -339,8 +336,6 @@ def _full_from_models(model_a, model_b, data, *, layers_a, layers_b, batch_size,
 
 def _open_capture(c: Any, which: str) -> tuple[Mapping[str, Any], dict[str, float] | None, Any]:
     if isinstance(c, (str, Path)):
-        from ..capture import load_capture
-
         c = load_capture(c)
     if not isinstance(c, Mapping):
         raise InputError(f"capture {which} must be a directory, a deepgeom Capture or a mapping layer → array; "
@@ -355,8 +350,6 @@ def _select(cap: Mapping[str, Any], layers: Any, which: str) -> list[str]:
         return available
     if isinstance(layers, str):
         layers = [layers]
-    import fnmatch
-
     out: list[str] = []
     for item in layers:
         hits = [item] if item in cap else fnmatch.filter(available, item)

@@ -18,12 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._defaults import INPUT, OUTPUT
 from ..errors import InputError, UnknownNameError
 
 __all__ = ["INPUT", "OUTPUT", "list_layers", "resolve_layers", "LayerSpec"]
 
-INPUT = "input"
-OUTPUT = "output"
 _PSEUDO = (INPUT, OUTPUT)
 _GLOB_CHARS = set("*?[")
 

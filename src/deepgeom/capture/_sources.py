@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import load, load_file, read_labels
 from ..errors import InputError
+from ..models import build
+from ..models.user import is_user_spec, load_user_model
+from ..train import load_model, load_run
+from ._text import load_text_model, read_texts, tokenize_texts
 
 __all__ = ["ModelSource", "load_model_source", "select_inputs", "parse_layer_list"]
 
@@ -37,7 +42,6 @@ def parse_layer_list(text: str | None) -> list[str] | None:
 
 
 def _load_data(name: str, seed: int, options: dict[str, Any] | None = None, shuffle_fraction: float = 0.0):
-    from ..data import load
     return load(name, seed=seed, shuffle_fraction=shuffle_fraction, **(options or {}))
 
 
@@ -81,8 +85,6 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
         raise InputError("give exactly one model source: --family F (with --data), --run DIR, --module FILE.pt, "
                          f"--torchscript FILE.pt, --model FILE.py:NAME or --text-model DIR; got {given or 'none'}")
     if module is not None:
-        from ..models.user import is_user_spec
-
         if is_user_spec(str(module)):  # --module file.py:Class: the same safe route as --model
             model, module = str(module), None
     if (model_kwargs is not None or weights is not None) and model is None:
@@ -90,14 +92,12 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
                          "the class or factory their state dict belongs to")
     opts = dict(data_options or {})
     if family is not None:
-        from ..models import build
         ds = _load_data(data or "mnist1d", seed, opts)
         model = build(family, input_shape=ds.input_shape, n_classes=max(int(ds.n_classes), 1), width=width,
                       depth=depth, seed=seed)
         return ModelSource(model, ds, {"source": "family", "family": family, "data": ds.name,
                                        "model_config": getattr(model, "config", None)})
     if run is not None:
-        from ..train import load_model, load_run
         run_dir = Path(run)
         if not run_dir.is_dir():
             raise InputError(f"--run {run_dir} is not a directory (a run written by deepgeom train)")
@@ -110,13 +110,9 @@ def load_model_source(*, family: str | None = None, data: str | None = None, wid
         return ModelSource(model, ds, {"source": "run", "run": str(run_dir), "epoch": used_epoch,
                                        "data": getattr(ds, "name", None), "model_config": info.model_config})
     if text_model is not None:
-        from ._text import load_text_model
-
         net, tok = load_text_model(text_model)
         return ModelSource(net, None, {"source": "text", "text_model": str(text_model)}, tokenizer=tok)
     if model is not None:
-        from ..models.user import load_user_model
-
         net = load_user_model(model, model_kwargs, weights)
         ds = _load_data(data, seed, opts) if data is not None and need_data else None
         return ModelSource(net, ds, {"source": "model", "model": model, "weights": None if weights is None
@@ -162,8 +158,6 @@ def select_inputs(source: ModelSource, *, split: str | None = None, n: int | Non
     if split is not None and split not in ("train", "test"):
         raise InputError(f"split must be 'train' or 'test'; got {split!r}")
     if inputs is not None:
-        from ..data.files import load_file
-
         ds = load_file(inputs, **(data_options or {}))
         x, y, where = ds.x_train, ds.y_train, f"file {inputs}"
     else:
@@ -193,17 +187,13 @@ def texts_input(source: ModelSource, texts_file: str | Path, *, n: int | None = 
     """A text model's inputs from a file of texts (one per line): the tokenizer output for the first
     ``n`` texts, padded together (truncated to ``max_length`` tokens), and their labels from
     ``labels`` (one per text) or None."""
-    from ._text import read_texts, tokenize_texts
 
     if source.tokenizer is None:
         raise InputError("--texts needs a text model: --text-model DIR")
     texts = read_texts(texts_file)
     y = None
     if labels is not None:
-        from ..data._dataset import as_labels
-        from ..data.files import _read_labels
-
-        y = as_labels(_read_labels(labels), f"labels {labels}")
+        y = read_labels(labels, f"labels {labels}")
         if y.shape[0] != len(texts):
             raise InputError(f"{y.shape[0]} labels in {labels} for {len(texts)} texts in {texts_file}; "
                              "give one label per text")

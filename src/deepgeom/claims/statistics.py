@@ -16,56 +16,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, UnknownNameError
+from ..errors import InputError
+from ._registry import STATISTICS, register_statistic
+from .tables import Tables
 from .verdict import Estimate, mean_interval, pearson_interval
 
 __all__ = ["STATISTICS", "Tables", "register_statistic"]
 
-STATISTICS: dict[str, Callable[..., Estimate]] = {}
 _PSEUDO = ("input", "output")
-
-
-def register_statistic(name: str) -> Callable:
-    """Decorator: register ``fn(tables, **params) -> Estimate`` under ``name``."""
-
-    def deco(fn: Callable[..., Estimate]) -> Callable[..., Estimate]:
-        STATISTICS[name] = fn
-        return fn
-
-    return deco
-
-
-class Tables:
-    """The aggregated tables of one or more studies: ``tables.get("id_profiles", study="profiles")``.
-
-    ``studies`` maps a study name to its output directory (which holds ``tables/<name>.parquet``); with a
-    single study, ``study`` may be omitted.
-    """
-
-    def __init__(self, studies: Mapping[str, str | Path]):
-        self.studies = {k: Path(v) for k, v in studies.items()}
-        self._cache: dict[tuple[str, str], pd.DataFrame] = {}
-
-    def get(self, name: str, study: str | None = None) -> pd.DataFrame:
-        if study is None:
-            if len(self.studies) != 1:
-                raise InputError(f"table {name!r}: name the study (one of {sorted(self.studies)})")
-            study = next(iter(self.studies))
-        if study not in self.studies:
-            raise UnknownNameError("study", study, sorted(self.studies))
-        key = (study, name)
-        if key not in self._cache:
-            path = self.studies[study] / "tables" / f"{name}.parquet"
-            if not path.is_file():
-                raise InputError(f"study {study!r} has no table {name!r} (is the analysis that makes it in the config?)")
-            self._cache[key] = pd.read_parquet(path)
-        return self._cache[key].copy()
 
 
 # ------------------------------------------------------------------------------------- row selection
@@ -345,7 +308,7 @@ def _unit_at(df: pd.DataFrame, epoch: Any) -> pd.DataFrame:
 
 def proportion_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, float, float, int]:
     """Share k/n with its Clopper–Pearson (exact binomial) interval: ``(k/n, low, high, n)``; NaN for n = 0."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats takes seconds to import; only intervals need it
 
     if n == 0:
         return math.nan, math.nan, math.nan, 0

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, UnknownNameError
+from ._registry import STATISTICS
 
 __all__ = ["Claim", "Estimate", "parse_claims", "verdict", "mean_interval", "pearson_interval",
            "CLAIM_COLUMNS", "OPS"]
@@ -86,8 +87,6 @@ def parse_claims(raw: Any, *, where: str = "claims") -> list[Claim]:
     Each needs ``id, paper, sentence, statistic, op ('>' or '<'), threshold, describe``; ``params``,
     ``paper_value`` and ``why`` are optional. Statistic names are checked against the registry.
     """
-    from .statistics import STATISTICS
-
     if raw is None:
         return []
     if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
@@ -140,7 +139,7 @@ def mean_interval(samples: Any, *, level: float = 0.95) -> tuple[float, float, f
     ``(mean, low, high, n)``; the interval is NaN for fewer than two finite samples. With 3 seeds the
     t quantile is 4.30, so the interval is mean ± 2.48 standard deviations: wide, as it should be.
     """
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats takes seconds to import; only intervals need it
 
     x = np.asarray(samples, dtype=float)
     x = x[np.isfinite(x)]
@@ -156,7 +155,7 @@ def mean_interval(samples: Any, *, level: float = 0.95) -> tuple[float, float, f
 
 def pearson_interval(x: Any, y: Any, *, level: float = 0.95) -> tuple[float, float, float, int]:
     """Pearson r of paired values with its Fisher-z interval (z = atanh r, se = 1/√(n−3)); NaN below n = 4."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats takes seconds to import; only intervals need it
 
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
+import pickle
 import pkgutil
 import sys
+import zipfile
 
 from ..errors import DeepgeomError
 
@@ -74,10 +77,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _input_failures() -> tuple[type[BaseException], ...]:
-    import json
-    import pickle
-    import zipfile
-
     return (OSError, EOFError, ValueError, UnicodeError, KeyError, IndexError, pickle.UnpicklingError,
             zipfile.BadZipFile, json.JSONDecodeError)
 

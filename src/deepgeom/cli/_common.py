@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+
 
 def load_npy(path: str | Path, what: str = "array", ndim: int | None = None) -> Any:
     """A ``.npy`` file memory-mapped read-only (large captures are streamed, not loaded); pickles,
     truncated files, garbage and non-numeric dtypes refused (:func:`deepgeom._validation.load_npy`),
     and with ``ndim`` an array of another rank, naming the file."""
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from .._validation import load_npy as _load
-    from ..errors import InputError
 
     a = _load(path, what)
     if ndim is not None and a.ndim != ndim:

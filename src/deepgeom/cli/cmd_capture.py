@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import InputError
 from .cmd_layers import add_source_arguments, add_text_arguments, load_source, model_inputs
 
 
@@ -43,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..capture import capture
-    from ..capture._sources import parse_layer_list
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
+    from ..capture import capture, parse_layer_list
 
     src = load_source(args)
     x, y = model_inputs(args, src)
@@ -55,7 +56,6 @@ def _run(args: argparse.Namespace) -> int:
                       memory_budget=args.memory_budget, spill_dir=args.out, reduce=args.reduce, dtype=args.dtype,
                       progress=not args.no_progress)
     except RuntimeError as exc:  # the model's forward pass refused these inputs (shape, dtype)
-        from ..errors import InputError
 
         hint = ""
         if getattr(x, "dtype", None) is not None and not str(x.dtype).replace("torch.", "").startswith(

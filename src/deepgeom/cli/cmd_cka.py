@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_write, atomic_write_text
 from ..errors import InputError
 from ._common import add_user_model_flags, load_npy
+from .cmd_layers import data_options
 
 HELP = "CKA similarity: 'pair' (two .npy files → one number) or 'heatmap' (all layer pairs of models/captures)"
 
@@ -50,8 +53,6 @@ def normalize_argv(rest: list[str]) -> list[str]:
     if not rest or rest[0] in ("-h", "--help") or rest[0] in ACTIONS:
         return rest
     if "heatmap" in rest:
-        import sys
-
         print("deepgeom cka: warning: 'heatmap' after other flags is deprecated; write "
               "deepgeom cka heatmap [flags]", file=sys.stderr)
         i = rest.index("heatmap")
@@ -137,7 +138,9 @@ def _load_npy(path: str) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..functional.cka import MinibatchCKA, cka
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
+    from ..analysis.streaming import MinibatchCKA
+    from ..functional.cka import cka
 
     X, Y = _load_npy(args.inputs[0]), _load_npy(args.inputs[1])
     if X.shape[0] != Y.shape[0]:
@@ -167,11 +170,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _heatmap(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..analysis.similarity import best_match, cka_matrix, find_blocks
-    from ..capture._sources import load_model_source, parse_layer_list, select_inputs
-    from ..viz._common import save_figure
+    from ..capture import load_model_source, parse_layer_list, select_inputs
+    from ..viz import save_figure
     from ..viz.similarity import plot_cka_heatmap, plot_pc1_fraction
-    from .cmd_layers import data_options
 
     sources = [s for s in (args.run_a, args.capture_a, args.family, args.module, args.model) if s]
     if len(sources) != 1:
@@ -205,7 +208,7 @@ def _heatmap(args: argparse.Namespace) -> int:
                             **common)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result.matrix.to_csv(out / "cka_matrix.csv")
+    atomic_write(out / "cka_matrix.csv", result.matrix.to_csv)
     files = [str(p) for p in save_figure(plot_cka_heatmap(result, threshold=args.threshold), out / "cka_heatmap")]
     summary = result.to_dict()
     summary["files"] = files + [str(out / "cka_matrix.csv")]
@@ -213,23 +216,24 @@ def _heatmap(args: argparse.Namespace) -> int:
         pc1 = result.pc1_fraction_a or False  # measured only with --remove-pc1
         blocks = [b.to_dict() for b in find_blocks(result, threshold=args.threshold, pc1_fraction=pc1,
                                                    pc1_threshold=args.pc1_threshold)]
-        (out / "blocks.json").write_text(json.dumps({
+        atomic_write_text(out / "blocks.json", json.dumps({
             "threshold": args.threshold, "pc1_threshold": args.pc1_threshold if pc1 else None,
             "rule": "cka_and_pc1" if pc1 else "cka_only", "blocks": blocks}, indent=2))
         summary["blocks"] = blocks
         summary["files"].append(str(out / "blocks.json"))
     else:
         bm = best_match(result)
-        bm.to_csv(out / "best_match.csv", index=False)
+        atomic_write(out / "best_match.csv", lambda tmp: bm.to_csv(tmp, index=False))
         summary["files"].append(str(out / "best_match.csv"))
     if result.pc1_removed and result.pc1_fraction_a is not None:
+        # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
         import pandas as pd
 
-        pd.DataFrame({"layer": result.layers_a, "relative_depth": result.depth_a,
-                      "pc1_fraction": [result.pc1_fraction_a[n] for n in result.layers_a]}
-                     ).to_csv(out / "pc1_fraction.csv", index=False)
+        pc1 = pd.DataFrame({"layer": result.layers_a, "relative_depth": result.depth_a,
+                            "pc1_fraction": [result.pc1_fraction_a[n] for n in result.layers_a]})
+        atomic_write(out / "pc1_fraction.csv", lambda tmp: pc1.to_csv(tmp, index=False))
         summary["files"] += [str(p) for p in save_figure(plot_pc1_fraction(result), out / "pc1_fraction")]
-    (out / "result.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "result.json", json.dumps(summary, indent=2))
     if args.json:
         print(json.dumps(summary))
     else:

@@ -7,6 +7,7 @@ import ast
 import json
 from pathlib import Path
 
+from .._io import atomic_write_text
 from ..errors import InputError
 
 
@@ -59,9 +60,10 @@ def catalogue() -> list[dict]:
 
 def write_catalogue() -> Path:
     """Regenerate ``datasets.json`` from the live registry (after adding or changing a dataset)."""
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..data import available, describe
 
-    CATALOGUE.write_text(json.dumps([describe(n) for n in available()], indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(CATALOGUE, json.dumps([describe(n) for n in available()], indent=2, ensure_ascii=False) + "\n")
     return CATALOGUE
 
 
@@ -77,6 +79,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..data import load
 
     ds = load(args.name, seed=args.seed, shuffle_fraction=args.shuffle_fraction, **_parse_options(args.option))

@@ -4,6 +4,9 @@ papers' analyses (ID profiles, CKA, feature-kernel spectra) and write the HTML r
 from __future__ import annotations
 
 import argparse
+import time
+
+from .cmd_report import report_and_status
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,10 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import time
-
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..studies import default_config_path, run_study
-    from .cmd_report import report_and_status
 
     t0 = time.perf_counter()
     res = run_study(default_config_path(args.quick), args.out, progress=not args.quiet,

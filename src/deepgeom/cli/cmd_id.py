@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ._common import load_npy
+from .cmd_layers import add_source_arguments, add_text_arguments, load_source, model_inputs
 
 #: One name per estimator, the same in the API (``id_profile(estimators=...)``), the CLI, the tables'
 #: column prefixes (``twonn_mle_id``, ...) and the docs.
@@ -67,11 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "on the first --n examples of its dataset split. Writes OUT/profile.csv, "
                         "OUT/profile.parquet and OUT/id_profile.png/.svg.")
     pr.add_argument("--capture", metavar="DIR", help="capture directory (deepgeom capture --out)")
-    from .cmd_layers import add_source_arguments
-
     add_source_arguments(pr)
-    from .cmd_layers import add_text_arguments
-
     add_text_arguments(pr)
     pr.add_argument("--reduce", choices=("mean", "tokens", "cls", "flatten"), default=None,
                     help="how a layer output with a token axis becomes rows (see deepgeom capture --help)")
@@ -92,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..functional import intrinsic_dim as idm
 
     X = load_npy(args.file, "data", ndim=2)
@@ -120,6 +118,7 @@ def _estimate(args: argparse.Namespace) -> int:
                        participation_ratio=r.participation_ratio, ansuini_index=r.ansuini_index)
     out["file"] = str(args.file)
     out["warnings"] = [str(w.message) for w in caught]
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from .._results import to_jsonable
 
     if args.json:
@@ -133,8 +132,9 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..analysis.id_profile import id_profile, save_table
-    from ..capture._sources import parse_layer_list
+    from ..capture import parse_layer_list
     from ..viz.id import plot_id_profile
 
     estimators = [_method(s.strip()) for s in args.estimators.split(",") if s.strip()]
@@ -148,8 +148,6 @@ def _profile(args: argparse.Namespace) -> int:
                         threshold=args.threshold)
         title = f"ID profile: {args.capture}"
     else:
-        from .cmd_layers import load_source, model_inputs
-
         src = load_source(args)
         x, _ = model_inputs(args, src)
         if args.n is None and not isinstance(x, dict):

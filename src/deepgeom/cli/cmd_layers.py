@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import InputError
 from ._common import add_user_model_flags
 
 SOURCE_HELP = ("the model: --family F [--data D --width W --depth K --seed S] (an untrained deepgeom model), "
@@ -46,8 +47,8 @@ def add_text_arguments(p: argparse.ArgumentParser) -> None:
 
 def model_inputs(args: argparse.Namespace, src) -> tuple:
     """``(x, y)`` for a source: tokenised ``--texts`` for a text model, else a dataset split or ``--input``."""
-    from ..capture._sources import select_inputs, texts_input
-    from ..errors import InputError
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
+    from ..capture import select_inputs, texts_input
 
     texts = getattr(args, "texts", None)
     if src.tokenizer is not None or texts is not None:
@@ -71,7 +72,8 @@ def data_options(args: argparse.Namespace) -> dict:
 
 
 def load_source(args: argparse.Namespace, need_data: bool = True):
-    from ..capture._sources import load_model_source
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
+    from ..capture import load_model_source
 
     return load_model_source(family=args.family, data=args.data, width=args.width, depth=args.depth,
                              seed=args.seed, run=args.run, epoch=args.epoch, module=args.module,
@@ -95,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..capture import default_layers, list_layers
 
     src = load_source(args, need_data=False)

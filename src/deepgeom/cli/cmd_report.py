@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+from ..errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def report_and_status(study_dir, out=None, *, svg: bool = False, jobs: int | None = None,
                       progress: bool = True) -> tuple[str, int]:
     """Build the report; returns (index path, exit status) after printing any failures to stderr."""
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..report.builder import build_report_details
 
     res = build_report_details(study_dir, out, progress=progress, jobs=jobs, svg=svg)
@@ -42,11 +47,6 @@ def report_and_status(study_dir, out=None, *, svg: bool = False, jobs: int | Non
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from ..errors import InputError
-
     meta = Path(args.study_dir) / "study.json"
     if meta.is_file():
         try:

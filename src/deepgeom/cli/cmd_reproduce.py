@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 PAPERS = ("ansuini2019", "nam2024", "nguyen2021")  # kept in step with deepgeom/reproduce/specs/*.yaml (a test checks)
 
@@ -29,8 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..reproduce import reproduce
     from ..reproduce.report import splice_markdown
 

@@ -59,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     import numpy as np
 
     out = {}
@@ -86,8 +87,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_arrays(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     import numpy as np
 
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..analysis.kernel_dynamics import feature_report
 
     if args.labels is None:
@@ -118,9 +121,9 @@ def _run_arrays(args: argparse.Namespace) -> int:
 
 def _run_model(args: argparse.Namespace) -> int:
     """Features of a model's penultimate (or --layer) on labelled data, then the same report as a file."""
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..analysis.kernel_dynamics import feature_report
-    from ..capture import capture
-    from ..capture._sources import load_model_source, select_inputs
+    from ..capture import capture, load_model_source, select_inputs
 
     if args.data is None:
         raise InputError("--model/--module need --data (labelled examples)")
@@ -151,12 +154,14 @@ def _run_model(args: argparse.Namespace) -> int:
 
 
 def _run_dir(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..analysis.kernel_dynamics import spectra_through_training
 
     res = spectra_through_training(args.run, center=args.center, max_points=args.max_points)
     out = Path(args.out) if args.out else Path(args.run) / "spectrum"
     files = [str(p) for p in res.save(out, fmt=args.format)]
     if not args.no_figures:
+        # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
         from ..viz.spectrum import save_spectrum_figures
 
         files += [str(p) for p in save_spectrum_figures(res, out)]

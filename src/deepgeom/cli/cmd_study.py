@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..studies import run_study
 
     res = run_study(
@@ -53,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         where = f" (traceback: {u.error_file})" if u.error_file else ""
         print(f"  {u.status}: {u.label}: {u.error}{where}")
     if args.report:
+        # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
         from ..report import build_report
 
         print(f"report: {build_report(args.out)}")

@@ -80,6 +80,7 @@ def _parse_epochs(text: str | None) -> list[int] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # lazy: `deepgeom --help` must not import torch, numpy or pandas (tests/test_cli_fast.py)
     from ..train import TrainConfig, train
 
     config = TrainConfig(

@@ -21,7 +21,7 @@ from ._api import available, describe, load, load_manifold
 from ._dataset import Dataset
 from .builtin import load_digits, load_mnist1d
 from .fashion_mnist import load_fashion_mnist
-from .files import load_file
+from .files import load_file, read_labels
 from .idx import read_idx, write_idx
 from .labels import shuffle_labels
 from .manifolds import curved_manifold, hypersphere, linear_subspace, swiss_roll, winding_curve
@@ -29,6 +29,7 @@ from .text import sentences
 
 __all__ = [
     "Dataset",
+    "read_labels",
     "available",
     "curved_manifold",
     "describe",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_positive_int
+from .._validation import check_fraction, check_positive_int
 from ..errors import InputError, UnknownNameError
 from ._dataset import Dataset, as_inputs
 from .builtin import load_digits, load_mnist1d
@@ -133,7 +133,6 @@ def load(name: str | os.PathLike[str], *, seed: int = 0, shuffle_fraction: float
         >>> ds.x_train.shape, ds.x_test.shape, ds.n_classes
         (torch.Size([1347, 1, 8, 8]), torch.Size([450, 1, 8, 8]), 10)
     """
-    from .._validation import check_fraction
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be an integer >= 0; got {seed!r}")

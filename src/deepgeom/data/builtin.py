@@ -85,6 +85,7 @@ def load_digits(*, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     is ``sklearn.model_selection.train_test_split(test_size=test_fraction, stratify=y,
     random_state=seed)``: stratified, seeded, disjoint.
     """
+    # lazy: scikit-learn takes about a second to import and only this dataset needs it
     from sklearn.datasets import load_digits as _sk_digits
     from sklearn.model_selection import train_test_split
 

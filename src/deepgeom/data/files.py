@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file as st_load
 
-from .._validation import check_fraction
+from .._validation import check_fraction, load_npy
 from ..errors import InputError
 from ._dataset import Dataset, as_inputs, as_labels
 
@@ -42,7 +43,7 @@ LABEL_COLUMNS = ("label", "labels", "y", "target", "targets")
 
 def _read_table(path: Path, label_column: str | None) -> dict[str, Any]:
     """A CSV/Parquet table → ``{"x": (N, D) float array, "y": labels or absent}``."""
-    import pandas as pd
+    import pandas as pd  # lazy: `deepgeom data list` must not import pandas
 
     df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     if label_column is not None and label_column not in df.columns:
@@ -59,6 +60,12 @@ def _read_table(path: Path, label_column: str | None) -> dict[str, Any]:
     return out
 
 
+def read_labels(path: str | os.PathLike[str], what: str | None = None) -> Any:
+    """Class labels from a file (``.npy``, a one-column ``.csv`` or ``.txt`` lines), checked as labels
+    (:func:`~deepgeom.data._dataset.as_labels`; ``what`` names them in errors)."""
+    return as_labels(_read_labels(path), what or f"labels {path}")
+
+
 def _read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     """A labels file: ``.npy`` array, ``.csv`` with one column (header allowed) or ``.txt`` lines."""
     p = Path(path).expanduser()
@@ -68,7 +75,7 @@ def _read_labels(path: str | os.PathLike[str]) -> np.ndarray:
         if p.suffix.lower() == ".npy":
             return np.load(p, allow_pickle=False)
         if p.suffix.lower() in (".csv", ".parquet"):
-            import pandas as pd
+            import pandas as pd  # lazy: `deepgeom data list` must not import pandas
 
             df = pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
             if df.shape[1] != 1:
@@ -89,8 +96,6 @@ def _read(path: Path, label_column: str | None = None) -> Any:
         if suffix in (".csv", ".parquet"):
             return _read_table(path, label_column)
         if suffix == ".npy":
-            from .._validation import load_npy
-
             return load_npy(path, "data file", mmap=False, numeric=False)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -98,8 +103,6 @@ def _read(path: Path, label_column: str | None = None) -> Any:
         if suffix in (".pt", ".pth"):
             return torch.load(path, map_location="cpu", weights_only=True)
         if suffix == ".safetensors":
-            from safetensors.torch import load_file as st_load
-
             return st_load(str(path))
     except InputError:
         raise

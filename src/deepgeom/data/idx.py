@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write_bytes
 from ..errors import InputError
 
 __all__ = ["read_idx", "write_idx"]
@@ -85,4 +86,4 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray, *, compress: bool
     path = Path(path)
     if compress if compress is not None else path.suffix == ".gz":
         data = gzip.compress(data, compresslevel=6)
-    path.write_bytes(data)
+    atomic_write_bytes(path, data)

@@ -28,8 +28,9 @@ form that turns all layer pairs into one matrix product.
 
 *Minibatch CKA* (Nguyen, Raghu, Kornblith, ICLR 2021) is a ratio of sums over minibatches,
 :math:`\sum_i \mathrm{HSIC}_1(K_i, L_i) / \sqrt{\sum_i \mathrm{HSIC}_1(K_i,K_i)\sum_i \mathrm{HSIC}_1(L_i,L_i)}`;
-:class:`MinibatchCKA` accumulates those sums with :func:`unbiased_hsic_pairs` — the same function
-:func:`unbiased_hsic` uses.
+:mod:`deepgeom.functional.minibatch_cka` computes one batch's terms with the pair product
+:func:`unbiased_hsic` uses, adds them up and forms the ratio; the stateful accumulator over those
+functions is :class:`deepgeom.analysis.streaming.MinibatchCKA`.
 
 Precision: every Gram matrix is built from columns centred with exact float64 means (per batch in
 the minibatch form); U-centring, HSIC terms and their running sums are float64. Column centring does
@@ -43,14 +44,13 @@ float32 activations (their own precision; see :func:`deepgeom.functional.matrix.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validation import check_fraction, check_matrix, check_same_n
+from .._validation import check_matrix, check_same_n
 from ..errors import InputError, UnknownNameError
 from .matrix import (
     as_tensor,
@@ -59,7 +59,6 @@ from .matrix import (
     column_mean,
     gram,
     iter_blocks,
-    max_abs_exponent,
     mul_pow2,
     product_dtype,
     resolve_device,
@@ -77,7 +76,6 @@ __all__ = [
     "linear_cka",
     "rbf_cka",
     "cka",
-    "MinibatchCKA",
     "KERNELS",
 ]
 
@@ -490,195 +488,11 @@ def cka(X: Any, Y: Any, *, kernel: str = "linear", sigma: float = 0.8, debiased:
     raise UnknownNameError("CKA kernel", kernel, list(KERNELS))
 
 
-# ---------------------------------------------------------------------------------------- minibatch
-#: ⟨U, U⟩ of a batch kernel outside this range is recomputed on power-of-two-scaled activations: far
-#: inside float64 (2^±1022), so sums over batches and cross terms (≤ √(⟨U,U⟩⟨V,V⟩)) stay finite
-_SELF_RANGE = (2.0**-600, 2.0**600)
+def __getattr__(name: str) -> Any:
+    # MinibatchCKA, the stateful accumulator, lives beside the analyses that use it; this old path
+    # keeps working (imported on first use, so this module does not import the analysis layer)
+    if name == "MinibatchCKA":
+        from ..analysis.streaming import MinibatchCKA  # lazy: a lower layer re-exporting an old name
 
-
-def _pow2_grid(T: torch.Tensor, ra: np.ndarray, rb: np.ndarray) -> torch.Tensor:
-    """T (A, B) times 2^(ra_a + rb_b), or (A,) times 2^(ra_a + rb_a) (all exponents ≤ 0: exact, or a
-    negligible underflow)."""
-    if T.ndim == 1:
-        return torch.from_numpy(np.ldexp(T.numpy(), (ra + rb).astype(np.int32)))
-    return torch.from_numpy(np.ldexp(T.numpy(), (ra[:, None] + rb[None, :]).astype(np.int32)))
-
-
-class MinibatchCKA:
-    r"""Streaming minibatch CKA (Nguyen, Raghu, Kornblith 2021) for all pairs of two layer lists.
-
-    Each :meth:`update` takes one minibatch: a list of per-layer activations ``xs`` (each (B, D_a),
-    any widths) and optionally ``ys`` for a second model on *the same* B examples. It adds
-    :math:`\mathrm{HSIC}_1(K_a, L_b)` for every pair, and the self terms, to running float64 sums
-    (:func:`unbiased_hsic_pairs`); :meth:`compute` returns the ratio of sums
-
-    .. math:: \mathrm{CKA}_{\mathrm{mb}}(a, b) = \frac{\sum_i \mathrm{HSIC}_1(K_{a,i}, L_{b,i})}
-              {\sqrt{\sum_i \mathrm{HSIC}_1(K_{a,i}, K_{a,i})\ \sum_i \mathrm{HSIC}_1(L_{b,i}, L_{b,i})}}.
-
-    Memory is the running (A×B) sums plus one batch of U-centred kernels (A + B)·B² floats.
-    Columns are centred per batch before the Gram product (exactly the same estimate; it removes the
-    offset that makes float32 HSIC₁ negative for ReLU features).
-
-    Args:
-        kernel: ``"linear"`` or ``"rbf"`` (bandwidth ``sigma`` × the batch's median distance).
-        compute_dtype: dtype of the Gram products (HSIC terms and sums are float64). ``"auto"``
-            (default) follows the activations: float32 products for float32 activations in batches
-            of ≥ 32 rows, float64 otherwise and always for the RBF kernel's distances
-            (:func:`deepgeom.functional.matrix.product_dtype`). The columns are centred first
-            (float32 data in two float32 passes, otherwise with float64 means), so the offset
-            problem does not return in float32.
-        device: where the products run (``"auto"`` → CUDA when present).
-
-    Example:
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0); X = rng.normal(size=(512, 8)); Y = X @ rng.normal(size=(8, 5))
-        >>> m = MinibatchCKA()
-        >>> for s in range(0, 512, 128):
-        ...     m.update([X[s:s + 128]], [Y[s:s + 128]])
-        >>> m.compute().shape
-        (1, 1)
-    """
-
-    def __init__(self, *, kernel: str = "linear", sigma: float = 0.8,
-                 compute_dtype: torch.dtype | str = "auto", device: str | torch.device | None = None):
-        if kernel not in KERNELS:
-            raise UnknownNameError("CKA kernel", kernel, list(KERNELS))
-        self.kernel, self.sigma = kernel, float(sigma)
-        if kernel == "rbf":
-            check_fraction(self.sigma, "sigma", low=0.0, high=float("inf"), open_low=True)
-        self.compute_dtype, self.device = compute_dtype, device
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every batch seen so far."""
-        self._kl: torch.Tensor | None = None
-        self._kk: torch.Tensor | None = None
-        self._ll: torch.Tensor | None = None
-        self._shape: tuple[int, int] | None = None
-        self._ea = self._eb = np.zeros(0, dtype=np.int64)  # power-of-two units of the sums, per layer
-        self._within = False
-        self.n_batches = 0
-        self.n_examples = 0
-        self._buffers: dict[str, torch.Tensor] = {}
-
-    def _stack(self, side: str, shape: tuple[int, int, int], dev: torch.device) -> torch.Tensor:
-        """The float64 kernel stack of one side, reused from batch to batch: no fresh multi-MB block
-        (and its page faults) per batch — 1–3% of an update at 13 + 9 layers of batch 256."""
-        K = self._buffers.get(side)
-        if K is None or tuple(K.shape) != shape or K.device != dev:
-            K = self._buffers[side] = torch.empty(shape, dtype=torch.float64, device=dev)
-        return K
-
-    def _kernels(self, xs: Sequence[Any], side: str, n: int | None,
-                 ) -> tuple[torch.Tensor, torch.Tensor, int, np.ndarray]:
-        """The batch's U-centred kernels as one float64 (L, n, n) stack (reused between batches), their
-        self products ⟨U, U⟩ and each kernel's power-of-two exponent E (the true kernel is 2ᴱ times the
-        one in the stack; nonzero only for activations beyond 2^±64, whose fourth powers would leave
-        float64). Each kernel is U-centred and squared right after its Gram product, while it is still
-        in cache: the stack is then read once more, by the pair product."""
-        if len(xs) == 0:
-            raise InputError(f"{side}: need at least one layer's activations per batch")
-        dev = resolve_device(self.device)
-        K = None
-        expo = np.zeros(len(xs), dtype=np.int64)
-        for i, x in enumerate(xs):
-            x = as_tensor(x)  # the core centres and rounds once to the product dtype
-            if x.ndim > 2:
-                x = x.reshape(x.shape[0], -1)
-            # finiteness is checked once per batch on the HSIC self-terms (NaN/Inf in x propagate there),
-            # not by a separate pass over every activation
-            x = check_matrix(x, f"{side}[{i}]", check_finite=False)
-            if n is None:
-                n = int(x.shape[0])
-                if n < 4:
-                    raise InputError(f"a minibatch needs at least 4 examples for the unbiased HSIC estimator; "
-                                     f"got {n}")
-            elif x.shape[0] != n:
-                raise InputError(f"every layer of a batch must hold the same examples: {side}[{i}] has "
-                                 f"{x.shape[0]} rows, expected {n}")
-            if K is None:
-                K = self._stack(side, (len(xs), n, n), dev)
-                selfs = torch.empty(len(xs), dtype=torch.float64, device=dev)
-            if self.kernel == "linear":
-                U = centred_linear_kernel(x, _u_center_, compute_dtype=self.compute_dtype, device=dev, out=K[i])
-                u = U.reshape(-1)
-                if not _SELF_RANGE[0] < float(torch.dot(u, u)) < _SELF_RANGE[1]:
-                    # ⟨U, U⟩ ~ x⁴ overflowed, or may have lost digits to underflow (or x is constant or
-                    # not finite, which this leaves as it is): redo on x scaled by 2⁻ᵉ (exact); the
-                    # kernel then carries 4ᵉ. Only such layers pay for the extra pass over x.
-                    e = max_abs_exponent(x)
-                    if e:
-                        x, expo[i] = mul_pow2(x.to(torch.float64), -e), 2 * e
-                        U = centred_linear_kernel(x, _u_center_, compute_dtype=self.compute_dtype, device=dev,
-                                                  out=K[i])
-            else:
-                K[i] = gram_rbf(x, self.sigma, compute_dtype=self.compute_dtype, device=dev)
-                U = _u_center_(K[i])
-            u = U.reshape(-1)
-            selfs[i] = torch.dot(u, u)
-        return K, selfs, int(n), expo
-
-    def update(self, xs: Sequence[Any], ys: Sequence[Any] | None = None) -> None:
-        """Add one minibatch: per-layer activations ``xs`` (and ``ys`` of a second model), same B ≥ 4 rows."""
-        Ua, kk, n, ea = self._kernels(xs, "xs", None)
-        Ub, ll, _, eb = (None, None, n, ea) if ys is None else self._kernels(ys, "ys", n)
-        kl, kk, ll = _centred_pairs(Ua, Ub, kk, ll)
-        for side, terms in (("xs", kk), ("ys", ll if ys is not None else None)):
-            if terms is not None and not bool(torch.isfinite(terms).all()):
-                bad = torch.nonzero(~torch.isfinite(terms)).flatten().tolist()
-                raise InputError(f"{side}{bad} of this batch contain NaN or Inf (or overflow the kernel): "
-                                 "remove or impute those rows first")
-        shape = (kl.shape[0], kl.shape[1])
-        kl, kk, ll = kl.cpu(), kk.cpu(), ll.cpu()
-        if self._shape is None:
-            self._shape, self._within = shape, ys is None
-            self._kl, self._kk, self._ll = kl.clone(), kk.clone(), ll.clone()
-            self._ea, self._eb = ea.copy(), eb.copy()
-        else:
-            if shape != self._shape or (ys is None) != self._within:
-                raise InputError(f"every batch must bring the same layers: first batch gave a {self._shape} "
-                                 f"layer grid{' (within one model)' if self._within else ''}, this one {shape}")
-            if ea.any() or eb.any() or self._ea.any() or self._eb.any():
-                # sums are kept in units of 2^(e_a + e_b) per pair, e the largest exponent seen per
-                # layer: both sides are brought to the new units (exact powers of two) before adding
-                na, nb = np.maximum(self._ea, ea), np.maximum(self._eb, eb)
-                self._kl = _pow2_grid(self._kl, self._ea - na, self._eb - nb)
-                self._kk = _pow2_grid(self._kk, self._ea - na, self._ea - na)
-                self._ll = _pow2_grid(self._ll, self._eb - nb, self._eb - nb)
-                kl = _pow2_grid(kl, ea - na, eb - nb)
-                kk = _pow2_grid(kk, ea - na, ea - na)
-                ll = _pow2_grid(ll, eb - nb, eb - nb)
-                self._ea, self._eb = na, nb
-            self._kl += kl
-            self._kk += kk
-            self._ll += ll
-        self.n_batches += 1
-        self.n_examples += n
-
-    def hsic_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The running sums (Σ HSIC₁(K_a, L_b), Σ HSIC₁(K_a, K_a), Σ HSIC₁(L_b, L_b)) as float64 arrays
-        (±inf where activations beyond ~1e77 make a sum exceed float64; :meth:`compute` is unaffected)."""
-        kl, kk, ll = self._scaled_sums()
-        with np.errstate(over="ignore"):
-            return (np.ldexp(kl, (self._ea[:, None] + self._eb[None, :]).astype(np.int32)),
-                    np.ldexp(kk, (2 * self._ea).astype(np.int32)), np.ldexp(ll, (2 * self._eb).astype(np.int32)))
-
-    def _scaled_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self._kl is None:
-            raise InputError("MinibatchCKA.compute() before any update(): no batches seen")
-        return self._kl.numpy().copy(), self._kk.numpy().copy(), self._ll.numpy().copy()
-
-    def compute(self) -> np.ndarray:
-        """The (A, B) minibatch CKA matrix (float64 array); for a layer with Σ HSIC₁(K, K) ≤ 0 — no
-        variance in any batch (e.g. a dead ReLU layer) — its row/column is NaN and a warning names it."""
-        kl, kk, ll = self._scaled_sums()  # the power-of-two units cancel in the ratio
-        bad_a, bad_b = np.flatnonzero(~(kk > 0)), np.flatnonzero(~(ll > 0))
-        if bad_a.size or bad_b.size:
-            warnings.warn(
-                f"CKA undefined for layers with no variance in any batch (constant activations): "
-                f"first-side indices {bad_a.tolist()}, second-side indices {bad_b.tolist()}; set to NaN",
-                RuntimeWarning, stacklevel=2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            # √kk·√ll, not √(kk·ll): the product underflows for tiny activations (1e-40 data)
-            den = np.sqrt(np.where(kk > 0, kk, np.nan))[:, None] * np.sqrt(np.where(ll > 0, ll, np.nan))[None, :]
-            return kl / den
+        return MinibatchCKA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,6 +37,7 @@ from .._results import ResultMixin
 from .._validation import check_labels, check_matrix, check_same_n
 from ..errors import InputError
 from . import matrix
+from .cka import linear_cka
 from .spectrum import Spectrum, effective_dimension, rank_tolerance
 
 __all__ = [
@@ -349,7 +350,6 @@ def richness(features: Any, outputs: Any) -> float:
     multiple of the projection onto the outputs' span (features carry nothing else, with equal weights —
     e.g. an exact simplex-ETF collapse); towards 1 when the kernel holds much the outputs do not use.
     """
-    from .cka import linear_cka
 
     H = check_matrix(features, "features", min_rows=2)
     F = outputs.detach().cpu().numpy() if isinstance(outputs, torch.Tensor) else np.asarray(outputs)

@@ -7,7 +7,7 @@ choices that matter for speed and precision are made once:
 * **Blocked.** Products are accumulated over blocks of features (for Gram) or rows (for
   covariance), so a memmap captured to disk is streamed and never loaded whole, and peak memory is
   the output plus one block.
-* **Precision.** Each block product runs in ``compute_dtype`` (float32 is ~2× faster here) and is
+* **Precision.** Each block product runs in ``compute_dtype`` (float32 products are the fast path) and is
   accumulated in float64; ``center=True`` subtracts exact float64 column means *before* the
   product, which removes the large common offset of ReLU features that otherwise cancels
   catastrophically in :math:`HKH`.
@@ -95,7 +95,7 @@ def column_mean(X: Any, *, block_rows: int | None = None) -> torch.Tensor:
     return total / n
 
 
-#: rows per block of a symmetric product on the CPU (measured: 64 saves a third at 256×1280)
+#: rows per block of a symmetric product on the CPU (the fastest size measured; BENCHMARKS.md)
 _SYM_BLOCK = 64
 
 
@@ -103,11 +103,10 @@ def _self_product(A: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     """A Aᵀ with each symmetric block pair computed once (the upper block triangle, mirrored).
 
     With b-row blocks this is (1 + b/N)/2 of the flops of the full product; on the CPU it pays
-    from N = 2b (256 × 1280 in float64: 2.4 ms instead of 3.6 ms on one thread). On a GPU one
-    large product is faster than many small ones, so it stays whole there. ``out`` (N×N, any float
-    dtype) receives the result, converted on assignment. (BLAS ``syrk`` through scipy was 5–7%
-    faster for a one-thread CKA update, but its thread pool spinning beside torch's made a
-    2-thread heatmap 9× slower: torch's own products keep one pool.)
+    from N = 2b. On a GPU one large product is faster than many small ones, so it stays whole there.
+    ``out`` (N×N, any float dtype) receives the result, converted on assignment. BLAS ``syrk``
+    through scipy is not used: its thread pool spins beside torch's, and torch's own products keep
+    one pool (timings for both in BENCHMARKS.md).
     """
     n = A.shape[0]
     if A.device.type != "cpu" or n < 2 * _SYM_BLOCK:

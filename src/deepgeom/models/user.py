@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from .._defaults import INPUT, OUTPUT, SWEEP_AXES
 from ..errors import InputError
 
-__all__ = ["is_user_spec", "parse_model_spec", "resolve_spec", "import_object", "load_user_model",
+__all__ = ["import_file", "is_user_spec", "parse_model_spec", "resolve_spec", "import_object", "load_user_model",
            "build_user", "factory_parameters", "parse_kwargs", "load_weights"]
 
 _FILE_CACHE: dict[tuple[str, float], Any] = {}
@@ -66,7 +68,9 @@ def resolve_spec(spec: str, base: str | Path | None = None) -> str:
     return f"{p}:{name}"
 
 
-def _import_file(path: Path) -> Any:
+def import_file(path: Path) -> Any:
+    """Import a Python file as a module without installing it (once per modification time); its
+    directory is on ``sys.path`` while it runs, so it may import its neighbours."""
     if not path.is_file():
         raise InputError(f"model file {str(path)!r} does not exist")
     key = (str(path.resolve()), path.stat().st_mtime)
@@ -94,7 +98,7 @@ def import_object(spec: str) -> Any:
     """The class or factory a spec names (the file or module is imported once per modification)."""
     where, name = parse_model_spec(spec)
     if where.endswith(".py"):
-        module = _import_file(Path(where).expanduser())
+        module = import_file(Path(where).expanduser())
     else:
         try:
             module = importlib.import_module(where)
@@ -160,8 +164,6 @@ def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
         raise InputError(f"weights file {str(p)!r} does not exist")
     try:
         if p.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(p))
         else:
             state = torch.load(p, map_location="cpu", weights_only=True)
@@ -180,8 +182,6 @@ def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
 
 def _annotate(model: nn.Module) -> nn.Module:
     """Give a user model the attributes the study analyses read, where it lacks them."""
-    from ..capture._layers import INPUT, OUTPUT
-
     leaves = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
     if not getattr(model, "analysis_layers", None):
         model.analysis_layers = [INPUT, *leaves, OUTPUT]
@@ -240,6 +240,4 @@ def build_user(spec: str, *, input_shape: Any, n_classes: int, width: int | None
 
 def _explicit(key: str, value: Any) -> bool:
     """A width/depth counts as asked for unless it is the study sweep's own default (64 / 3)."""
-    from ..studies.config import SWEEP_AXES
-
     return value != SWEEP_AXES.get(key)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..viz._common import plt
+from ..viz import plt
 
 __all__ = ["plot_learning_curves", "plot_id_vs_accuracy", "plot_id_during_training", "plot_metric_through_training",
            "pearson_r"]

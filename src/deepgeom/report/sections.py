@@ -9,13 +9,46 @@ import re
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from .builder import NotRun, ReportContext, _p, html_table
+from .._io import write_table
+from ..analysis.blocks import Block
+from ..analysis.cka_result import CKAResult
+from ..analysis.kernel_dynamics import SpectraThroughTraining
+from ..claims import Tables, evaluate_claims, parse_claims
+from ..viz.id import plot_id_profile
+from ..viz.similarity import plot_cka_heatmap, plot_pc1_fraction
+from ..viz.spectrum import plot_checkpoint_spectrum, plot_dominant_count, plot_eigenvalues_through_training
+from . import figures  # by module: a figure swapped there (a test's failing one) is the one drawn
+from .claims import claims_html
+from .context import NotRun, ReportContext, _p, html_table
 
 __all__ = [
     "section_findings", "section_id_profile", "section_id_accuracy", "section_id_training", "section_cka", "section_cka_across",
     "section_spectrum", "section_collapse", "section_predictions", "section_config",
 ]
+
+
+def section_overview(ctx: ReportContext) -> str:
+    """The runs of the study and, when trained, their learning curves."""
+    runs = ctx.runs
+    parts = []
+    if ctx.meta.get("description"):
+        parts.append(_p(html.escape(ctx.meta["description"])))
+    units = ctx.meta.get("units", [])
+    status = pd.Series([u["status"] for u in units]).value_counts().to_dict() if units else {}
+    parts.append(_p(f"{len(runs)} trained runs, {len(units)} units of work "
+                    f"({', '.join(f'{v} {k}' for k, v in sorted(status.items()))}). "
+                    "Every number below is read from <code>tables/</code> in the study directory "
+                    "(CSV and Parquet), so it can be checked or re-plotted independently.", "note"))
+    cols = [c for c in ("label", "dataset", "model", "width", "depth", "seed", "shuffle_fraction", "epochs",
+                        "final_train_acc", "final_test_acc") if c in runs.columns]
+    parts.append(html_table(runs[cols]))
+    if ctx.has_table("history"):
+        parts.append(ctx.figure("learning_curves", lambda: figures.plot_learning_curves(ctx.table("history"), ctx),
+                                "Train (dashed) and test (solid) accuracy per epoch; train accuracy of "
+                                "shuffled-label runs is measured against the shuffled labels."))
+    return "\n".join(parts)
 
 
 def _slug(text: str) -> str:
@@ -49,17 +82,12 @@ def _last_hidden(df: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------- claims
 def section_findings(ctx: ReportContext) -> str:
     """The study's pre-registered claims (``claims:`` in its config), judged on its tables."""
-    import yaml
-
-    from ..claims import Tables, evaluate_claims, parse_claims
-    from .claims import claims_html
 
     raw = yaml.safe_load(ctx.config_text) if ctx.config_text else {}
     claims = parse_claims((raw or {}).get("claims"), where="claims")
     if not claims:
         raise NotRun("this study registers no claims (add a 'claims:' list to its config; see docs/studies.md)")
     df = evaluate_claims(claims, Tables({"study": ctx.study_dir}))
-    from ..studies._io import write_table
 
     write_table(df, ctx.report_dir / "claims")
     return claims_html(df) + _p('The same table: <a href="claims.csv">claims.csv</a>.', "note")
@@ -67,8 +95,6 @@ def section_findings(ctx: ReportContext) -> str:
 
 # ------------------------------------------------------------------------------------- ID
 def section_id_profile(ctx: ReportContext) -> str:
-    from ..viz.id import plot_id_profile
-
     df = ctx.table("id_profiles", "id_profile")
     parts = [_p("TwoNN intrinsic dimension (Facco et al. 2017) of each analysed layer against relative depth "
                 "(layer index / number of analysed layers), with the linear PC-ID (components for 90% of the "
@@ -120,8 +146,6 @@ def section_id_profile(ctx: ReportContext) -> str:
 
 
 def section_id_accuracy(ctx: ReportContext) -> str:
-    from .figures import pearson_r, plot_id_vs_accuracy
-
     df = ctx.table("id_profiles", "id_profile")
     runs = ctx.runs
     final = df[df["epoch"] == df.groupby("run")["epoch"].transform("max")]
@@ -139,7 +163,7 @@ def section_id_accuracy(ctx: ReportContext) -> str:
     })
     texts = []
     for ds, clean in pts[~pts["shuffled"]].groupby("dataset", sort=False):  # accuracies compare within a dataset
-        r = pearson_r(clean["test_acc"].to_numpy(), clean["twonn_id"].to_numpy())
+        r = figures.pearson_r(clean["test_acc"].to_numpy(), clean["twonn_id"].to_numpy())
         texts.append(f"{html.escape(str(ds))}: Pearson r between last-hidden-layer ID and test accuracy over the "
                      f"{len(clean)} true-label runs: <b>{r:.2f}</b>." if np.isfinite(r) else
                      f"{html.escape(str(ds))}: Pearson r needs at least 3 true-label runs (this study has "
@@ -149,22 +173,20 @@ def section_id_accuracy(ctx: ReportContext) -> str:
                 "predicts generalisation across architectures: correlation r = 0.94 with the top-5 test "
                 "<i>error</i> on ImageNet networks: the paper's direction corresponds to a negative r between ID "
                 "and accuracy here. " + text, "note"),
-             ctx.figure("id_vs_accuracy", lambda: plot_id_vs_accuracy(pts),
+             ctx.figure("id_vs_accuracy", lambda: figures.plot_id_vs_accuracy(pts),
                         "Last-hidden-layer TwoNN ID against test accuracy; hollow markers: shuffled labels."),
              html_table(pts)]
     return "\n".join(parts)
 
 
 def section_id_training(ctx: ReportContext) -> str:
-    from .figures import plot_id_during_training
-
     df = ctx.table("id_training", "id_during_training")
     if df["layer"].groupby(df["run"]).nunique().max() > 1:  # all layers profiled: keep the last hidden one
         df = df.assign(layer_index=df.groupby(["run", "epoch"]).cumcount())
         df = _last_hidden(df)
     parts = [_p("TwoNN ID of the last hidden layer at every checkpoint, beside the test accuracy at that epoch.",
                 "note"),
-             ctx.figure("id_during_training", lambda: plot_id_during_training(df, ctx),
+             ctx.figure("id_during_training", lambda: figures.plot_id_during_training(df, ctx),
                         "ID of the last hidden layer (left) and test accuracy (right) against epoch.")]
     rows = []
     for run, d in df.groupby("run", sort=False):
@@ -180,8 +202,6 @@ def section_id_training(ctx: ReportContext) -> str:
 
 # ------------------------------------------------------------------------------------- CKA
 def _cka_result(d: pd.DataFrame, *, within: bool, pc1_removed: bool = False, pc1: pd.DataFrame | None = None):
-    from ..analysis.cka_result import CKAResult
-
     la = d.sort_values("i").drop_duplicates("i")
     lb = d.sort_values("j").drop_duplicates("j")
     M = d.pivot(index="i", columns="j", values="cka").sort_index().sort_index(axis=1)
@@ -197,9 +217,6 @@ def _cka_result(d: pd.DataFrame, *, within: bool, pc1_removed: bool = False, pc1
 
 
 def section_cka(ctx: ReportContext) -> str:
-    from ..analysis.blocks import Block
-    from ..viz.similarity import plot_cka_heatmap, plot_pc1_fraction
-
     pairs = ctx.table("cka_pairs", "cka_matrix")
     blocks = ctx.table("cka_blocks") if ctx.has_table("cka_blocks") else pd.DataFrame(columns=["run"])
     pc1 = ctx.table("cka_pc1") if ctx.has_table("cka_pc1") else pd.DataFrame(columns=["run"])
@@ -244,8 +261,6 @@ def section_cka(ctx: ReportContext) -> str:
 
 
 def section_cka_across(ctx: ReportContext) -> str:
-    from ..viz.similarity import plot_cka_heatmap
-
     pairs = ctx.table("cka_across", "cka_across")
     parts = [_p("CKA between every layer of one trained model (rows) and every layer of another (columns), "
                 "both fed the same test batches in one pass (Nguyen et al. 2021 compare wide and deep "
@@ -265,8 +280,6 @@ def section_cka_across(ctx: ReportContext) -> str:
 
 # ------------------------------------------------------------------------------------- spectra
 def _spectra_result(ctx: ReportContext, run: str):
-    from ..analysis.kernel_dynamics import SpectraThroughTraining
-
     s = ctx.table("spectra", "spectrum_through_training")
     s = s[s["run"] == run].sort_values("epoch")
     ev = ctx.table("spectrum_eigenvalues")
@@ -285,12 +298,6 @@ def _spectra_result(ctx: ReportContext, run: str):
 
 
 def section_spectrum(ctx: ReportContext) -> str:
-    from ..viz.spectrum import (
-        plot_checkpoint_spectrum,
-        plot_dominant_count,
-        plot_eigenvalues_through_training,
-    )
-
     s = ctx.table("spectra", "spectrum_through_training")
     parts = [_p("Eigenvalues of the feature kernel of the penultimate layer Φ (G = ΦᵀΦ/n on a fixed subset of "
                 "training points with the labels trained on, uncentred so the constant mode counts) at every "
@@ -326,8 +333,6 @@ def section_spectrum(ctx: ReportContext) -> str:
 
 
 def section_collapse(ctx: ReportContext) -> str:
-    from .figures import plot_metric_through_training
-
     s = ctx.table("spectra", "spectrum_through_training")
     cols = [c for c in ("nc1", "nc2", "nc3", "nc4") if c in s.columns and s[c].notna().any()]
     if not cols:
@@ -336,7 +341,7 @@ def section_collapse(ctx: ReportContext) -> str:
                 "Tr(Σ_W Σ_B⁺)/C (within-class variability), NC2 (distance of the class means from a simplex "
                 "ETF), NC3 (alignment of classifier rows with the class means), NC4 (disagreement of the "
                 "network with the nearest-class-mean rule). All fall toward 0 under collapse.", "note"),
-             ctx.figure("collapse", lambda: plot_metric_through_training(s, cols, ctx, title="neural collapse"),
+             ctx.figure("collapse", lambda: figures.plot_metric_through_training(s, cols, ctx, title="neural collapse"),
                         "NC1–NC4 against epoch (log scale where positive), one line per run.")]
     extra = [c for c in ("effective_rank", "alpha", "richness") if c in s.columns]
     first_last = s[(s["epoch"] == s.groupby("run")["epoch"].transform("min"))

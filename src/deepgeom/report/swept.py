@@ -15,7 +15,9 @@ import html
 import numpy as np
 import pandas as pd
 
-from .builder import NotRun, ReportContext, _p, html_table
+from ..viz import plt
+from .context import NotRun, ReportContext, _p, html_table
+from .sections import _last_hidden
 
 __all__ = ["AXES", "METRICS", "run_measures", "section_swept"]
 
@@ -39,8 +41,6 @@ def run_measures(ctx: ReportContext) -> pd.DataFrame:
     if "final_test_acc" in runs:
         out["test_acc"] = runs["final_test_acc"].to_numpy()
     if ctx.has_table("id_profiles"):
-        from .sections import _last_hidden
-
         prof = ctx.table("id_profiles")
         last = _last_hidden(prof)
         last = last.sort_values("epoch").groupby("run").tail(1).set_index("run")
@@ -85,7 +85,6 @@ def _summary(df: pd.DataFrame, axis: str, metrics: list[str]) -> pd.DataFrame:
 
 def plot_along_axis(df: pd.DataFrame, axis: str, metrics: list[str]):
     """One panel per metric against ``axis``: per group, the seed mean with ±1 s.d. bars, seeds as dots."""
-    from ..viz._common import plt
 
     summ = _summary(df, axis, metrics)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.3), squeeze=False)

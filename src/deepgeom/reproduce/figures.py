@@ -388,7 +388,7 @@ def draw_figures(paper: str, tables: Tables, fig_dir: Path) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..viz._common import save_figure
+    from ..viz import save_figure
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     claims_path = fig_dir.parent / "claims.parquet"

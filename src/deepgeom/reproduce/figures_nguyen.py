@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from ..claims import Tables
+from ..viz import plt
 
 __all__ = ["NGUYEN_CAPTIONS", "NGUYEN_FIGURES", "NGUYEN_CLAIM_FIGURES"]
 
@@ -62,8 +64,6 @@ def _stack(t: Tables, studies: list[str], name: str) -> pd.DataFrame:
 
 def _n_train(t: Tables, study: str) -> float:
     """The study's training-set size, from the config it ran (``data.options.<dataset>.n_train``)."""
-    import yaml
-
     cfg = yaml.safe_load((t.studies[study] / "config.yaml").read_text(encoding="utf-8"))
     sizes = [o.get("n_train") for o in ((cfg.get("data") or {}).get("options") or {}).values()]
     return float(sizes[0]) if sizes and sizes[0] is not None else np.nan
@@ -99,8 +99,6 @@ def _final_acc(t: Tables, studies: list[str]) -> pd.DataFrame:
 
 
 def _heat(ax, M: np.ndarray, blocks: pd.DataFrame, title: str, runs: list[tuple[int, int]] = ()):
-    import matplotlib.pyplot as plt
-
     ax.imshow(M, origin="lower", cmap="magma", vmin=0, vmax=1, interpolation="nearest")
     for a, b in runs:
         ax.add_patch(plt.Rectangle((a - 0.5, a - 0.5), b - a, b - a, fill=False, edgecolor="white", lw=0.8,
@@ -119,8 +117,6 @@ def _matrix(pairs: pd.DataFrame, run: str, removed: bool) -> np.ndarray:
 
 
 def _fig_grid(t: Tables):
-    import matplotlib.pyplot as plt
-
     studies = _grid_studies(t)
     pairs = _stack(t, studies, "cka_pairs")
     blocks = _stack(t, studies, "cka_blocks")
@@ -146,8 +142,6 @@ def _fig_grid(t: Tables):
 
 
 def _fig_block_size(t: Tables):
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for column, style, tag in (("in_block", "-", "block"), ("in_cka_run", ":", "CKA-only run")):
         cov = _coverage(t, _grid_studies(t), column)
@@ -186,8 +180,6 @@ def _fig_block_size(t: Tables):
 
 
 def _fig_pc1(t: Tables):
-    import matplotlib.pyplot as plt
-
     studies = _grid_studies(t)
     pc1 = _stack(t, studies, "cka_pc1")
     pc1 = pc1[~pc1["layer"].isin(["input", "output"])]
@@ -210,8 +202,6 @@ def _fig_pc1(t: Tables):
 
 
 def _fig_seeds(t: Tables):
-    import matplotlib.pyplot as plt
-
     studies = _grid_studies(t)
     pc1 = _stack(t, studies, "cka_pc1")
     inb = {(r, lay): bool(v) for r, lay, v in zip(pc1["run"], pc1["layer"], pc1["in_block"], strict=True)}
@@ -240,8 +230,6 @@ def _fig_seeds(t: Tables):
 
 
 def _fig_predictions(t: Tables):
-    import matplotlib.pyplot as plt
-
     pp = t.get("prediction_pairs", "predict")
     pc = t.get("per_class_accuracy", "predict")
     arch = pc.groupby("label")[["width", "depth"]].first()

@@ -74,8 +74,8 @@ def regression_study(out_dir: str | Path, *, seeds: list[int] | tuple[int, ...] 
     ``run``, ``m``, ``train_loss``, ``test_loss``) and ``regression_eigenvalues``, and returns the first.
     The same data (``seed`` 0 of the task) serve every training seed, so seeds differ only in the net.
     """
+    from .._io import write_table
     from ..analysis.kernel_dynamics import spectra_through_training
-    from ..studies._io import write_table
     from ..train import TrainConfig, train
 
     out = Path(out_dir)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._io import atomic_write_text, write_table
 from ..claims import CLAIM_COLUMNS
 from ..report.claims import claims_html, fmt_interval
-from ..studies._io import atomic_write_text, write_table
 from .figures import CAPTIONS, CLAIM_FIGURES
 
 __all__ = ["write_outputs", "markdown", "splice_markdown"]
@@ -131,7 +131,7 @@ def write_outputs(out: Path) -> Path:
                f"{meta.get('cpus', '?')} × {html.escape(str(meta.get('cpu', '?')))}</p>")
         body.append(f'<section id="{paper}"><h2>{html.escape(meta.get("title", paper))}</h2>{run}{"".join(figs)}</section>')
         nav.append(f'<a href="#{paper}">{html.escape(paper)}</a>')
-    from .. import __version__
+    from .._version import __version__
 
     template = string.Template((Path(__file__).parent.parent / "report" / "template.html").read_text())
     page = template.substitute(title="deepgeom reproduction", subtitle=f"<p>Directory <code>{html.escape(str(out))}</code></p>",

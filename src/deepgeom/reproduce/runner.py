@@ -31,9 +31,9 @@ from typing import Any
 
 import pandas as pd
 
+from .._io import write_table
 from ..claims import CLAIM_COLUMNS, Tables, evaluate_claims, parse_claims
 from ..errors import InputError, UnknownNameError
-from ..studies._io import write_table
 
 __all__ = ["papers", "load_spec", "reproduce", "SPEC_DIR"]
 

@@ -58,10 +58,9 @@ def transformer_profile(out_dir: str | Path, *, n_sentences: int | None = None, 
 
     Resumable: an existing ``tables/transformer_id.parquet`` with the same settings is read, not redone.
     """
-    from ..capture import capture
-    from ..capture._text import tokenize_texts
+    from .._io import atomic_write_json, write_table
+    from ..capture import capture, tokenize_texts
     from ..data import sentences
-    from ..studies._io import atomic_write_json, write_table
 
     out = Path(out_dir)
     settings = {"n_sentences": n_sentences, "max_length": max_length, "max_tokens": max_tokens,

@@ -38,7 +38,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analysis.id_profile import id_profile
+from ..analysis.kernel_dynamics import spectra_through_training
+from ..analysis.pc1 import pc1_cka, pc1_scores
+from ..analysis.predictions import architecture_test, pairwise_comparisons, per_class_accuracy, predictions
+from ..analysis.similarity import best_match, cka_matrix, cka_matrix_from_captures, find_blocks
+from ..capture import capture
 from ..errors import InputError
+from ..functional.intrinsic_dim import twonn_scale
 from .registry import register_analysis
 
 __all__ = ["subsample_indices", "select_epochs"]
@@ -135,7 +142,6 @@ def id_profile_analysis(ctx) -> pd.DataFrame:
     Columns: those of :func:`deepgeom.analysis.id_profile.id_profile` plus ``epoch``, ``layer_index``,
     ``condition`` (``untrained`` at epoch 0, else ``trained`` or ``shuffled labels``), ``split``.
     """
-    from ..analysis.id_profile import id_profile
 
     p = ctx.params
     x, _, _ = _split(ctx.run, p["split"], p["n_points"], ctx.seed)
@@ -162,7 +168,6 @@ def id_profile_analysis(ctx) -> pd.DataFrame:
 def id_during_training(ctx) -> pd.DataFrame:
     """ID of the last hidden layer (``layers="penultimate"``) or of every analysis layer (``"all"``) at
     each checkpoint, with that epoch's train/test accuracy (Ansuini et al. 2019 tracked ID over epochs)."""
-    from ..analysis.id_profile import id_profile
 
     p = ctx.params
     if p["layers"] not in ("penultimate", "all"):
@@ -193,8 +198,6 @@ def id_scale(ctx) -> pd.DataFrame:
     disjoint random blocks of N, N/2, N/4, … points (:func:`deepgeom.functional.intrinsic_dim.twonn_scale`;
     Facco et al. 2017, Ansuini et al. 2019's scale check). A plateau over block sizes means the ID is
     well defined at the sample's scale. Columns: the scale table plus ``layer``, ``epoch``."""
-    from ..capture import capture
-    from ..functional.intrinsic_dim import twonn_scale
 
     p = ctx.params
     x, _, _ = _split(ctx.run, p["split"], p["n_points"], ctx.seed)
@@ -233,7 +236,6 @@ def cka_within(ctx) -> dict[str, pd.DataFrame]:
     ``threshold``, and with ``remove_pc1`` every layer's first-PC fraction ≥ ``pc1_threshold``), each
     layer's first-PC variance fraction, the heatmap with each layer's first PC projected out
     (``remove_pc1``), and (``pc1_projection``) the CKA between the layers' first-PC projections."""
-    from ..capture import capture
 
     p = ctx.params
     x, _, _ = _split(ctx.run, p["split"], p["n_points"], ctx.seed)
@@ -247,9 +249,6 @@ def cka_within(ctx) -> dict[str, pd.DataFrame]:
 
 
 def _cka_tables(ctx, cap, p: dict) -> dict[str, pd.DataFrame]:
-    from ..analysis.pc1 import pc1_cka, pc1_scores
-    from ..analysis.similarity import cka_matrix_from_captures, find_blocks
-
     res = cka_matrix_from_captures(cap, batch_size=p["batch_size"], remove_pc1=p["remove_pc1"])
     frames = []
     if p["remove_pc1"]:
@@ -328,7 +327,6 @@ def cka_across(ctx) -> dict[str, pd.DataFrame]:
     match in the other model. ``pairs``: ``"all"``, ``"seeds"`` (same architecture and labels, different
     seed: the paper's seed-to-seed comparison) or ``"architectures"`` (different architecture, same
     seed). At most ``max_pairs`` pairs, in sweep order."""
-    from ..analysis.similarity import best_match, cka_matrix
 
     p = ctx.params
     if p["pairs"] not in _PAIRS:
@@ -369,7 +367,6 @@ def spectrum_through_training(ctx) -> dict[str, pd.DataFrame]:
     and outputs, eigenbasis overlap, NC1–NC4 (Nam et al. 2024; Papyan et al. 2020), via
     :func:`deepgeom.analysis.kernel_dynamics.spectra_through_training`. ``count_subsamples`` > 0 adds the
     spread of the dominant count over that many random 80% subsamples of the points."""
-    from ..analysis.kernel_dynamics import spectra_through_training
 
     p = ctx.params
     x, y, _ = _split(ctx.run, "train", p["n_points"], ctx.seed)
@@ -400,12 +397,6 @@ def prediction_comparisons(ctx) -> dict[str, pd.DataFrame]:
     """Per-example agreement and per-class accuracy of the trained models on the same test set, and —
     when two or more model families have two or more seeds each — the architecture-vs-seed test of
     Nguyen et al. (2021, §6) (:mod:`deepgeom.analysis.predictions`)."""
-    from ..analysis.predictions import (
-        architecture_test,
-        pairwise_comparisons,
-        per_class_accuracy,
-        predictions,
-    )
 
     p = ctx.params
     pair_frames, class_frames, test_rows = [], [], []

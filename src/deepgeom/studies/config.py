@@ -19,14 +19,22 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib
 import itertools
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._defaults import TRAIN_DEFAULTS
+import yaml
+
+from .._defaults import SWEEP_AXES, TRAIN_DEFAULTS
+from ..claims import parse_claims
 from ..errors import InputError, UnknownNameError
+from ..models.user import import_file, is_user_spec, resolve_spec
+from .registry import get_analysis
+from .resources import check_resources
+from .training import train_config
 
 __all__ = [
     "SWEEP_AXES",
@@ -39,15 +47,6 @@ __all__ = [
     "stable_key",
 ]
 
-#: The axes of a sweep, in the order runs are enumerated, with their defaults.
-SWEEP_AXES: dict[str, Any] = {
-    "dataset": None,  # required
-    "model": None,  # required
-    "width": 64,
-    "depth": 3,
-    "seed": 0,
-    "shuffle_fraction": 0.0,
-}
 
 #: Top-level keys a config may hold.
 TOP_LEVEL_KEYS = ("name", "description", "sweep", "exclude", "data", "models", "train", "analyses",
@@ -166,9 +165,6 @@ def load_analyses_from(spec: Any, base: str | Path | None = None) -> list[str]:
     relative to the config file, or an importable module name; or a list of them), so their
     ``@register_analysis`` decorators run. Returns what was imported. Analyses published by installed
     packages under the ``deepgeom.analyses`` entry-point group are loaded with the built-ins."""
-    import importlib
-
-    from ..models.user import _import_file
 
     items = _as_list(spec)
     done = []
@@ -179,7 +175,7 @@ def load_analyses_from(spec: Any, base: str | Path | None = None) -> list[str]:
             path = Path(item).expanduser()
             if not path.is_absolute() and base is not None and (Path(base) / path).is_file():
                 path = Path(base) / path
-            _import_file(path.resolve())
+            import_file(path.resolve())
         else:
             try:
                 importlib.import_module(item)
@@ -223,8 +219,6 @@ def _read(source: str | Path | Mapping) -> dict:
         except json.JSONDecodeError as exc:
             raise InputError(f"study config {str(path)!r} is not valid JSON: {exc}") from exc
     else:
-        import yaml
-
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -257,7 +251,6 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
     listing the known ones; bad values raise :class:`~deepgeom.errors.InputError` naming the key.
     Analysis names and their parameters are checked against the analysis registry.
     """
-    from .registry import get_analysis
 
     raw = _read(source)
     _check_keys(raw, TOP_LEVEL_KEYS, "study config")
@@ -349,10 +342,7 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         analysis = get_analysis(aname)  # UnknownNameError lists the registered ones
         analyses[aname] = analysis.resolve_params(params)
 
-    from ..claims import parse_claims
-
     claims = parse_claims(raw.get("claims"), where="claims")
-    from .resources import check_resources
 
     resources = check_resources(raw.get("resources"), ["train", *analyses])
 
@@ -373,7 +363,6 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
     runs = cfg.runs
     if not runs:
         raise InputError("the sweep is empty: every combination is matched by an exclude pattern")
-    from .training import train_config
 
     for run in runs:  # TrainConfig checks optimizer, loss and model family names
         train_config(run)
@@ -388,8 +377,6 @@ def _resolve_data(name: str, base: Path | None) -> str:
 
 
 def _resolve_model(name: str, base: Path | None) -> str:
-    from ..models.user import is_user_spec, resolve_spec
-
     return resolve_spec(name, base) if is_user_spec(name) else name
 
 

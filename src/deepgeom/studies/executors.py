@@ -20,17 +20,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
+import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+import cloudpickle
+import torch
+
+from .._io import atomic_write_json, atomic_write_text, write_table
+from .._optional import require
+from ..errors import InputError, UnknownNameError
+from ..train import RESUME_FILE
+from . import training
+from .store import DONE, ERROR, Lease, Owner, claim_tmp_dirs, publish_first
+from .units import AnalysisContext, RunHandle, _now, _to_frames
 
 __all__ = ["EXECUTORS", "UnitJob", "execute_unit", "SerialExecutor", "LocalExecutor", "RayExecutor",
            "check_executor", "make_executor"]
@@ -59,7 +72,7 @@ def _worker_info(owner) -> dict:
     info = {"host": owner.host, "pid": owner.pid}
     if "ray" in sys.modules:
         with contextlib.suppress(Exception):
-            import ray
+            import ray  # optional (the ray extra), and only already-imported
 
             if ray.is_initialized():
                 info["ray_node"] = ray.get_runtime_context().get_node_id()
@@ -68,8 +81,6 @@ def _worker_info(owner) -> dict:
 
 @contextlib.contextmanager
 def _torch_threads(n: int):
-    import torch
-
     saved = torch.get_num_threads()
     torch.set_num_threads(int(n))
     try:
@@ -80,8 +91,6 @@ def _torch_threads(n: int):
 
 def _compute(job: UnitJob, tmp: Path) -> tuple[dict, dict]:
     """Run the unit's work into ``tmp``; returns (tables, extra fields for DONE.json)."""
-    from .runner import AnalysisContext, RunHandle, _to_frames
-    from .training import train_run
 
     u, cfg = job.unit, job.config
     runs_dir = Path(job.out_dir) / "runs"
@@ -91,9 +100,8 @@ def _compute(job: UnitJob, tmp: Path) -> tuple[dict, dict]:
     if rec.scope == "train":
         handle = handles[u.run.key]
         handle.device = job.resources.get("device", "cpu")
-        trainer = job.trainer or train_run
+        trainer = job.trainer or training.train_run  # looked up now: a hook may replace it
         history, checkpoints = trainer(handle, tmp)
-        from ._io import atomic_write_json
 
         atomic_write_json(tmp / "train.json", {"checkpoints": {str(k): str(v) for k, v in checkpoints.items()}})
         extra = {}
@@ -114,9 +122,6 @@ def execute_unit(job: UnitJob) -> dict:
     process published first) or ``failed`` (with ``error`` and ``traceback``), plus ``seconds``,
     ``tables`` and ``worker`` (host, pid and, under Ray, the node id).
     """
-    from ..train import RESUME_FILE
-    from ._io import atomic_write_json, atomic_write_text, write_table
-    from .store import DONE, ERROR, Lease, Owner, claim_tmp_dirs, publish_first
 
     rec = job.unit.record
     runs_dir = Path(job.out_dir) / "runs"
@@ -151,7 +156,6 @@ def execute_unit(job: UnitJob) -> dict:
             for name, df in frames.items():
                 write_table(df.reset_index(drop=True), tmp / "tables" / name, formats=("parquet",))
             atomic_write_json(tmp / "unit.json", job.unit.spec)
-            from .runner import _now
 
             atomic_write_json(tmp / DONE, {"finished": _now(), "seconds": round(seconds, 3),
                                            "tables": sorted(frames), "worker": out["worker"], **extra})
@@ -211,7 +215,6 @@ def _watch_parent(parent_pid: int) -> None:
 
 def _local_worker(conn, parent_pid: int) -> None:
     """A ``local`` worker process: receive cloudpickled jobs, run them, send results back."""
-    import cloudpickle
 
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     while True:
@@ -236,8 +239,6 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int | None = None) -> None:
-        import multiprocessing as mp
-
         self.slots = workers or max(1, (os.cpu_count() or 1))
         self._ctx = mp.get_context("spawn")
         self._workers: list[dict] = []  # started on demand: a rerun with nothing left starts none
@@ -255,8 +256,6 @@ class LocalExecutor:
         return sum(w["job"] is not None for w in self._workers)
 
     def submit(self, job: UnitJob) -> None:
-        import cloudpickle
-
         idle = [w for w in self._workers if w["job"] is None]
         if not idle:
             self._workers.append(self._spawn())
@@ -270,8 +269,6 @@ class LocalExecutor:
             pass
 
     def wait(self, timeout: float) -> list[tuple[UnitJob, dict]]:
-        from multiprocessing.connection import wait
-
         busy = [w for w in self._workers if w["job"] is not None]
         if not busy:
             time.sleep(timeout)
@@ -318,8 +315,6 @@ def _exit_text(code: int | None) -> str:
     if code is None:
         return "still running"
     if code < 0:
-        import signal
-
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"
         return f"killed by signal {-code}"
@@ -338,8 +333,6 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, max_retries: int = 3) -> None:
-        from .._optional import require
-
         self._ray = require("ray", "'deepgeom[ray]'", "--executor ray")
         self._address, self._workers = address, workers
         self._owns = False
@@ -349,8 +342,6 @@ class RayExecutor:
         self._refs: dict[Any, UnitJob] = {}
 
     def _connect(self) -> None:
-        import logging
-
         ray = self._ray
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"address": self._address, "log_to_driver": False,
@@ -407,8 +398,6 @@ class RayExecutor:
 def check_executor(executor: str = "serial", workers: int | None = None, address: str | None = None) -> None:
     """Raise InputError (UnknownNameError for the name) for an executor setting that cannot work."""
     if executor not in EXECUTORS:
-        from ..errors import UnknownNameError
-
         raise UnknownNameError("executor", executor, EXECUTORS)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InputError(f"workers must be an integer >= 1; got {workers!r}")

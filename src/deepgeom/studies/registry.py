@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import InputError, UnknownNameError
@@ -97,15 +98,14 @@ _ENTRY_POINTS_LOADED = False
 
 
 def _ensure_builtins() -> None:
-    """The built-in analyses, then those installed packages publish under the ``deepgeom.analyses``
-    entry-point group (each entry point names a module or function; loading it registers)."""
+    """The analyses installed packages publish under the ``deepgeom.analyses`` entry-point group (each
+    entry point names a module or function; loading it registers), loaded at the first lookup so that a
+    broken plug-in fails the study that asks for an analysis, not ``import deepgeom.studies``.  The
+    built-in analyses are registered when the package is imported (``studies/__init__.py``)."""
     global _ENTRY_POINTS_LOADED
-    from . import builtin  # noqa: F401 - registers the built-in analyses on import
-
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    from importlib.metadata import entry_points
 
     for ep in entry_points(group="deepgeom.analyses"):
         try:

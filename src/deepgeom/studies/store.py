@@ -37,6 +37,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._io import fsync_dir
+
 __all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "Owner", "Lease", "lease_holder", "new_tmp_dir", "claim_tmp_dirs",
            "clean_dead_tmp_dirs", "publish_first", "DONE", "ERROR"]
 
@@ -296,6 +298,7 @@ def publish_first(tmp: Path, final: Path, *, replace: bool = False) -> bool:
             shutil.rmtree(aside, ignore_errors=True)
         try:
             os.rename(tmp, final)
+            fsync_dir(final.parent)  # the published unit survives a power loss
             return True
         except OSError as exc:  # someone published between our check and our rename
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .config import RunSpec
+if TYPE_CHECKING:  # for annotations only: config imports this module
+    from .config import RunSpec
+import dataclasses
+
+from ..data import load
+from ..train import TrainConfig, load_model, train
 
 __all__ = ["load_dataset", "train_run", "train_config", "load_checkpoint"]
 
@@ -20,7 +25,6 @@ __all__ = ["load_dataset", "train_run", "train_config", "load_checkpoint"]
 def load_dataset(spec: RunSpec, cache: dict | None = None):
     """The run's :class:`~deepgeom.data.Dataset`: fixed split seed ``data_seed`` for every run (so all
     models see the same test examples), labels shuffled by the run's ``shuffle_fraction``."""
-    from ..data import load
 
     key = (spec.dataset, spec.data_seed, spec.shuffle_fraction, json.dumps(spec.data_options, sort_keys=True))
     if cache is not None and key in cache:
@@ -42,9 +46,6 @@ def train_run(run: Any, out_dir: Path) -> tuple[pd.DataFrame, dict[int, str]]:
     Returns the per-epoch history (epoch, train/test loss and accuracy) and ``{epoch: file name}``
     relative to ``out_dir`` (epoch 0 = the untrained network).
     """
-    import dataclasses
-
-    from ..train import train
 
     cfg = train_config(run.spec)
     device = getattr(run, "device", "cpu") or "cpu"
@@ -58,7 +59,6 @@ def train_run(run: Any, out_dir: Path) -> tuple[pd.DataFrame, dict[int, str]]:
 
 def train_config(spec: RunSpec):
     """The :class:`deepgeom.train.TrainConfig` of a run (validates optimizer, loss, family, ...)."""
-    from ..train import TrainConfig
 
     tr = spec.train
     return TrainConfig(
@@ -84,7 +84,6 @@ def train_config(spec: RunSpec):
 
 def load_checkpoint(path: str | Path):
     """A trained model from a checkpoint file written by :func:`train_run` (eval mode)."""
-    from ..train import load_model
 
     model = load_model(path)
     model.eval()

@@ -5,7 +5,7 @@ Every neighbour-based estimator accepts ``X`` or precomputed ``neighbors=`` (one
 the same way (see :mod:`._common`).
 """
 
-from ._common import DuplicateInfo, find_duplicates
+from ._common import DuplicateInfo, find_duplicates, is_constant, take_rows
 from .gride import GrideMultiscaleResult, GrideResult, gride, gride_multiscale
 from .mle import LevinaBickelResult, levina_bickel
 from .pca import PCAIDResult, pca_id
@@ -15,6 +15,8 @@ from .twonn import TwoNNResult, twonn
 __all__ = [
     "DuplicateInfo",
     "find_duplicates",
+    "is_constant",
+    "take_rows",
     "TwoNNResult",
     "twonn",
     "TwoNNScaleResult",

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..._validation import MemmapRows, check_matrix, is_memmap
-from ...errors import InputError
+from ...errors import InputError, UnknownNameError
 from ..matrix import block_size_for, iter_blocks
 from ..neighbors import Neighbors, duplicate_groups, knn
 
@@ -36,6 +36,7 @@ __all__ = [
     "check_points",
     "check_duplicates_policy",
     "is_constant",
+    "take_rows",
 ]
 
 _DUP_POLICIES = ("drop", "error")
@@ -80,8 +81,6 @@ class DistinctNeighbors:
 
 def check_duplicates_policy(duplicates: str) -> str:
     if duplicates not in _DUP_POLICIES:
-        from ...errors import UnknownNameError
-
         raise UnknownNameError("duplicates policy", duplicates, _DUP_POLICIES)
     return duplicates
 
@@ -145,7 +144,7 @@ def _warn_duplicates(n_dup: int, n: int, duplicates: str, where: str) -> None:
     warnings.warn(msg, stacklevel=3)
 
 
-def _subset(X: Any, idx: np.ndarray) -> Any:
+def take_rows(X: Any, idx: np.ndarray) -> Any:
     """Rows ``idx`` of X; of a memmap, a lazy :class:`~deepgeom._validation.MemmapRows` view that the
     neighbour search streams like the memmap itself (bounded memory), never a copy of every kept row."""
     if isinstance(X, torch.Tensor):
@@ -191,7 +190,7 @@ def distinct_neighbors(
             f"X has only {n_unique} distinct rows of {n}; this estimate needs at least {m + 1}"
         )
     _warn_duplicates(info.n_duplicates, n, duplicates, where)
-    Xu = X if info.n_duplicates == 0 else _subset(X, info.keep)
+    Xu = X if info.n_duplicates == 0 else take_rows(X, info.keep)
     nb = knn(Xu, m, device=device)
     dist = np.asarray(nb.distances, dtype=np.float64)
     return DistinctNeighbors(distances=dist, rows=info.keep, n_points=n, n_duplicates=info.n_duplicates)

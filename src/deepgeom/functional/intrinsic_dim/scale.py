@@ -29,12 +29,12 @@ from ..neighbors import Neighbors
 from ._common import (
     HIGH_ID_NOTE,
     HIGH_ID_THRESHOLD,
-    _subset,
     _warn_duplicates,
     check_duplicates_policy,
     check_points,
     distinct_neighbors,
     find_duplicates,
+    take_rows,
 )
 from .twonn import _check_method, twonn_from_mu
 
@@ -127,7 +127,7 @@ def twonn_scale(
     if n - info.n_duplicates < 3:
         raise InputError(f"X has {n - info.n_duplicates} distinct rows; TwoNN needs at least 3")
     _warn_duplicates(info.n_duplicates, n, duplicates, "the TwoNN scale analysis")
-    Xu = X if info.n_duplicates == 0 else _subset(X, info.keep)
+    Xu = X if info.n_duplicates == 0 else take_rows(X, info.keep)
     nu = Xu.shape[0]
     if nu < min_points:
         raise InputError(f"X has {nu} distinct points, fewer than min_points={min_points}")
@@ -140,7 +140,7 @@ def twonn_scale(
         ids, scales = [], []
         for b in range(nb_blocks):
             idx = np.sort(perm[b])
-            block = _subset(Xu, idx)  # of data on disk, a lazy view that the search streams
+            block = take_rows(Xu, idx)  # of data on disk, a lazy view that the search streams
             nbr = distinct_neighbors(block, m=2, duplicates="drop", device=device)
             core = twonn_from_mu(nbr.distances[:, 1] / nbr.distances[:, 0], fraction=fraction, method=method)
             ids.append(core["id"])
