@@ -32,11 +32,8 @@ RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
 #: function-level imports allowed without a reason (none left since analysis/similarity.py was split)
 ALLOWED_FUNCTION_IMPORTS: set[tuple[str, str]] = set()
-#: modules whose function-level imports are not checked yet: the reproduce package was being changed
-#: under another issue while this test was written; its imports move to module level after that merge
-UNCHECKED_FUNCTION_IMPORTS = {"deepgeom.reproduce.figures", "deepgeom.reproduce.regression",
-                              "deepgeom.reproduce.report", "deepgeom.reproduce.runner",
-                              "deepgeom.reproduce.transformer"}
+#: modules whose function-level imports are not checked (none: the reproduce package's moved too)
+UNCHECKED_FUNCTION_IMPORTS: set[str] = set()
 #: a lower layer importing a higher one, on purpose: the deprecated path of a moved name, resolved on
 #: first use (deepgeom.functional.cka.MinibatchCKA → deepgeom.analysis.streaming)
 ALLOWED_UPWARD = {("deepgeom.functional.cka", "deepgeom.analysis.streaming")}

@@ -14,6 +14,7 @@ r"""Layer-by-layer representation similarity (Nguyen, Raghu, Kornblith, ICLR 202
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,6 +40,7 @@ from .streaming import MinibatchCKA
 
 __all__ = [
     "CKAResult",
+    "HeatmapOptions",
     "Block",
     "cka_matrix",
     "cka_matrix_from_captures",
@@ -57,6 +59,27 @@ def _check_kernel(kernel: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- data → batches
+@dataclasses.dataclass(frozen=True)
+class HeatmapOptions:
+    """The settings :func:`cka_matrix` and :func:`cka_matrix_from_captures` share, validated once and
+    handed as one object to the engines (see :func:`cka_matrix` for what each means)."""
+
+    batch_size: int = 256
+    kernel: str = "linear"
+    sigma: float = 0.8
+    minibatch: bool = True
+    debiased: bool = False
+    remove_pc1: bool = False
+    pc1_max_dim: int = PC1_MAX_DIM
+    compute_dtype: torch.dtype | str = "auto"
+    device: str | torch.device = "cpu"
+    memory_budget: int | str = "2GB"
+
+    def __post_init__(self) -> None:
+        _check_kernel(self.kernel)
+        object.__setattr__(self, "batch_size", check_positive_int(self.batch_size, "batch_size", minimum=_MIN_BATCH))
+
+
 def _model_batches(model_a: nn.Module, model_b: nn.Module | None, data: Any, layers_a: Any, layers_b: Any,
                    batch_size: int, device: Any, reduce: str, progress: bool,
                    ) -> tuple[list[str], list[str] | None, Iterator[tuple[dict, dict | None]]]:
@@ -96,17 +119,17 @@ def _model_batches(model_a: nn.Module, model_b: nn.Module | None, data: Any, lay
 
 # ------------------------------------------------------------------------------------------- engine
 def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a: list[str],
-                      names_b: list[str] | None, *, kernel: str, sigma: float, remove_pc1: bool,
-                      pc1_max_dim: int, replay: Any, compute_dtype: torch.dtype | str, device: Any,
+                      names_b: list[str] | None, opts: HeatmapOptions, replay: Any,
                       ) -> tuple[np.ndarray, list[str], list[str] | None, int, dict | None, dict | None]:
     """Run the accumulator over the batches; with ``remove_pc1`` a first pass estimates the PCs and
     ``replay()`` provides a second, identical stream of batches."""
     pcs_a = pcs_b = None
     order_a: list[str] | None = None
     order_b: list[str] | None = None
+    remove_pc1 = opts.remove_pc1
     if remove_pc1:
-        pcs_a = StreamingPC1(names_a, pc1_max_dim)
-        pcs_b = StreamingPC1(names_b, pc1_max_dim) if names_b is not None else None
+        pcs_a = StreamingPC1(names_a, opts.pc1_max_dim)
+        pcs_b = StreamingPC1(names_b, opts.pc1_max_dim) if names_b is not None else None
         for ba, bb in batches:
             pcs_a.update(ba)
             if pcs_b is not None:
@@ -124,7 +147,7 @@ def _minibatch_engine(batches: Iterator[tuple[Mapping, Mapping | None]], names_a
                 if pcs_b is not None:
                     pcs_b.iter_finish(last=it == pcs_a.iterations - 1)
         batches = replay()
-    acc = MinibatchCKA(kernel=kernel, sigma=sigma, compute_dtype=compute_dtype, device=device)
+    acc = MinibatchCKA(kernel=opts.kernel, sigma=opts.sigma, compute_dtype=opts.compute_dtype, device=opts.device)
     skipped = 0
     for ba, bb in batches:
         if order_a is None:
@@ -179,9 +202,9 @@ def _normalised_kernels(arrays: Sequence[Any], kernel: str, sigma: float, debias
     return torch.stack(rows)
 
 
-def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, *, kernel: str, sigma: float,
-                 debiased: bool, memory_budget: int, compute_dtype: torch.dtype | str, device: Any,
+def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, opts: HeatmapOptions,
                  names_a: Sequence[str] | None = None, names_b: Sequence[str] | None = None) -> np.ndarray:
+    memory_budget = parse_bytes(opts.memory_budget)
     n = int(arrays_a[0].shape[0])
     if n < MIN_CKA_ROWS:
         raise InputError(f"full-data CKA needs at least {MIN_CKA_ROWS} examples (with fewer it is 1 or nearly "
@@ -193,9 +216,9 @@ def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, *, ker
             f"full-data CKA keeps one N×N float64 kernel per layer: {count} layers × N={n} needs "
             f"~{need / 2**30:.1f} GiB > memory_budget {memory_budget / 2**30:.1f} GiB; use minibatch=True "
             "(the paper's estimator, memory independent of N), fewer layers or fewer examples")
-    A = _normalised_kernels(arrays_a, kernel, sigma, debiased, compute_dtype, device, names_a)
-    B = A if arrays_b is None else _normalised_kernels(arrays_b, kernel, sigma, debiased, compute_dtype, device,
-                                                       names_b)
+    args = (opts.kernel, opts.sigma, opts.debiased, opts.compute_dtype, opts.device)
+    A = _normalised_kernels(arrays_a, *args, names_a)
+    B = A if arrays_b is None else _normalised_kernels(arrays_b, *args, names_b)
     bad = [i for i in range(A.shape[0]) if not torch.isfinite(A[i]).all()]
     if bad or (arrays_b is not None and any(not torch.isfinite(B[j]).all() for j in range(B.shape[0]))):
         warnings.warn("some layers have no variance (constant activations): their CKA is NaN",
@@ -203,14 +226,14 @@ def _full_engine(arrays_a: Sequence[Any], arrays_b: Sequence[Any] | None, *, ker
     return (A @ B.T).numpy()
 
 
-def _result(M: np.ndarray, la: list[str], lb: list[str], da: list[float], db: list[float], n: int, *,
-            kernel: str, sigma: float, minibatch: bool, debiased: bool, batch_size: int | None, within: bool,
-            pc1_removed: bool, fa: dict | None, fb: dict | None) -> CKAResult:
+def _result(M: np.ndarray, la: list[str], lb: list[str], da: list[float], db: list[float], n: int,
+            opts: HeatmapOptions, *, within: bool, fa: dict | None, fb: dict | None) -> CKAResult:
     df = pd.DataFrame(M, index=pd.Index(la, name="layer_a"), columns=pd.Index(lb, name="layer_b"))
+    mb = opts.minibatch
     return CKAResult(matrix=df, layers_a=list(la), layers_b=list(lb), depth_a=list(da), depth_b=list(db), n=int(n),
-                     kernel=kernel, sigma=sigma if kernel == "rbf" else None, minibatch=minibatch,
-                     debiased=True if minibatch else debiased, batch_size=batch_size if minibatch else None,
-                     within=within, pc1_removed=pc1_removed, pc1_fraction_a=fa, pc1_fraction_b=fb)
+                     kernel=opts.kernel, sigma=opts.sigma if opts.kernel == "rbf" else None, minibatch=mb,
+                     debiased=True if mb else opts.debiased, batch_size=opts.batch_size if mb else None,
+                     within=within, pc1_removed=opts.remove_pc1, pc1_fraction_a=fa, pc1_fraction_b=fb)
 
 
 # -------------------------------------------------------------------------------------- public API
@@ -280,58 +303,36 @@ def cka_matrix(
         >>> r.matrix.shape
         (3, 3)
     """
+    opts = HeatmapOptions(batch_size=batch_size, kernel=kernel, sigma=sigma, minibatch=minibatch, debiased=debiased,
+                          remove_pc1=remove_pc1, pc1_max_dim=pc1_max_dim, compute_dtype=compute_dtype, device=device,
+                          memory_budget=memory_budget)
     if not isinstance(model_a, nn.Module):
         if data is not None:
             raise InputError("data is not used with captures (their rows are the examples); pass models to run "
                              "them on data, or leave data out")
         if model_b is not None and isinstance(model_b, nn.Module):
             raise InputError("model_a is a capture but model_b is a model: pass two captures or two models")
-        return cka_matrix_from_captures(model_a, model_b, layers_a=layers_a, layers_b=layers_b,
-                                        batch_size=batch_size, kernel=kernel, sigma=sigma, minibatch=minibatch,
-                                        debiased=debiased, remove_pc1=remove_pc1, pc1_max_dim=pc1_max_dim,
-                                        compute_dtype=compute_dtype, device=device, memory_budget=memory_budget)
+        return _from_captures(model_a, model_b, layers_a, layers_b, opts)
     if model_b is not None and not isinstance(model_b, nn.Module):
         raise InputError(f"model_b must be a torch.nn.Module or None; got {type(model_b).__name__}")
     if data is None:
         raise InputError("cka_matrix needs data: the examples both models are run on")
-    _check_kernel(kernel)
-    batch_size = check_positive_int(batch_size, "batch_size", minimum=_MIN_BATCH)
-    if not minibatch:
-        return _full_from_models(model_a, model_b, data, layers_a=layers_a, layers_b=layers_b,
-                                 batch_size=batch_size, kernel=kernel, sigma=sigma, debiased=debiased,
-                                 remove_pc1=remove_pc1, reduce=reduce, device=device,
-                                 compute_dtype=compute_dtype, memory_budget=memory_budget, progress=progress)
+    if not opts.minibatch:  # full-data CKA: capture (within the memory budget), then N×N kernels
+        kw = dict(batch_size=opts.batch_size, device=opts.device, reduce=reduce, memory_budget=opts.memory_budget)
+        cap_a = capture(model_a, data, layers_a, progress=progress, **kw)
+        cap_b = capture(model_b, data, layers_b, progress=False, **kw) if model_b is not None else None
+        return _from_captures(cap_a, cap_b, None, None, opts)
 
     def batches():
-        return _model_batches(model_a, model_b, data, layers_a, layers_b, batch_size, device, reduce, progress)
+        return _model_batches(model_a, model_b, data, layers_a, layers_b, opts.batch_size, opts.device, reduce,
+                              progress)
 
     names_a, names_b, it = batches()
-    M, order_a, order_b, n, fa, fb = _minibatch_engine(
-        it, names_a, names_b, kernel=kernel, sigma=sigma, remove_pc1=remove_pc1, pc1_max_dim=pc1_max_dim,
-        replay=lambda: batches()[2], compute_dtype=compute_dtype, device=device)
+    M, order_a, order_b, n, fa, fb = _minibatch_engine(it, names_a, names_b, opts, replay=lambda: batches()[2])
     within = model_b is None
     lb = order_a if within else order_b
     return _result(M, order_a, lb, relative_depth(model_a, order_a),
-                   relative_depth(model_a if within else model_b, lb), n, kernel=kernel, sigma=sigma,
-                   minibatch=True, debiased=True, batch_size=batch_size, within=within, pc1_removed=remove_pc1,
-                   fa=fa, fb=fb)
-
-
-def _budget_bytes(memory_budget: int | str) -> int:
-    return parse_bytes(memory_budget)
-
-
-def _full_from_models(model_a, model_b, data, *, layers_a, layers_b, batch_size, kernel, sigma, debiased,
-                      remove_pc1, reduce, device, compute_dtype, memory_budget, progress) -> CKAResult:
-    caps = [capture(model_a, data, layers_a, batch_size=batch_size, device=device, reduce=reduce,
-                    memory_budget=memory_budget, progress=progress)]
-    if model_b is not None:
-        caps.append(capture(model_b, data, layers_b, batch_size=batch_size, device=device, reduce=reduce,
-                            memory_budget=memory_budget, progress=False))
-    return cka_matrix_from_captures(caps[0], caps[1] if len(caps) > 1 else None, batch_size=batch_size,
-                                    kernel=kernel, sigma=sigma, minibatch=False, debiased=debiased,
-                                    remove_pc1=remove_pc1, compute_dtype=compute_dtype, device=device,
-                                    memory_budget=memory_budget)
+                   relative_depth(model_a if within else model_b, lb), n, opts, within=within, fa=fa, fb=fb)
 
 
 def _open_capture(c: Any, which: str) -> tuple[Mapping[str, Any], dict[str, float] | None, Any]:
@@ -384,8 +385,13 @@ def cka_matrix_from_captures(
     ``example_index`` and labels when the captures record them (else :class:`InputError`).
     Layers may be exact names or globs; relative depths come from the capture manifest.
     """
-    _check_kernel(kernel)
-    batch_size = check_positive_int(batch_size, "batch_size", minimum=_MIN_BATCH)
+    opts = HeatmapOptions(batch_size=batch_size, kernel=kernel, sigma=sigma, minibatch=minibatch, debiased=debiased,
+                          remove_pc1=remove_pc1, pc1_max_dim=pc1_max_dim, compute_dtype=compute_dtype, device=device,
+                          memory_budget=memory_budget)
+    return _from_captures(capture_a, capture_b, layers_a, layers_b, opts)
+
+
+def _from_captures(capture_a: Any, capture_b: Any, layers_a: Any, layers_b: Any, opts: HeatmapOptions) -> CKAResult:
     cap_a, depth_a, idx_a = _open_capture(capture_a, "A")
     within = capture_b is None
     cap_b, depth_b, idx_b = (cap_a, depth_a, idx_a) if within else _open_capture(capture_b, "B")
@@ -406,34 +412,28 @@ def cka_matrix_from_captures(
             raise InputError("captures A and B hold different examples: their labels differ row by row")
     da = [float(depth_a[x]) for x in la] if depth_a else relative_depth(None, la)
     db = [float(depth_b[x]) for x in lb] if depth_b else relative_depth(None, lb)
-    if not minibatch:
-        if remove_pc1:
+    if not opts.minibatch:
+        if opts.remove_pc1:
             fa = {x: pc1_fraction(a) for x, a in zip(la, arrs_a, strict=False)}
             arrs_a = [remove_pc1_full(a) for a in arrs_a]
             fb = fa if within else {x: pc1_fraction(a) for x, a in zip(lb, arrs_b, strict=False)}
             arrs_b = arrs_a if within and layers_b is None else [remove_pc1_full(a) for a in arrs_b]
         else:
             fa = fb = None
-        M = _full_engine(arrs_a, None if (within and layers_b is None) else arrs_b, kernel=kernel, sigma=sigma,
-                         debiased=debiased, memory_budget=_budget_bytes(memory_budget),
-                         compute_dtype=compute_dtype, device=device, names_a=la, names_b=lb)
-        return _result(M, la, lb, da, db, n, kernel=kernel, sigma=sigma, minibatch=False, debiased=debiased,
-                       batch_size=None, within=within, pc1_removed=remove_pc1, fa=fa, fb=fb)
+        M = _full_engine(arrs_a, None if (within and layers_b is None) else arrs_b, opts, names_a=la, names_b=lb)
+        return _result(M, la, lb, da, db, n, opts, within=within, fa=fa, fb=fb)
 
     same_side = within and layers_b is None
 
     def batches():
-        for start in range(0, n, batch_size):
-            stop = min(n, start + batch_size)
+        for start in range(0, n, opts.batch_size):
+            stop = min(n, start + opts.batch_size)
             ba = {x: _checked_rows(a, start, stop, x) for x, a in zip(la, arrs_a, strict=False)}
             bb = None if same_side else {x: _checked_rows(a, start, stop, x) for x, a in zip(lb, arrs_b, strict=False)}
             yield ba, bb
 
-    M, oa, ob, used, fa, fb = _minibatch_engine(
-        batches(), la, None if same_side else lb, kernel=kernel, sigma=sigma, remove_pc1=remove_pc1,
-        pc1_max_dim=pc1_max_dim, replay=batches, compute_dtype=compute_dtype, device=device)
-    return _result(M, la, lb, da, db, used, kernel=kernel, sigma=sigma, minibatch=True, debiased=True,
-                   batch_size=batch_size, within=within, pc1_removed=remove_pc1, fa=fa, fb=fb)
+    M, oa, ob, used, fa, fb = _minibatch_engine(batches(), la, None if same_side else lb, opts, replay=batches)
+    return _result(M, la, lb, da, db, used, opts, within=within, fa=fa, fb=fb)
 
 
 def _checked_rows(a: Any, start: int, stop: int, name: str) -> torch.Tensor:

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_write_json
 from ..claims import Tables
 from ..claims.statistics import final_runs
+from ..viz import plt, save_figure
 from .figures_nguyen import NGUYEN_CAPTIONS, NGUYEN_CLAIM_FIGURES, NGUYEN_FIGURES
 
 __all__ = ["draw_figures", "CAPTIONS", "CLAIM_FIGURES", "FIGURES"]
@@ -50,8 +52,6 @@ def _band(ax, x, groups: pd.DataFrame, col: str, label: str, color=None, marker=
 
 
 def _fig_profiles(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = t.get("id_profiles", "profiles")
     df = df[(df["model"] == "vgg") & (df["width"] == df[df["model"] == "vgg"]["width"].max())]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -68,8 +68,6 @@ def _fig_profiles(t: Tables):
 
 
 def _fig_id_training(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = t.get("id_training", "profiles")
     df = df[(df["model"] == "vgg") & (df["width"] == df[df["model"] == "vgg"]["width"].max())]
     piv = df.groupby(["relative_depth", "epoch"])["twonn_id"].mean().unstack("epoch").sort_index()
@@ -87,8 +85,6 @@ def _fig_id_training(t: Tables):
 
 
 def _fig_decimation(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = t.get("id_scale", "profiles")
     df = df[(df["model"] == "vgg") & (df["width"] == df[df["model"] == "vgg"]["width"].max())]
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -105,8 +101,6 @@ def _fig_decimation(t: Tables):
 
 
 def _fig_id_accuracy(t: Tables, claims: pd.DataFrame | None):
-    import matplotlib.pyplot as plt
-
     m = final_runs(t, "profiles", {"shuffle_fraction": 0.0}, ("test_acc",)).rename(columns={"test_acc": "acc"})
     g = m.groupby(["model", "width", "depth"])
     agg = g.agg(id=("id", "mean"), id_lo=("id", "min"), id_hi=("id", "max"), acc=("acc", "mean"),
@@ -130,8 +124,6 @@ def _fig_id_accuracy(t: Tables, claims: pd.DataFrame | None):
 
 
 def _fig_shuffle(t: Tables):
-    import matplotlib.pyplot as plt
-
     m = final_runs(t, "shuffle", None, ("train_acc",))
     g = m.groupby("shuffle_fraction")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -149,8 +141,6 @@ def _fig_shuffle(t: Tables):
 
 
 def _fig_shuffle_profiles(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = t.get("id_profiles", "shuffle")
     df = df[df["epoch"] == df.groupby("run")["epoch"].transform("max")]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -164,8 +154,6 @@ def _fig_shuffle_profiles(t: Tables):
 
 
 def _fig_transformer(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = t.get("transformer_id", "transformer")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, mode in zip(axes, ("mean", "tokens"), strict=True):
@@ -231,8 +219,6 @@ def _nam_spectra(t: Tables, studies) -> pd.DataFrame:
 
 
 def _fig_nam_counts(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = _nam_spectra(t, ["mf_ce", "mf_mse"])
     setups = sorted(df.groupby(["dataset", "model"]).groups)
     fig, axes = plt.subplots(2, len(setups), figsize=(3.2 * len(setups), 6), squeeze=False, sharey=True)
@@ -261,8 +247,6 @@ def _fig_nam_counts(t: Tables):
 
 
 def _fig_nam_collapse(t: Tables):
-    import matplotlib.pyplot as plt
-
     long = [s for s in ("collapse", "collapse_mse") if s in t.studies]
     df = _nam_spectra(t, long or ["mf_ce", "mf_mse"])
     df = df[df["model"] == "mlp"]
@@ -286,8 +270,6 @@ def _fig_nam_collapse(t: Tables):
 
 
 def _fig_nam_ef(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = _nam_spectra(t, ["ef"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for (ds, shuf, seed), d in df.groupby(["dataset", "shuffle_fraction", "seed"]):
@@ -315,8 +297,6 @@ def _lr_frames(t: Tables) -> pd.DataFrame:
 
 
 def _fig_nam_sweep(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = _lr_frames(t)
     last = df[df["epoch"] == df.groupby(["study", "run"])["epoch"].transform("max")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -334,8 +314,6 @@ def _fig_nam_sweep(t: Tables):
 
 
 def _fig_nam_richness(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = _lr_frames(t)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for lr, d in df.groupby("lr"):
@@ -348,8 +326,6 @@ def _fig_nam_richness(t: Tables):
 
 
 def _fig_nam_regression(t: Tables):
-    import matplotlib.pyplot as plt
-
     df = t.get("regression", "regression")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for seed, d in df.groupby("seed"):
@@ -381,15 +357,6 @@ FIGURES: dict[str, dict[str, Callable]] = {"ansuini2019": _ANSUINI, "nam2024": _
 def draw_figures(paper: str, tables: Tables, fig_dir: Path) -> dict[str, str]:
     """Draw the paper's figures into ``fig_dir`` (PNG + SVG); returns ``{name: error}`` for any that failed
     (also written to ``fig_dir/errors.json``) — a missing table leaves that figure out, not the others."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..viz import save_figure
-
     fig_dir.mkdir(parents=True, exist_ok=True)
     claims_path = fig_dir.parent / "claims.parquet"
     claims = pd.read_parquet(claims_path) if claims_path.is_file() else None
@@ -401,5 +368,5 @@ def draw_figures(paper: str, tables: Tables, fig_dir: Path) -> dict[str, str]:
             plt.close(fig)
         except Exception as exc:  # noqa: BLE001 - recorded; the other figures are still drawn
             errors[name] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    (fig_dir / "errors.json").write_text(json.dumps(errors, indent=2))
+    atomic_write_json(fig_dir / "errors.json", errors)
     return errors

@@ -26,6 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._io import atomic_write_json, write_table
+from ..analysis.kernel_dynamics import spectra_through_training
+from ..train import TrainConfig, train
+
 __all__ = ["target_functions", "regression_task", "regression_study"]
 
 
@@ -74,10 +78,6 @@ def regression_study(out_dir: str | Path, *, seeds: list[int] | tuple[int, ...] 
     ``run``, ``m``, ``train_loss``, ``test_loss``) and ``regression_eigenvalues``, and returns the first.
     The same data (``seed`` 0 of the task) serve every training seed, so seeds differ only in the net.
     """
-    from .._io import write_table
-    from ..analysis.kernel_dynamics import spectra_through_training
-    from ..train import TrainConfig, train
-
     out = Path(out_dir)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     ckpts = sorted(set(checkpoints or [0, epochs]) | {0, epochs})
@@ -102,5 +102,5 @@ def regression_study(out_dir: str | Path, *, seeds: list[int] | tuple[int, ...] 
     table = pd.concat(rows, ignore_index=True)
     write_table(table, out / "tables" / "regression")
     write_table(pd.concat(evs, ignore_index=True), out / "tables" / "regression_eigenvalues")
-    done.write_text(json.dumps(settings, indent=2))
+    atomic_write_json(done, settings)
     return table

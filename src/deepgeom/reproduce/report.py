@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .._io import atomic_write_text, write_table
+from .._version import __version__
 from ..claims import CLAIM_COLUMNS
 from ..report.claims import claims_html, fmt_interval
 from .figures import CAPTIONS, CLAIM_FIGURES
@@ -131,8 +132,6 @@ def write_outputs(out: Path) -> Path:
                f"{meta.get('cpus', '?')} × {html.escape(str(meta.get('cpu', '?')))}</p>")
         body.append(f'<section id="{paper}"><h2>{html.escape(meta.get("title", paper))}</h2>{run}{"".join(figs)}</section>')
         nav.append(f'<a href="#{paper}">{html.escape(paper)}</a>')
-    from .._version import __version__
-
     template = string.Template((Path(__file__).parent.parent / "report" / "template.html").read_text())
     page = template.substitute(title="deepgeom reproduction", subtitle=f"<p>Directory <code>{html.escape(str(out))}</code></p>",
                                nav="\n".join(nav), body="\n".join(body), version=html.escape(__version__))

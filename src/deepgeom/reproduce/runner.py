@@ -30,10 +30,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
+import yaml
+from tqdm.auto import tqdm
 
-from .._io import write_table
+try:  # Unix only: the CPU time of the finished worker processes
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
+from .._io import atomic_write_json, write_table
 from ..claims import CLAIM_COLUMNS, Tables, evaluate_claims, parse_claims
 from ..errors import InputError, UnknownNameError
+from ..studies import run_study
+from . import regression, transformer
+from .figures import draw_figures
+from .report import write_outputs
 
 __all__ = ["papers", "load_spec", "reproduce", "SPEC_DIR"]
 
@@ -48,8 +60,6 @@ def papers() -> list[str]:
 def load_spec(paper: str, *, quick: bool = False) -> dict[str, Any]:
     """A paper's spec with its claims validated; ``quick`` swaps in the ``quick`` studies and extras
     (same study names and claims, so the machinery is exercised end to end on tiny settings)."""
-    import yaml
-
     if paper not in papers():
         raise UnknownNameError("paper", paper, papers())
     spec = yaml.safe_load((SPEC_DIR / f"{paper}.yaml").read_text(encoding="utf-8"))
@@ -75,28 +85,21 @@ def _cpu_model() -> str:
 
 def _run_one_study(config: dict, out_dir: str, threads: int) -> dict:
     """Worker: one study, resumable, with ``threads`` torch threads. Returns a summary (picklable)."""
-    from ..studies import run_study
-
     t0 = time.perf_counter()
     res = run_study(config, out_dir, progress=False, threads=threads, on_error="continue")
     return {"dir": out_dir, "computed": res.n_computed, "skipped": res.n_skipped,
             "failed": [f"{u.label}: {u.error}" for u in res.failed], "seconds": time.perf_counter() - t0}
 
 
-#: Steps a spec may have beside its studies: spec key -> (module of this package, function, table it writes).
-_STEPS = {"transformer": ("transformer", "transformer_profile", "transformer_id"),
-          "regression": ("regression", "regression_study", "regression")}
+#: Steps a spec may have beside its studies: spec key -> (function, table it writes).
+_STEPS = {"transformer": (transformer.transformer_profile, "transformer_id"),
+          "regression": (regression.regression_study, "regression")}
 
 
 def _run_step(step: str, settings: dict, out_dir: str, threads: int) -> dict:
     """Worker: one extra step (resumable by its own settings file); ``computed`` says whether it wrote
     its table, so a pure resume keeps the computing run's timing."""
-    import importlib
-
-    import torch
-
-    module, func, table_name = _STEPS[step]
-    fn = getattr(importlib.import_module(f".{module}", __package__), func)
+    fn, table_name = _STEPS[step]
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     table = Path(out_dir) / "tables" / f"{table_name}.parquet"
@@ -123,8 +126,6 @@ def _resolve_device(device: str) -> str:
         raise InputError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
     if device != "auto":
         return device
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -138,8 +139,6 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
     side by side, each with ``max(1, cpus // workers)`` torch threads. ``device="auto"`` trains on the
     GPU when torch sees one (``"cpu"``/``"cuda"`` force it); the device is recorded in ``reproduction.json``.
     """
-    from tqdm.auto import tqdm
-
     targets = papers() if paper == "all" else [paper]
     for p in targets:
         if p not in papers():
@@ -198,22 +197,18 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
             # a pure resume (e.g. a rerun for --markdown) recomputed nothing: the timing that describes the
             # results is the run that computed them, so keep it and record the resume beside it
             meta = {**previous, "resumed": started}
-        meta_path.write_text(json.dumps(meta, indent=2, default=str))
+        atomic_write_json(meta_path, meta)
         if figures:
-            from .figures import draw_figures
-
             draw_figures(p, tables, pdir / "figures")
         frames.append(claims)
-    from .report import write_outputs
-
     write_outputs(out)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CLAIM_COLUMNS)
 
 
 def _cpu_seconds() -> float:
     """User + system CPU time of this process and its finished children (the study workers)."""
-    import resource
-
+    if resource is None:
+        return float("nan")
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 

