@@ -42,7 +42,7 @@ NGUYEN_CAPTIONS: dict[str, str] = {
 }
 
 NGUYEN_CLAIM_FIGURES: dict[str, str] = {
-    "block_share": "nguyen_grid", "block_coverage_slope": "nguyen_block_size",
+    "block_share": "nguyen_grid", "block_coverage": "nguyen_grid", "block_coverage_slope": "nguyen_block_size",
     "block_coverage_contrast": "nguyen_block_size", "pc1_block_contrast": "nguyen_pc1",
     "block_vanish_share": "nguyen_pc1", "pc1_projection_block_cka": "nguyen_pc1",
     "seed_block_contrast": "nguyen_seeds", "architecture_block_contrast": "nguyen_seeds",
