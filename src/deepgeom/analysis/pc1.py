@@ -30,10 +30,9 @@ from ._layers import first_order, flat_rows, relative_depth
 __all__ = ["StreamingPC1", "pc1_fraction", "pc1_fractions", "pc1_scores", "pc1_cka", "remove_pc1_full",
            "PC1_MAX_DIM", "top_eigenpair"]
 
-#: Widest layer whose first PC comes from its exact D×D float64 scatter matrix; wider layers use
-#: randomized subspace iteration. The exact route costs N·D² for the scatter and ~D³ for its eigh,
-#: which dominates from a few thousand features on (a 6,272-wide conv layer: minutes for the eigh);
-#: the iteration costs 6 more passes of N·D·8 and is exact to ~1e-9 when the PC is dominant.
+#: Widest layer whose first PC comes from its exact D×D float64 scatter matrix (8·D² bytes, N·D² flops
+#: to accumulate); wider layers use randomized subspace iteration, 6 more passes of N·D·8 flops and
+#: D×8 memory, exact to ~1e-9 when the PC is dominant. Measurements: BENCHMARKS.md.
 PC1_MAX_DIM = 2048
 
 
@@ -42,8 +41,8 @@ def top_eigenpair(C: torch.Tensor, *, seed: int = 0) -> tuple[float, torch.Tenso
 
     Up to 256 rows, the full ``eigh``; beyond, implicitly restarted Lanczos (ARPACK via
     ``scipy.sparse.linalg.eigsh``, ``k=1``, tolerance 0 = machine precision, a seeded start vector):
-    O(D²) per iteration instead of the full decomposition's ~D³, which took seconds per layer from
-    D ≈ 2,000 and dominated the PC1-removed heatmap of a wide network.
+    O(D²) per iteration instead of the full decomposition's ~D³ — only one eigenpair is needed, and the
+    full decomposition dominated the PC1-removed heatmap of a wide network (BENCHMARKS.md).
     """
     d = C.shape[0]
     if d <= 256:
