@@ -54,7 +54,11 @@ def markdown(out: Path, figure_link=None) -> str:
         parts.append(f"`{meta.get('command', '')}` — {mode}; started {meta.get('started', '?')}, wall time "
                      f"{meta.get('wall_seconds', '?')} s{cpu} on {meta.get('cpus', '?')} × {meta.get('cpu', '?')} "
                      f"({meta.get('workers', '?')} workers × {meta.get('threads_per_worker', '?')} thread{load}). "
-                     + (f"{meta['machine_note']} " if meta.get("machine_note") else "") + "Verdicts: "
+                     + (f"{meta['machine_note']} " if meta.get("machine_note") else "")
+                     + "".join(f"It resumed an earlier invocation (started {e.get('started', '?')}, wall time "
+                               f"{e.get('wall_seconds', '?')} s, CPU time {e.get('cpu_seconds', '?')} s), which "
+                               "computed the rest. " for e in meta.get("earlier_runs", []))
+                     + "Verdicts: "
                      + ", ".join(f"{(df['verdict'] == v).sum()} {v}" for v in ("holds", "fails", "inconclusive"))
                      + ".\n")
         parts.append("| id | the paper's claim | the paper's value | criterion (pre-registered) | measured [95% CI] "

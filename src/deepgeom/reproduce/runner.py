@@ -197,6 +197,11 @@ def reproduce(paper: str, out_dir: str | os.PathLike, *, quick: bool = False, wo
             # a pure resume (e.g. a rerun for --markdown) recomputed nothing: the timing that describes the
             # results is the run that computed them, so keep it and record the resume beside it
             meta = {**previous, "resumed": started}
+        elif previous and previous.get("quick") == quick:
+            # this invocation computed part of the results and resumed the rest: keep the timing of the
+            # invocations that computed the rest beside it, so the cost of the whole is on record
+            keep = ("started", "wall_seconds", "cpu_seconds", "load_average", "workers", "threads_per_worker")
+            meta["earlier_runs"] = [*previous.get("earlier_runs", []), {k: previous.get(k) for k in keep}]
         atomic_write_json(meta_path, meta)
         if figures:
             draw_figures(p, tables, pdir / "figures")
