@@ -94,3 +94,21 @@ def test_device_goes_into_the_studies_resources_not_their_keys():
     a, b = load_config(cfg), load_config(gpu)
     # the device is not part of a unit key (so CPU and GPU runs belong in separate --out folders)
     assert [r.key for r in a.runs] == [r.key for r in b.runs]
+
+
+def test_a_spec_study_can_run_its_units_in_parallel_inside_a_worker(tmp_path):
+    """``units_in_parallel`` (a spec key, not a study-config key) runs the study's units in local
+    processes even from inside the reproduction's worker pool; the results equal a serial run's."""
+    import concurrent.futures as cf
+
+    from deepgeom.reproduce.runner import _run_one_study
+
+    cfg = {"name": "t", "sweep": {"dataset": "digits", "model": "mlp", "width": 8, "depth": 1, "seed": [0, 1]},
+           "train": {"epochs": 1}, "analyses": {"id_profile": {"n_points": 150}}}
+    with cf.ProcessPoolExecutor(max_workers=1) as pool:
+        par = pool.submit(_run_one_study, {**cfg, "units_in_parallel": 2}, str(tmp_path / "par"), 1).result()
+    ser = _run_one_study(cfg, str(tmp_path / "ser"), 1)
+    assert par["computed"] == ser["computed"] == 4 and not par["failed"]
+    a = pd.read_parquet(tmp_path / "par" / "tables" / "id_profiles.parquet").sort_values(["run", "layer"])
+    b = pd.read_parquet(tmp_path / "ser" / "tables" / "id_profiles.parquet").sort_values(["run", "layer"])
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))

@@ -84,9 +84,16 @@ def _cpu_model() -> str:
 
 
 def _run_one_study(config: dict, out_dir: str, threads: int) -> dict:
-    """Worker: one study, resumable, with ``threads`` torch threads. Returns a summary (picklable)."""
+    """Worker: one study, resumable, with ``threads`` torch threads. Returns a summary (picklable).
+
+    A spec's study may say ``units_in_parallel: k`` (not part of the study config): its units then run
+    in k local processes of one thread each — for a study much longer than the others, which would
+    otherwise hold one core while the rest of the machine idles."""
+    config = dict(config)
+    units = int(config.pop("units_in_parallel", 1))
     t0 = time.perf_counter()
-    res = run_study(config, out_dir, progress=False, threads=threads, on_error="continue")
+    res = run_study(config, out_dir, progress=False, threads=1 if units > 1 else threads, on_error="continue",
+                    executor="local" if units > 1 else "serial", workers=units if units > 1 else None)
     return {"dir": out_dir, "computed": res.n_computed, "skipped": res.n_skipped,
             "failed": [f"{u.label}: {u.error}" for u in res.failed], "seconds": time.perf_counter() - t0}
 
