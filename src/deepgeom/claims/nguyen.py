@@ -60,20 +60,25 @@ def _config(d: pd.DataFrame) -> pd.DataFrame:
     return d.groupby("run")[["study", "width", "depth", "seed"]].first()
 
 
-@register_statistic("block_share")
-def block_share(tables: Tables, *, study: Any, where: Mapping | None = None,
-                configs: list[Mapping] | None = None, rule: str = "block") -> Estimate:
-    """Share of runs with at least one block, Clopper–Pearson interval over runs. ``configs`` (a list of
-    ``{width, depth}``) restricts to those grid cells (e.g. the small or the large models)."""
-    d = block_table(tables, study, where, rule)
-    cfg = _config(d)
+def _runs_of(cfg: pd.DataFrame, configs: list[Mapping] | None, statistic: str) -> pd.DataFrame:
+    """The rows of ``cfg`` (one per run) whose columns match any of ``configs`` (all rows when None)."""
     if configs:
         keep = np.zeros(len(cfg), dtype=bool)
         for c in configs:
             keep |= np.all([cfg[k].to_numpy() == v for k, v in c.items()], axis=0)
         cfg = cfg[keep]
     if cfg.empty:
-        raise InputError(f"block_share: no run matches configs={configs}")
+        raise InputError(f"{statistic}: no run matches configs={configs}")
+    return cfg
+
+
+@register_statistic("block_share")
+def block_share(tables: Tables, *, study: Any, where: Mapping | None = None,
+                configs: list[Mapping] | None = None, rule: str = "block") -> Estimate:
+    """Share of runs with at least one block, Clopper–Pearson interval over runs. ``configs`` (a list of
+    ``{width, depth}``) restricts to those grid cells (e.g. the small or the large models)."""
+    d = block_table(tables, study, where, rule)
+    cfg = _runs_of(_config(d), configs, "block_share")
     has = d[d["run"].isin(cfg.index)].groupby("run")["in_block"].any()
     p, lo, hi, n = proportion_interval(int(has.sum()), int(len(has)))
     per = (cfg.assign(block=has).groupby(["width", "depth"])["block"].agg(["sum", "count"]))
@@ -87,14 +92,7 @@ def block_coverage(tables: Tables, *, study: Any, where: Mapping | None = None,
     """Per run: the share of its hidden layers inside a block; mean and t-interval over the runs of
     ``configs`` (a list of ``{width, depth}``; all runs when None)."""
     d = block_table(tables, study, where, rule)
-    cfg = _config(d).assign(coverage=_coverage(d))
-    if configs:
-        keep = np.zeros(len(cfg), dtype=bool)
-        for c in configs:
-            keep |= np.all([cfg[k].to_numpy() == v for k, v in c.items()], axis=0)
-        cfg = cfg[keep]
-    if cfg.empty:
-        raise InputError(f"block_coverage: no run matches configs={configs}")
+    cfg = _runs_of(_config(d).assign(coverage=_coverage(d)), configs, "block_coverage")
     note = "coverage per run: " + ", ".join(f"w{r.width} d{r.depth} s{r.seed}: {r.coverage:.2f}"
                                            for r in cfg.itertuples())
     return _summary(cfg["coverage"], "runs", note)
