@@ -159,6 +159,27 @@ def test_id_accuracy_correlation_is_per_architecture_and_blocked_below_min_model
     assert row["verdict"] == "inconclusive" and "only 5 architectures" in row["note"]
 
 
+def test_id_accuracy_correlation_is_inconclusive_when_a_run_did_not_fit(tmp_path):
+    """With min_train_acc, one under-fit run (of one architecture) blocks the verdict and is named; the
+    value is still computed and reported."""
+    frames, hist = [], []
+    for i, w in enumerate([4, 8, 16, 32, 64]):
+        for s in (0, 1):
+            run = f"w{w}s{s}"
+            frames.append(_profile(run, [10, 30, 20, 5 + i + 0.1 * s, 9], 10, s, width=w))
+            hist.append({"run": run, "model": "vgg", "width": w, "depth": 4, "seed": s, "shuffle_fraction": 0.0,
+                         "epoch": 10, "train_acc": 0.9 if (w == 8 and s == 1) else 1.0,
+                         "test_acc": 0.9 - 0.01 * i})
+    tables = Tables({"s": _write(tmp_path, "p", {"id_profiles": pd.concat(frames), "history": pd.DataFrame(hist)})})
+    row = evaluate_claims([_claim("<", 0, "id_accuracy_correlation",
+                                  {"min_models": 5, "min_train_acc": 0.99})], tables).iloc[0]
+    assert row["measured"] == pytest.approx(-1.0) and row["verdict"] == "inconclusive"
+    assert "did not fit" in row["note"] and "vgg w8 d4 0.900" in row["note"]
+    row = evaluate_claims([_claim("<", 0, "id_accuracy_correlation",
+                                  {"min_models": 5, "min_train_acc": 0.9})], tables).iloc[0]
+    assert row["verdict"] == "holds" and "final train acc 0.900–1.000" in row["note"]
+
+
 def test_shuffle_slope_is_inconclusive_when_a_net_did_not_fit(tmp_path):
     frames, hist = [], []
     for s in range(3):

@@ -348,3 +348,53 @@ def test_eval_every_is_not_part_of_a_study_run_key():
     a = load_config(base).runs[0]
     b = load_config({**base, "train": {"epochs": 2, "eval_every": 2}}).runs[0]
     assert a.key == b.key and b.train["eval_every"] == 2
+
+
+def test_stop_at_train_acc_stops_at_the_first_fitting_epoch(digits, tmp_path):
+    """Training until the labels are fit: the run ends at the first evaluated epoch whose training
+    accuracy reaches the target, with a checkpoint there, and its weights equal a run of exactly that
+    many epochs (stopping draws no random numbers and changes nothing before the stop)."""
+    kw = dict(dataset="digits", family="mlp", width=32, depth=1, lr=0.05, batch_size=64, seed=1)
+    full = train(TrainConfig(**kw, epochs=30), dataset=digits, progress=False)
+    acc = full.history.set_index("epoch")["train_acc"]
+    target = 0.95
+    first = int(acc[(acc.index > 0) & (acc >= target)].index[0])
+    assert 1 < first < 30  # the case is informative: it stops, but not at once
+    stopped = train(TrainConfig(**kw, epochs=30, stop_at_train_acc=target, checkpoint_epochs=[20, 30]),
+                    tmp_path / "run", dataset=digits, progress=False)
+    assert int(stopped.history["epoch"].iloc[-1]) == first
+    assert stopped.history["train_acc"].iloc[-1] >= target > stopped.history["train_acc"].iloc[-2]
+    assert sorted(stopped.checkpoints) == [0, first] == stopped.summary()["checkpoint_epochs"]
+    exact = train(TrainConfig(**kw, epochs=first), dataset=digits, progress=False)
+    for k, v in exact.model.state_dict().items():
+        assert torch.equal(v, stopped.model.state_dict()[k])
+    reloaded = load_model(stopped.checkpoints[first])
+    assert all(torch.equal(v, reloaded.state_dict()[k]) for k, v in exact.model.state_dict().items())
+    # a target never reached: all epochs are trained
+    never = train(TrainConfig(**kw, epochs=3, stop_at_train_acc=1.0), dataset=digits, progress=False)
+    assert list(never.history["epoch"]) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, 1.5, -0.1, float("nan"), "0.9", True])
+def test_stop_at_train_acc_rejects_values_outside_0_1(bad):
+    with pytest.raises(InputError, match="stop_at_train_acc"):
+        TrainConfig(dataset="digits", stop_at_train_acc=bad)
+
+
+def test_stop_at_train_acc_enters_a_study_run_key_only_when_set():
+    """Absent (null), the key is what it was before the setting existed, so existing study directories
+    are not retrained; set, it changes the key, and so does eval_every (the epochs where it may stop)."""
+    from deepgeom.studies import load_config
+    from deepgeom.studies.config import stable_key
+
+    base = {"name": "k", "sweep": {"dataset": "digits", "model": "mlp", "width": 8, "depth": 1, "seed": 0},
+            "train": {"epochs": 2}}
+    a = load_config(base).runs[0]
+    legacy = {**a.as_dict(), "train": {k: v for k, v in a.train.items()
+                                        if k not in ("eval_every", "stop_at_train_acc")}}
+    assert a.key == stable_key({"unit": "train", **legacy})
+    b = load_config({**base, "train": {"epochs": 2, "stop_at_train_acc": 0.9}}).runs[0]
+    c = load_config({**base, "train": {"epochs": 2, "stop_at_train_acc": 0.9, "eval_every": 2}}).runs[0]
+    assert len({a.key, b.key, c.key}) == 3
+    with pytest.raises(InputError, match="stop_at_train_acc"):
+        load_config({**base, "train": {"epochs": 2, "stop_at_train_acc": 2}})

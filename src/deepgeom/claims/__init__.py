@@ -2,12 +2,13 @@
 
 A study config or a reproduction spec lists claims; :func:`evaluate_claims` judges them on the study's
 tables and returns the ``claims.csv`` table (columns :data:`CLAIM_COLUMNS`, plus ``note``,
-``statistic``, ``threshold``, ``why``). See :mod:`deepgeom.claims.verdict` for the rule and
+``statistic``, ``threshold``, ``why`` and ``params``, the statistic's parameters as JSON). See :mod:`deepgeom.claims.verdict` for the rule and
 :mod:`deepgeom.claims.statistics` for what each statistic measures.
 """
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import Iterable
 from typing import Any
@@ -39,5 +40,5 @@ def evaluate_claims(claims: Iterable[Claim], tables: Tables) -> pd.DataFrame:
         rows.append({"paper": c.paper, "claim_id": c.id, "claim": c.sentence, "criterion": c.criterion,
                      "paper_value": c.paper_value, "measured": est.value, "ci_low": est.ci_low,
                      "ci_high": est.ci_high, "n": est.n, "verdict": v, "note": note, "statistic": c.statistic,
-                     "threshold": c.threshold, "why": c.why})
-    return pd.DataFrame(rows, columns=[*CLAIM_COLUMNS, "note", "statistic", "threshold", "why"])
+                     "threshold": c.threshold, "why": c.why, "params": json.dumps(c.params, sort_keys=True)})
+    return pd.DataFrame(rows, columns=[*CLAIM_COLUMNS, "note", "statistic", "threshold", "why", "params"])

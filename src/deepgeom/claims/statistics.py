@@ -175,19 +175,31 @@ def pcid_over_twonn(tables: Tables, *, study: str | None = None, where: Mapping 
 
 @register_statistic("id_accuracy_correlation")
 def id_accuracy_correlation(tables: Tables, *, study: str | None = None, where: Mapping | None = None,
-                            accuracy: str = "test_acc", min_models: int = 10) -> Estimate:
+                            accuracy: str = "test_acc", min_models: int = 10,
+                            min_train_acc: float | None = None) -> Estimate:
     """Pearson r between the last-hidden-layer TwoNN ID of trained networks (final epoch) and their
-    final ``accuracy``, one point per architecture (seeds averaged), with its Fisher-z interval.
-    Blocked when fewer than ``min_models`` architectures are present."""
+    final ``accuracy``, one point per architecture (seeds averaged), with its Fisher-z interval
+    (Ansuini et al. 2019, Fig. 5: ID of the last hidden layer vs top-5 test error over architectures).
+    Blocked when fewer than ``min_models`` architectures are present, or when ``min_train_acc`` is set
+    and any run ended below that training accuracy: the paper's networks were trained to convergence,
+    and under-fit ones confound the relation (they have both low ID and low accuracy)."""
     arch_cols = ["model", "width", "depth"]
-    m = final_runs(tables, study, where, (accuracy,)).rename(columns={accuracy: "acc"})
-    m = m[[*arch_cols, "id", "acc"]].dropna()
+    hist = (accuracy,) if min_train_acc is None else tuple(dict.fromkeys((accuracy, "train_acc")))
+    runs = final_runs(tables, study, where, hist)
+    m = runs.rename(columns={accuracy: "acc"})[[*arch_cols, "id", "acc"]].dropna()
     per_arch = m.groupby(arch_cols, sort=False)[["id", "acc"]].mean()
     r, lo, hi, n = pearson_interval(per_arch["id"], per_arch["acc"])
     spread = f"{accuracy} {per_arch['acc'].min():.3f}–{per_arch['acc'].max():.3f}, ID {per_arch['id'].min():.1f}–{per_arch['id'].max():.1f}"
-    blocked = f"only {n} architectures (criterion needs {min_models})" if n < min_models else ""
+    problems = [f"only {n} architectures (criterion needs {min_models})"] if n < min_models else []
+    if min_train_acc is not None:
+        fit = runs.groupby(arch_cols, sort=False)["train_acc"].min()
+        spread += f"; final train acc {fit.min():.3f}–{runs['train_acc'].max():.3f}"
+        low = fit[~(fit >= min_train_acc)]
+        if len(low):
+            problems.append("did not fit the training set (train acc < " + f"{min_train_acc:g}): " + ", ".join(
+                f"{k[0]} w{k[1]} d{k[2]} {a:.3f}" for k, a in low.items()))
     return Estimate(r, lo, hi, n, note=f"Pearson r over {n} architectures ({len(m)} trained models); {spread}",
-                    blocked=blocked)
+                    blocked="; ".join(problems))
 
 
 @register_statistic("shuffle_id_slope")

@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="share of training labels to shuffle, in [0, 1] (default 0; 1 = random labels)")
     p.add_argument("--checkpoints", default=None, metavar="E1,E2,...",
                    help="epochs to save, comma-separated, e.g. 0,1,5,10 (0 always added; default 0 and last)")
+    p.add_argument("--stop-at-train-acc", type=float, default=None, metavar="ACC",
+                   help="train until the training accuracy reaches ACC (checked at each evaluated epoch; "
+                        "--epochs is then the limit); default: train all epochs")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory to write (default: none, nothing is saved)")
@@ -89,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         model_options=_parse_options(args.option, "--option"), optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, shuffle_fraction=args.shuffle_fraction, checkpoint_epochs=_parse_epochs(args.checkpoints),
-        loss=args.loss, device=args.device,
+        loss=args.loss, device=args.device, stop_at_train_acc=args.stop_at_train_acc,
     )
     result = train(config, args.out, progress=not args.no_progress)
     summary = result.summary()

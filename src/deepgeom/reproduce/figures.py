@@ -7,6 +7,7 @@ highest seed (TwoNN and PC-ID alike); single-model curves show their subsample i
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +31,10 @@ CAPTIONS: dict[str, str] = {
                    "the width-16 VGG, mean over seeds.",
     "decimation": "TwoNN ID of the last hidden layer of the width-16 VGG on disjoint blocks of N, N/2, N/4, … "
                   "training images: mean over blocks (points) with the blocks' standard deviation, one line per seed.",
-    "id_accuracy": "Last-hidden-layer TwoNN ID against test accuracy of every trained architecture (seed "
-                   "means; bars: seed range where there are several seeds). Title: Pearson r with its 95% "
-                   "Fisher interval.",
+    "id_accuracy": "Last-hidden-layer TwoNN ID against test accuracy of every architecture of the ID–accuracy "
+                   "study, each trained until it fit its training set or hit the epoch limit (seed means; bars: "
+                   "seed range; label: width, depth and the epochs trained; hollow: a seed ended below the "
+                   "claim's training-accuracy precondition). Title: Pearson r with its 95% Fisher interval.",
     "shuffle": "Left: last-hidden-layer TwoNN ID against the fraction of shuffled training labels (mean over "
                "seeds, bars: seed range). Right: the lowest final training accuracy reached at each fraction.",
     "shuffle_profiles": "TwoNN ID profiles of the width-8 VGG trained with each fraction of shuffled labels "
@@ -101,23 +103,38 @@ def _fig_decimation(t: Tables):
 
 
 def _fig_id_accuracy(t: Tables, claims: pd.DataFrame | None):
-    m = final_runs(t, "profiles", {"shuffle_fraction": 0.0}, ("test_acc",)).rename(columns={"test_acc": "acc"})
+    row = None if claims is None else claims[claims["statistic"] == "id_accuracy_correlation"]
+    row = row.iloc[0] if row is not None and len(row) else None
+    params = json.loads(row["params"]) if row is not None and isinstance(row.get("params"), str) else {}
+    study = params.get("study") or ("accuracy" if "accuracy" in t.studies else "profiles")
+    min_fit = params.get("min_train_acc")
+    m = final_runs(t, study, {"shuffle_fraction": 0.0}, ("test_acc", "train_acc", "epoch"))
+    m = m.rename(columns={"test_acc": "acc"})
     g = m.groupby(["model", "width", "depth"])
     agg = g.agg(id=("id", "mean"), id_lo=("id", "min"), id_hi=("id", "max"), acc=("acc", "mean"),
-                acc_lo=("acc", "min"), acc_hi=("acc", "max")).reset_index()
+                acc_lo=("acc", "min"), acc_hi=("acc", "max"), fit=("train_acc", "min"),
+                e_lo=("epoch", "min"), e_hi=("epoch", "max")).reset_index()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for model, d in agg.groupby("model"):
+    any_unfit = False
+    for i, (model, d) in enumerate(agg.groupby("model")):
+        color = f"C{i}"
         ax.errorbar(d["acc"], d["id"], xerr=[d["acc"] - d["acc_lo"], d["acc_hi"] - d["acc"]],
-                    yerr=[d["id"] - d["id_lo"], d["id_hi"] - d["id"]], fmt="o", capsize=3, label=model)
+                    yerr=[d["id"] - d["id_lo"], d["id_hi"] - d["id"]], fmt="none", capsize=3, color=color)
+        unfit = (d["fit"] < min_fit) if min_fit is not None else pd.Series(False, index=d.index)
+        any_unfit |= bool(unfit.any())
+        ax.scatter(d["acc"], d["id"], color=color, label=model, zorder=3)
+        if unfit.any():
+            ax.scatter(d["acc"][unfit], d["id"][unfit], color="white", edgecolors=color, zorder=4)
         for r in d.itertuples():
-            ax.annotate(f"w{r.width} d{r.depth}", (r.acc, r.id), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ep = f"{r.e_lo}" if r.e_lo == r.e_hi else f"{r.e_lo}–{r.e_hi}"
+            ax.annotate(f"w{r.width} d{r.depth}, {ep} ep", (r.acc, r.id), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
     ax.set_xlabel("test accuracy")
     ax.set_ylabel("last-hidden TwoNN ID")
-    if claims is not None:
-        row = claims[claims["statistic"] == "id_accuracy_correlation"]
-        if len(row):
-            r = row.iloc[0]
-            ax.set_title(f"r = {r.measured:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}], n = {r.n}", fontsize=9)
+    if row is not None:
+        ax.set_title(f"r = {row.measured:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}], n = {row.n}", fontsize=9)
+    if any_unfit:
+        ax.scatter([], [], color="white", edgecolors="grey", label=f"a seed below train acc {min_fit:g}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

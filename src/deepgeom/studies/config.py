@@ -58,11 +58,24 @@ TRAIN_KEYS: dict[str, Any] = {
     **TRAIN_DEFAULTS,  # epochs, batch_size, optimizer, lr, momentum, weight_decay, loss ("ce" or "mse")
     "checkpoints": None,  # None: every epoch, including epoch 0 (untrained)
     "eval_every": 1,  # history rows every k epochs (+ checkpoints, last); not part of the run key
+    "stop_at_train_acc": None,  # stop at the first evaluated epoch with this training accuracy
 }
 
 #: Training keys that do not change the trained weights, left out of the run key (changing them
-#: does not retrain finished runs).
+#: does not retrain finished runs) — unless ``stop_at_train_acc`` is set: then the evaluated epochs
+#: are where training may stop.
 _UNWEIGHTED_TRAIN_KEYS = ("eval_every",)
+
+#: Training keys added after studies were first run: left out of the run key while at their default
+#: (None), so the runs of existing study directories keep their keys and are not retrained.
+_LATER_TRAIN_KEYS = ("stop_at_train_acc",)
+
+
+def _weighted_train(train: dict[str, Any]) -> dict[str, Any]:
+    """The training settings that shape the weights (what a run key hashes)."""
+    stops = train.get("stop_at_train_acc") is not None
+    return {k: v for k, v in train.items()
+            if not (k in _UNWEIGHTED_TRAIN_KEYS and not stops) and not (k in _LATER_TRAIN_KEYS and v is None)}
 
 #: Keys of the ``data`` section: the split seed shared by every run plus per-dataset loader options.
 DATA_KEYS = ("seed", "options")
@@ -100,7 +113,7 @@ class RunSpec:
             "shuffle_fraction": self.shuffle_fraction,
             "data_options": self.data_options,
             "model_options": self.model_options,
-            "train": {k: v for k, v in self.train.items() if k not in _UNWEIGHTED_TRAIN_KEYS},
+            "train": _weighted_train(self.train),
             "data_seed": self.data_seed,
         }
 
@@ -312,6 +325,9 @@ def load_config(source: str | Path | Mapping) -> StudyConfig:
         v = train[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "epochs" else 1):
             raise InputError(f"train.{k} must be an integer >= {0 if k == 'epochs' else 1}; got {v!r}")
+    stop = train["stop_at_train_acc"]
+    if stop is not None and (isinstance(stop, bool) or not isinstance(stop, (int, float)) or not 0 < stop <= 1):
+        raise InputError(f"train.stop_at_train_acc must be a number in (0, 1] or null; got {stop!r}")
     for k in ("lr", "weight_decay", "momentum"):
         v = train[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k == "lr" and v == 0):

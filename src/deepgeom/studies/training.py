@@ -79,6 +79,7 @@ def train_config(spec: RunSpec):
         checkpoint_epochs=list(tr["checkpoints"]),
         loss=tr["loss"],
         eval_every=tr.get("eval_every", 1),
+        stop_at_train_acc=tr.get("stop_at_train_acc"),
     )
 
 

@@ -64,6 +64,10 @@ class TrainConfig:
         eval_every: evaluate the whole train and test sets (a row of ``history``) every this many
             epochs, and always at epoch 0, at every checkpoint and at the last epoch. On small training
             sets the evaluation of a large test set can cost more than the epoch itself; 1 = every epoch.
+        stop_at_train_acc: train until the network fits its training labels: stop after the first
+            evaluated epoch (see ``eval_every``) whose training accuracy is at least this value, and
+            save a checkpoint there, the run's last; ``epochs`` is then the limit. None (default):
+            always train ``epochs`` epochs. Training accuracy is measured on the labels trained on.
     """
 
     dataset: str = "mnist1d"
@@ -85,6 +89,7 @@ class TrainConfig:
     device: str = "cpu"
     eval_batch_size: int = 4096
     eval_every: int = 1
+    stop_at_train_acc: float | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -111,6 +116,10 @@ class TrainConfig:
         self.width = None if self.width is None else _whole(self.width, "width", 1)
         self.depth = None if self.depth is None else _whole(self.depth, "depth", 1)
         self.shuffle_fraction = check_fraction(self.shuffle_fraction, "shuffle_fraction")
+        if self.stop_at_train_acc is not None:
+            if isinstance(self.stop_at_train_acc, bool) or not isinstance(self.stop_at_train_acc, (int, float)):
+                raise InputError(f"stop_at_train_acc must be a number in (0, 1] or None; got {self.stop_at_train_acc!r}")
+            self.stop_at_train_acc = check_fraction(self.stop_at_train_acc, "stop_at_train_acc", open_low=True)
         if not isinstance(self.dataset_options, dict) or not isinstance(self.model_options, dict):
             raise InputError("dataset_options and model_options must be dicts")
         epochs = [0, self.epochs] if self.checkpoint_epochs is None else [0, *self.checkpoint_epochs]
@@ -190,7 +199,7 @@ class TrainResult:
             "test_acc": _plain(last["test_acc"]),
             "shuffle_fraction": self.config.shuffle_fraction,
             "n_parameters": models.count_parameters(self.model),
-            "checkpoint_epochs": list(self.config.checkpoint_epochs or []),
+            "checkpoint_epochs": sorted(self.states),  # those saved (training may stop early)
             "out_dir": str(self.out_dir) if self.out_dir is not None else None,
             "seconds": round(self.seconds, 3),
         }

@@ -267,6 +267,12 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
                     "data": data.summary, "epochs_done": int(rows[-1]["epoch"]) if rows else 0,
                     "checkpoints": {str(e): str(p.relative_to(out_path)) for e, p in checkpoints.items()}}
 
+        def fitted(row: dict[str, float]) -> bool:
+            # epoch 0 never stops training: an untrained net that "fits" is a degenerate task, and the
+            # run must still train at least once to be a trained run
+            target = config.stop_at_train_acc
+            return target is not None and row["epoch"] > 0 and row["train_acc"] >= target
+
         def record(epoch: int) -> dict[str, float] | None:
             if epoch % config.eval_every and epoch not in config.checkpoint_epochs and epoch != config.epochs:
                 return None
@@ -276,7 +282,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
                           batch_size=config.eval_batch_size, device=device)
             row = {"epoch": epoch, "train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1]}
             rows.append(row)
-            if epoch in config.checkpoint_epochs:
+            if epoch in config.checkpoint_epochs or fitted(row):  # the stopping epoch is the last checkpoint
                 state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
                 states[epoch] = state
                 if out_path is not None:
@@ -287,8 +293,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
                 _write_text(out_path / "config.json", json.dumps(run_file(), indent=2))
             return row
 
-        def save_resume(epoch: int) -> None:
-            if resume and out_path is not None and epoch < config.epochs:
+        def save_resume(epoch: int, done: bool = False) -> None:
+            if resume and out_path is not None and epoch < config.epochs and not done:
                 _save_resume(out_path / RESUME_FILE, {
                     "train": json.loads(json.dumps(config.to_dict())), "epoch": epoch, "rows": rows,
                     "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -324,9 +330,12 @@ def train(config: TrainConfig, out_dir: str | os.PathLike | None = None, *, data
                 loss.backward()
                 opt.step()
             row = record(epoch)
-            save_resume(epoch)
+            done = row is not None and fitted(row)
+            save_resume(epoch, done)
             if row is not None:
                 bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}")
+            if done:
+                break
         bar.close()
     if resume and out_path is not None:
         with contextlib.suppress(FileNotFoundError):
