@@ -230,3 +230,24 @@ def test_float32_rescue_cases(case, block_features):
     K = gram(torch.from_numpy(X), center=True, compute_dtype=torch.float32, block_features=block_features).numpy()
     assert np.isfinite(K).all() and np.abs(Xc @ Xc.T).max() > 0
     assert np.all(np.abs(K - Xc @ Xc.T) <= bound(Xc, Xc, X.shape[1], U32, extra=3 * U32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [5, 127, 128, 256, 300, 700])
+def test_symmetric_product_equals_the_whole_product_for_every_block_plan(threads, n):
+    """The symmetric product (whole, or upper block triangle mirrored; the plan depends on n and the
+    thread count) equals A Aᵀ in float64 to float64 rounding and fills ``out``."""
+    from deepgeom.functional.matrix import _self_product, _sym_block
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        A = torch.randn(n, 33, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+        out = torch.full((n, n), float("nan"), dtype=torch.float64)
+        K = _self_product(A, out=out)
+        assert K.data_ptr() == out.data_ptr()
+        torch.testing.assert_close(K, A @ A.T, rtol=1e-13, atol=1e-13)
+        b = _sym_block(n)
+        assert b == 0 or n >= 2 * 64  # small products stay whole
+    finally:
+        torch.set_num_threads(before)

@@ -166,14 +166,25 @@ def centred_linear_kernel(X: Any, centre: Any, *, compute_dtype: torch.dtype | s
     from float32 products redone in float64 when :func:`float32_too_coarse` says the centring left
     too little beside their rounding. ``centre`` maps the float64 kernel to its centred form (U-centring,
     or the identity for HKH); ``out`` receives the Gram product."""
+    return _centred_linear_kernel(X, centre, compute_dtype, device, out)[0]
+
+
+def _centred_linear_kernel(X: Any, centre: Any, compute_dtype: torch.dtype | str, device: Any,
+                           out: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+    """:func:`centred_linear_kernel` and the squared Frobenius norm ⟨K, K⟩ of the centred kernel it
+    returns (one pass, shared by the float32 check and the callers' HSIC self terms)."""
     dev = resolve_device(device)
     dtype = product_dtype(compute_dtype, X, dev)
     K = gram(X, center=True, compute_dtype=dtype, device=dev, out=out)
     trace = float(K.diagonal().sum())
     K = centre(K)
-    if dtype == torch.float32 and float32_too_coarse(trace, float(torch.linalg.norm(K))):
+    k = K.reshape(-1)
+    self_dot = float(torch.dot(k, k))
+    if dtype == torch.float32 and float32_too_coarse(trace, math.sqrt(self_dot)):
         K = centre(gram(X, center=True, compute_dtype=torch.float64, device=dev, out=out))
-    return K
+        k = K.reshape(-1)
+        self_dot = float(torch.dot(k, k))
+    return K, self_dot
 
 
 # ---------------------------------------------------------------------------------------------- grams

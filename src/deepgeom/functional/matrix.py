@@ -99,6 +99,15 @@ def column_mean(X: Any, *, block_rows: int | None = None) -> torch.Tensor:
 _SYM_BLOCK = 64
 
 
+def _sym_block(n: int) -> int:
+    """Rows per block of a symmetric CPU product of n rows, 0 for one whole product. On one thread
+    64-row blocks are fastest; with more threads each block product must be large enough to split
+    across them, and at n ≤ 256 the whole product wins (measurements in BENCHMARKS.md)."""
+    if torch.get_num_threads() <= 1:
+        return _SYM_BLOCK if n >= 2 * _SYM_BLOCK else 0
+    return 0 if n <= 256 else min(max(128, n // 4), 256)
+
+
 def _self_product(A: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """A Aᵀ with each symmetric block pair computed once (the upper block triangle, mirrored).
 
@@ -109,15 +118,16 @@ def _self_product(A: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     one pool (timings for both in BENCHMARKS.md).
     """
     n = A.shape[0]
-    if A.device.type != "cpu" or n < 2 * _SYM_BLOCK:
+    b = _sym_block(n)
+    if A.device.type != "cpu" or b == 0:
         if out is None:
             return A @ A.T
         if out.dtype == A.dtype:
             return torch.matmul(A, A.T, out=out)
         return out.copy_(A @ A.T)
     K = torch.empty((n, n), dtype=A.dtype) if out is None else out
-    for i in range(0, n, _SYM_BLOCK):
-        j = i + _SYM_BLOCK
+    for i in range(0, n, b):
+        j = i + b
         K[i:j, i:] = A[i:j] @ A[i:].T
         K[j:, i:j] = K[i:j, j:].T
     return K

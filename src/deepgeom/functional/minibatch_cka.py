@@ -21,7 +21,7 @@ import torch
 
 from .._validation import check_matrix
 from ..errors import InputError, UnknownNameError
-from .cka import KERNELS, _centred_pairs, _u_center_, centred_linear_kernel, gram_rbf
+from .cka import KERNELS, _centred_linear_kernel, _centred_pairs, _u_center_, gram_rbf
 from .matrix import as_tensor, max_abs_exponent, mul_pow2, resolve_device
 
 __all__ = ["MinibatchHSIC", "minibatch_hsic_update", "minibatch_hsic_merge", "minibatch_hsic_sums",
@@ -104,21 +104,20 @@ def _batch_kernels(xs: Sequence[Any], side: str, n: int | None, kernel: str, sig
             K = _kernel_stack(buffers, side, (len(xs), n, n), dev)
             selfs = torch.empty(len(xs), dtype=torch.float64, device=dev)
         if kernel == "linear":
-            U = centred_linear_kernel(x, _u_center_, compute_dtype=compute_dtype, device=dev, out=K[i])
-            u = U.reshape(-1)
-            if not _SELF_RANGE[0] < float(torch.dot(u, u)) < _SELF_RANGE[1]:
+            _, uu = _centred_linear_kernel(x, _u_center_, compute_dtype, dev, K[i])
+            if not _SELF_RANGE[0] < uu < _SELF_RANGE[1]:
                 # ⟨U, U⟩ ~ x⁴ overflowed, or may have lost digits to underflow (or x is constant or
                 # not finite, which this leaves as it is): redo on x scaled by 2⁻ᵉ (exact); the
                 # kernel then carries 4ᵉ. Only such layers pay for the extra pass over x.
                 e = max_abs_exponent(x)
                 if e:
                     x, expo[i] = mul_pow2(x.to(torch.float64), -e), 2 * e
-                    U = centred_linear_kernel(x, _u_center_, compute_dtype=compute_dtype, device=dev, out=K[i])
+                    _, uu = _centred_linear_kernel(x, _u_center_, compute_dtype, dev, K[i])
+            selfs[i] = uu
         else:
             K[i] = gram_rbf(x, sigma, compute_dtype=compute_dtype, device=dev)
-            U = _u_center_(K[i])
-        u = U.reshape(-1)
-        selfs[i] = torch.dot(u, u)
+            u = _u_center_(K[i]).reshape(-1)
+            selfs[i] = torch.dot(u, u)
     return K, selfs, int(n), expo
 
 
