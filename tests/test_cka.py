@@ -509,3 +509,44 @@ def test_errors(rng):
     m.update([X, X])
     with pytest.raises(InputError, match="same layers"):
         m.update([X])
+
+
+def test_stacked_multithread_kernels_equal_the_per_layer_route():
+    """With 2+ threads, runs of same-width float32 layers are U-centred as one stack; with one thread
+    each layer goes alone. Both give the same HSIC terms (to float64 rounding), including the layers
+    the stack hands back to the per-layer route: values near float32's range ends (rescaled there), a
+    diagonal-heavy layer (float64 redo), a constant layer (no variance), and mixed widths/dtypes."""
+    from deepgeom.functional.minibatch_cka import (
+        _batch_kernels,
+        _stacked_linear_kernels,
+        minibatch_hsic_update,
+    )
+
+    g = torch.Generator().manual_seed(7)
+    base = [torch.relu(torch.randn(96, 200, generator=g)) + 3 for _ in range(3)]
+    heavy = torch.randn(96, 200, generator=g) * 1e-3
+    heavy[:, :96] += torch.eye(96) * 1e3  # one huge private feature per row: float64 redo
+    xs = [*base, base[0] * 2.0**100, base[1] * 2.0**-100, heavy, torch.ones(96, 200),
+          torch.randn(96, 50, generator=g), torch.randn(96, 200, generator=g).double(), base[2]]
+    before = torch.get_num_threads()
+    out = {}
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            out[t] = minibatch_hsic_update(xs)
+            K, selfs, _, expo = _batch_kernels(xs, "xs", None, "linear", 0.8, "auto", None, None)
+            out[(t, "expo")] = expo.copy()
+            done = _stacked_linear_kernels([torch.as_tensor(x) for x in xs], torch.empty(10, 96, 96, dtype=torch.float64),
+                                           torch.empty(10, dtype=torch.float64), "auto", torch.device("cpu"))
+            # one thread: nothing stacked; two: the first run of ordinary layers, and the last layer
+            # (after the float64 one) alone is never stacked; the hostile ones are handed back
+            assert done.tolist() == ([False] * 10 if t == 1 else [True] * 3 + [False] * 7)
+    finally:
+        torch.set_num_threads(before)
+    a, b = out[1], out[2]
+    assert np.array_equal(out[(1, "expo")], out[(2, "expo")])
+    scale = np.sqrt(np.outer(a.kk.numpy(), a.kk.numpy()))
+    ok = scale > 0
+    np.testing.assert_allclose(b.kl.numpy()[ok] / scale[ok], a.kl.numpy()[ok] / scale[ok], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b.kk.numpy(), a.kk.numpy(), rtol=1e-12, atol=0)
+    assert a.kk[6] == b.kk[6] == 0  # the constant layer

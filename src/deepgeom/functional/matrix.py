@@ -181,10 +181,15 @@ def _out_of_range(K: torch.Tensor, dtype: torch.dtype) -> bool:
     width below the largest) would fall under its smallest normal number, or not a number at all
     (an overflow inside the centring; NaN data are told apart by :func:`_exponent`).
     """
+    return not bool(diagonal_in_range(torch.diagonal(K).max(), dtype))
+
+
+def diagonal_in_range(top: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Elementwise :func:`_out_of_range`'s test, negated, on the largest diagonal entries ``top`` of
+    one or more Gram products in ``dtype`` (NaN: not in range)."""
     fi = torch.finfo(dtype)
-    top = float(torch.diagonal(K).max())
     digits = 2.0 ** (2 * (round(-math.log2(fi.eps)) + 1))
-    return not fi.tiny * digits <= top <= fi.max / 2**8  # 0: all products may have underflowed
+    return (top >= fi.tiny * digits) & (top <= fi.max / 2**8)  # 0: all products may have underflowed
 
 
 def _exponent(X: Any, center: bool) -> int:

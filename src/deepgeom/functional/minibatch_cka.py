@@ -21,8 +21,8 @@ import torch
 
 from .._validation import check_matrix
 from ..errors import InputError, UnknownNameError
-from .cka import KERNELS, _centred_linear_kernel, _centred_pairs, _u_center_, gram_rbf
-from .matrix import as_tensor, max_abs_exponent, mul_pow2, resolve_device
+from .cka import DIAGONAL_SHARE_LIMIT, KERNELS, _centred_linear_kernel, _centred_pairs, _u_center_, gram_rbf
+from .matrix import as_tensor, diagonal_in_range, max_abs_exponent, mul_pow2, product_dtype, resolve_device
 
 __all__ = ["MinibatchHSIC", "minibatch_hsic_update", "minibatch_hsic_merge", "minibatch_hsic_sums",
            "minibatch_cka_compute"]
@@ -73,6 +73,60 @@ def _kernel_stack(buffers: dict[str, torch.Tensor] | None, side: str, shape: tup
     return K
 
 
+#: rows per block of the stacked symmetric products (one thread per layer's block product)
+_STACK_BLOCK = 64
+
+
+def _stacked_linear_kernels(layers: list[torch.Tensor], K: torch.Tensor, selfs: torch.Tensor,
+                            compute_dtype: torch.dtype | str, dev: torch.device) -> np.ndarray:
+    """With several CPU threads: runs of consecutive float32 layers of one width, U-centred as one
+    (L, n, n) stack — batched products split across threads by layer, each a single-threaded upper
+    block triangle, and a few stacked passes instead of a dozen small ones per layer. The same
+    arithmetic as the per-layer route (centring in two float32 passes, float32 products, float64
+    U-centring); layers whose kernel needs that route's rescaling or float64 redo are left to it.
+    Returns which layers are done."""
+    done = np.zeros(len(layers), dtype=bool)
+    if torch.get_num_threads() <= 1 or dev.type != "cpu":
+        return done  # one thread: per layer is faster (no stacking copy; BENCHMARKS_cka.md)
+    n = K.shape[-1]
+
+    def stackable(x: torch.Tensor) -> bool:
+        return (x.dtype == torch.float32 and x.device.type == "cpu"
+                and product_dtype(compute_dtype, x, dev) == torch.float32)
+
+    i0 = 0
+    while i0 < len(layers):
+        i1 = i0 + 1
+        if stackable(layers[i0]):
+            while i1 < len(layers) and stackable(layers[i1]) and layers[i1].shape == layers[i0].shape:
+                i1 += 1
+        if i1 - i0 < 2:
+            i0 = i1
+            continue
+        S = torch.stack(layers[i0:i1])  # a copy: centred in place
+        S -= S.mean(1, keepdim=True)
+        S -= S.mean(1, keepdim=True)  # the first mean's rounding (as gram() does per layer)
+        G = torch.empty((i1 - i0, n, n), dtype=torch.float32)
+        b = _STACK_BLOCK if n >= 2 * _STACK_BLOCK else n
+        for r0 in range(0, n, b):
+            r1 = r0 + b
+            G[:, r0:r1, r0:] = torch.bmm(S[:, r0:r1], S[:, r0:].transpose(1, 2))
+            G[:, r1:, r0:r1] = G[:, r0:r1, r1:].transpose(1, 2)
+        U = K[i0:i1]
+        U.copy_(G)
+        diag = U.diagonal(dim1=1, dim2=2)
+        top, trace = diag.amax(1), diag.sum(1)
+        _u_center_(U)
+        flat = U.reshape(i1 - i0, -1)
+        uu = torch.linalg.vecdot(flat, flat)
+        ok = (diagonal_in_range(top, torch.float32) & (uu > _SELF_RANGE[0]) & (uu < _SELF_RANGE[1])
+              & (trace <= DIAGONAL_SHARE_LIMIT * uu.sqrt()))  # float32_too_coarse, stacked
+        selfs[i0:i1] = uu
+        done[i0:i1] = ok.numpy()
+        i0 = i1
+    return done
+
+
 def _batch_kernels(xs: Sequence[Any], side: str, n: int | None, kernel: str, sigma: float,
                    compute_dtype: torch.dtype | str, device: str | torch.device | None,
                    buffers: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, int, np.ndarray]:
@@ -83,8 +137,8 @@ def _batch_kernels(xs: Sequence[Any], side: str, n: int | None, kernel: str, sig
     if len(xs) == 0:
         raise InputError(f"{side}: need at least one layer's activations per batch")
     dev = resolve_device(device)
-    K = None
     expo = np.zeros(len(xs), dtype=np.int64)
+    layers = []
     for i, x in enumerate(xs):
         x = as_tensor(x)  # the core centres and rounds once to the product dtype
         if x.ndim > 2:
@@ -100,9 +154,14 @@ def _batch_kernels(xs: Sequence[Any], side: str, n: int | None, kernel: str, sig
         elif x.shape[0] != n:
             raise InputError(f"every layer of a batch must hold the same examples: {side}[{i}] has "
                              f"{x.shape[0]} rows, expected {n}")
-        if K is None:
-            K = _kernel_stack(buffers, side, (len(xs), n, n), dev)
-            selfs = torch.empty(len(xs), dtype=torch.float64, device=dev)
+        layers.append(x)
+    K = _kernel_stack(buffers, side, (len(xs), n, n), dev)
+    selfs = torch.empty(len(xs), dtype=torch.float64, device=dev)
+    done = (_stacked_linear_kernels(layers, K, selfs, compute_dtype, dev) if kernel == "linear"
+            else np.zeros(len(layers), dtype=bool))
+    for i, x in enumerate(layers):
+        if done[i]:
+            continue
         if kernel == "linear":
             _, uu = _centred_linear_kernel(x, _u_center_, compute_dtype, dev, K[i])
             if not _SELF_RANGE[0] < uu < _SELF_RANGE[1]:
