@@ -161,30 +161,21 @@ def float32_too_coarse(trace: float, centred_norm: float) -> bool:
 
 def centred_linear_kernel(X: Any, centre: Any, *, compute_dtype: torch.dtype | str = "auto",
                           device: str | torch.device | None = None, out: torch.Tensor | None = None,
-                          ) -> torch.Tensor:
+                          with_self: bool = False) -> Any:
     """``centre(gram(X, center=True))`` — the linear kernel as every CKA form uses it, with a kernel
     from float32 products redone in float64 when :func:`float32_too_coarse` says the centring left
     too little beside their rounding. ``centre`` maps the float64 kernel to its centred form (U-centring,
-    or the identity for HKH); ``out`` receives the Gram product."""
-    return _centred_linear_kernel(X, centre, compute_dtype, device, out)[0]
-
-
-def _centred_linear_kernel(X: Any, centre: Any, compute_dtype: torch.dtype | str, device: Any,
-                           out: torch.Tensor | None) -> tuple[torch.Tensor, float]:
-    """:func:`centred_linear_kernel` and the squared Frobenius norm ⟨K, K⟩ of the centred kernel it
-    returns (one pass, shared by the float32 check and the callers' HSIC self terms)."""
+    or the identity for HKH); ``out`` receives the Gram product. ``with_self``: return (K, ⟨K, K⟩)."""
     dev = resolve_device(device)
     dtype = product_dtype(compute_dtype, X, dev)
-    K = gram(X, center=True, compute_dtype=dtype, device=dev, out=out)
-    trace = float(K.diagonal().sum())
-    K = centre(K)
-    k = K.reshape(-1)
-    self_dot = float(torch.dot(k, k))
-    if dtype == torch.float32 and float32_too_coarse(trace, math.sqrt(self_dot)):
-        K = centre(gram(X, center=True, compute_dtype=torch.float64, device=dev, out=out))
-        k = K.reshape(-1)
-        self_dot = float(torch.dot(k, k))
-    return K, self_dot
+    for attempt in (dtype, torch.float64):
+        K = gram(X, center=True, compute_dtype=attempt, device=dev, out=out)
+        trace = float(K.diagonal().sum())
+        K = centre(K)
+        self_dot = float(torch.dot(K.reshape(-1), K.reshape(-1)))
+        if attempt != torch.float32 or not float32_too_coarse(trace, math.sqrt(self_dot)):
+            break
+    return (K, self_dot) if with_self else K
 
 
 # ---------------------------------------------------------------------------------------------- grams

@@ -21,7 +21,7 @@ import torch
 
 from .._validation import check_matrix
 from ..errors import InputError, UnknownNameError
-from .cka import DIAGONAL_SHARE_LIMIT, KERNELS, _centred_linear_kernel, _centred_pairs, _u_center_, gram_rbf
+from .cka import DIAGONAL_SHARE_LIMIT, KERNELS, _centred_pairs, _u_center_, centred_linear_kernel, gram_rbf
 from .matrix import as_tensor, diagonal_in_range, max_abs_exponent, mul_pow2, product_dtype, resolve_device
 
 __all__ = ["MinibatchHSIC", "minibatch_hsic_update", "minibatch_hsic_merge", "minibatch_hsic_sums",
@@ -163,7 +163,8 @@ def _batch_kernels(xs: Sequence[Any], side: str, n: int | None, kernel: str, sig
         if done[i]:
             continue
         if kernel == "linear":
-            _, uu = _centred_linear_kernel(x, _u_center_, compute_dtype, dev, K[i])
+            _, uu = centred_linear_kernel(x, _u_center_, compute_dtype=compute_dtype, device=dev, out=K[i],
+                                          with_self=True)
             if not _SELF_RANGE[0] < uu < _SELF_RANGE[1]:
                 # ⟨U, U⟩ ~ x⁴ overflowed, or may have lost digits to underflow (or x is constant or
                 # not finite, which this leaves as it is): redo on x scaled by 2⁻ᵉ (exact); the
@@ -171,7 +172,8 @@ def _batch_kernels(xs: Sequence[Any], side: str, n: int | None, kernel: str, sig
                 e = max_abs_exponent(x)
                 if e:
                     x, expo[i] = mul_pow2(x.to(torch.float64), -e), 2 * e
-                    _, uu = _centred_linear_kernel(x, _u_center_, compute_dtype, dev, K[i])
+                    _, uu = centred_linear_kernel(x, _u_center_, compute_dtype=compute_dtype, device=dev, out=K[i],
+                                          with_self=True)
             selfs[i] = uu
         else:
             K[i] = gram_rbf(x, sigma, compute_dtype=compute_dtype, device=dev)
