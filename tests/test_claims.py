@@ -143,15 +143,21 @@ def test_a_flat_trained_profile_fails_the_hunchback(tmp_path):
     assert out["verdict"].iloc[0] == "fails"
 
 
-def test_id_accuracy_correlation_is_per_architecture_and_blocked_below_min_models(tmp_path):
+def _architectures(tmp_path, unfit=None):
+    """Five VGG widths × 2 seeds whose last-hidden ID rises as test accuracy falls (r = −1 over
+    architectures); ``unfit`` = (width, seed) of a run that ends at train acc 0.9, the others at 1."""
     frames, hist = [], []
     for i, w in enumerate([4, 8, 16, 32, 64]):
         for s in (0, 1):
             run = f"w{w}s{s}"
             frames.append(_profile(run, [10, 30, 20, 5 + i + 0.1 * s, 9], 10, s, width=w))
             hist.append({"run": run, "model": "vgg", "width": w, "depth": 4, "seed": s, "shuffle_fraction": 0.0,
-                         "epoch": 10, "train_acc": 1.0, "test_acc": 0.9 - 0.01 * i})
-    tables = Tables({"s": _write(tmp_path, "p", {"id_profiles": pd.concat(frames), "history": pd.DataFrame(hist)})})
+                         "epoch": 10, "train_acc": 0.9 if (w, s) == unfit else 1.0, "test_acc": 0.9 - 0.01 * i})
+    return Tables({"s": _write(tmp_path, "p", {"id_profiles": pd.concat(frames), "history": pd.DataFrame(hist)})})
+
+
+def test_id_accuracy_correlation_is_per_architecture_and_blocked_below_min_models(tmp_path):
+    tables = _architectures(tmp_path)
     c = _claim("<", 0, "id_accuracy_correlation", {"min_models": 5})
     row = evaluate_claims([c], tables).iloc[0]
     assert row["n"] == 5 and row["measured"] == pytest.approx(-1.0) and row["verdict"] == "holds"
@@ -162,15 +168,7 @@ def test_id_accuracy_correlation_is_per_architecture_and_blocked_below_min_model
 def test_id_accuracy_correlation_is_inconclusive_when_a_run_did_not_fit(tmp_path):
     """With min_train_acc, one under-fit run (of one architecture) blocks the verdict and is named; the
     value is still computed and reported."""
-    frames, hist = [], []
-    for i, w in enumerate([4, 8, 16, 32, 64]):
-        for s in (0, 1):
-            run = f"w{w}s{s}"
-            frames.append(_profile(run, [10, 30, 20, 5 + i + 0.1 * s, 9], 10, s, width=w))
-            hist.append({"run": run, "model": "vgg", "width": w, "depth": 4, "seed": s, "shuffle_fraction": 0.0,
-                         "epoch": 10, "train_acc": 0.9 if (w == 8 and s == 1) else 1.0,
-                         "test_acc": 0.9 - 0.01 * i})
-    tables = Tables({"s": _write(tmp_path, "p", {"id_profiles": pd.concat(frames), "history": pd.DataFrame(hist)})})
+    tables = _architectures(tmp_path, unfit=(8, 1))
     row = evaluate_claims([_claim("<", 0, "id_accuracy_correlation",
                                   {"min_models": 5, "min_train_acc": 0.99})], tables).iloc[0]
     assert row["measured"] == pytest.approx(-1.0) and row["verdict"] == "inconclusive"
