@@ -168,3 +168,25 @@ def cpu_info() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} cores, {model}"
+
+
+def cpu_flags() -> dict:
+    """Whether this CPU has native bfloat16 / AVX-512 arithmetic (issue 17: tables state it)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {"avx512f": "avx512f" in flags, "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
+            "amx": "amx_tile" in flags}
+
+
+def cpu_kind() -> str:
+    """One line naming the CPU kind a benchmark table belongs to (BENCHMARKS.md keeps one per kind)."""
+    f = cpu_flags()
+    return (f"{cpu_info()}; AVX-512 {'yes' if f['avx512f'] else 'no'}, native bfloat16 "
+            f"{'yes' if f['bf16'] else 'no'}{', AMX' if f['amx'] else ''}")

@@ -64,7 +64,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import PeakMemory, cpu_info, loadavg, matmul_gflops, print_table  # noqa: E402
+from _common import PeakMemory, cpu_flags, cpu_info, cpu_kind, loadavg, matmul_gflops, print_table  # noqa: E402
 
 BATCH = 256
 
@@ -298,21 +298,6 @@ def case_name(act: str, deep: bool, arch: str = "mlp-cnn") -> str:
     return "resmlp" if arch == "resmlp" else f"{act}{'-deep' if deep else ''}"
 
 
-def cpu_flags() -> dict:
-    """Whether this CPU has native bfloat16 / AVX-512 arithmetic (issue 17: tables state it)."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    return {"avx512f": "avx512f" in flags, "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
-            "amx": "amx_tile" in flags}
-
-
 def matmul_rates(threads: int, smoke: bool) -> dict:
     """float32 and float64 GFLOP/s of a large product with ``threads`` threads, measured now."""
     import torch
@@ -412,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = cpu_flags()
     import torch
 
-    print(f"bench_cka: {cpu_info()}; flags: AVX-512 {'yes' if flags['avx512f'] else 'no'}, native bfloat16 "
-          f"{'yes' if flags['bf16'] else 'no'}; torch {torch.__version__}; load {loadavg()}; batch {BATCH}; "
+    print(f"bench_cka: {cpu_kind()}; torch {torch.__version__}; load {loadavg()}; batch {BATCH}; "
           f"best of {repeats}")
     results: dict = {"cpu": cpu_info(), "flags": flags, "rates": {}}
     rates = {}

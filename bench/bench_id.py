@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import (  # noqa: E402
     PeakMemory,
-    cpu_info,
+    cpu_kind,
     loadavg,
     matmul_gflops,
     print_table,
@@ -198,7 +198,7 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    print(f"# bench_id  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu_info()}  torch "
+    print(f"# bench_id  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu_kind()}  torch "
           f"{torch.__version__} threads={torch.get_num_threads()}  loadavg {loadavg()}", flush=True)
     small = [(2000, 128), (2000, 1024)] if a.quick else [(10_000, 128), (10_000, 4096)]
     large = (1000, 16_384) if a.quick else (5000, 262_144)
@@ -233,8 +233,8 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print_table(rows, ["case", "method", "time_s", "knn_s", "speedup", "id", "peak_MiB", "knn_peak_MiB", "gflops",
                        "matmul_gflops", "fraction", "knn32_s", "fraction32", "note"],
-                title=f"TwoNN (true ID {TRUE_ID}); speedup = fastest anchor time / deepgeom time; "
-                      f"loadavg at end {loadavg()}")
+                title=f"TwoNN (true ID {TRUE_ID}) on {cpu_kind()}; speedup = fastest anchor time / deepgeom "
+                      f"time; loadavg at end {loadavg()}")
     return 0
 
 
