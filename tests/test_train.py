@@ -398,3 +398,18 @@ def test_stop_at_train_acc_enters_a_study_run_key_only_when_set():
     assert len({a.key, b.key, c.key}) == 3
     with pytest.raises(InputError, match="stop_at_train_acc"):
         load_config({**base, "train": {"epochs": 2, "stop_at_train_acc": 2}})
+
+
+def test_cli_train_stop_at_train_acc(capsys):
+    """--stop-at-train-acc: the run ends early, says so, and the JSON summary reports the epochs reached
+    and the checkpoints actually saved; a value outside (0, 1] is refused with the parameter named."""
+    args = ["train", "--family", "mlp", "--data", "digits", "--width", "32", "--depth", "1", "--epochs", "40",
+            "--lr", "0.01", "--no-progress"]
+    assert main([*args, "--stop-at-train-acc", "0.9"]) == 0
+    assert "(stopped: training accuracy reached 0.9)" in capsys.readouterr().out
+    assert main([*args, "--stop-at-train-acc", "0.9", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 < summary["epochs"] < 40 and summary["train_acc"] >= 0.9
+    assert summary["checkpoint_epochs"] == [0, summary["epochs"]]
+    assert main([*args, "--stop-at-train-acc", "1.5"]) == 2
+    assert "stop_at_train_acc must be in" in capsys.readouterr().err

@@ -108,7 +108,9 @@ def _run(args: argparse.Namespace) -> int:
 
     print(f"trained {summary['family']} ({summary['n_parameters']:,} parameters) on {summary['dataset']} "
           f"for {summary['epochs']} epochs in {summary['seconds']:.1f} s"
-          + (f", {100 * config.shuffle_fraction:g}% of training labels shuffled" if config.shuffle_fraction else ""))
+          + (f", {100 * config.shuffle_fraction:g}% of training labels shuffled" if config.shuffle_fraction else "")
+          + (f" (stopped: training accuracy reached {config.stop_at_train_acc:g})"
+             if config.stop_at_train_acc is not None and summary["epochs"] < config.epochs else ""))
     print(f"train accuracy {pct(summary['train_acc'])} (loss {num(summary['train_loss'])}), "
           f"test accuracy {pct(summary['test_acc'])} (loss {num(summary['test_loss'])})")
     if result.out_dir is not None:
