@@ -550,3 +550,29 @@ def test_stacked_multithread_kernels_equal_the_per_layer_route():
     np.testing.assert_allclose(b.kl.numpy()[ok] / scale[ok], a.kl.numpy()[ok] / scale[ok], rtol=0, atol=1e-12)
     np.testing.assert_allclose(b.kk.numpy(), a.kk.numpy(), rtol=1e-12, atol=0)
     assert a.kk[6] == b.kk[6] == 0  # the constant layer
+
+
+def test_stacked_kernels_stay_within_their_memory_bound(monkeypatch):
+    """Runs longer than the stacking budget are cut into stacks that fit it (same values); layers too
+    wide for two to fit are left to the per-layer route."""
+    import deepgeom.functional.minibatch_cka as M
+
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(64, 40, generator=g) for _ in range(7)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        whole = M.minibatch_hsic_update(xs)
+        seen = []
+        real_stack = torch.stack
+        monkeypatch.setattr(M.torch, "stack", lambda ts, *a, **k: seen.append(len(ts)) or real_stack(ts, *a, **k))
+        monkeypatch.setattr(M, "_STACK_BYTES", 3 * 64 * 40 * 4)
+        cut = M.minibatch_hsic_update(xs)
+        assert seen == [3, 3]  # the seventh layer alone goes the per-layer route
+        monkeypatch.setattr(M, "_STACK_BYTES", 64 * 40 * 4)
+        seen.clear()
+        M.minibatch_hsic_update(xs)
+        assert seen == []
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(cut.kl.numpy(), whole.kl.numpy(), rtol=1e-12)

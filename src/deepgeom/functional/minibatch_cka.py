@@ -75,6 +75,8 @@ def _kernel_stack(buffers: dict[str, torch.Tensor] | None, side: str, shape: tup
 
 #: rows per block of the stacked symmetric products (one thread per layer's block product)
 _STACK_BLOCK = 64
+#: at most this many bytes of stacked activations at once (the per-layer route holds one layer)
+_STACK_BYTES = 64 * 2**20
 
 
 def _stacked_linear_kernels(layers: list[torch.Tensor], K: torch.Tensor, selfs: torch.Tensor,
@@ -83,8 +85,8 @@ def _stacked_linear_kernels(layers: list[torch.Tensor], K: torch.Tensor, selfs: 
     (L, n, n) stack — batched products split across threads by layer, each a single-threaded upper
     block triangle, and a few stacked passes instead of a dozen small ones per layer. The same
     arithmetic as the per-layer route (centring in two float32 passes, float32 products, float64
-    U-centring); layers whose kernel needs that route's rescaling or float64 redo are left to it.
-    Returns which layers are done."""
+    U-centring); layers whose kernel needs that route's rescaling or float64 redo are left to it, and
+    so are layers too wide to stack two of within ``_STACK_BYTES``. Returns which layers are done."""
     done = np.zeros(len(layers), dtype=bool)
     if torch.get_num_threads() <= 1 or dev.type != "cpu":
         return done  # one thread: per layer is faster (no stacking copy; BENCHMARKS_cka.md)
@@ -97,8 +99,10 @@ def _stacked_linear_kernels(layers: list[torch.Tensor], K: torch.Tensor, selfs: 
     i0 = 0
     while i0 < len(layers):
         i1 = i0 + 1
+        most = _STACK_BYTES // (4 * layers[i0].numel())  # layers per stack within the memory bound
         if stackable(layers[i0]):
-            while i1 < len(layers) and stackable(layers[i1]) and layers[i1].shape == layers[i0].shape:
+            while (i1 < len(layers) and i1 - i0 < most and stackable(layers[i1])
+                   and layers[i1].shape == layers[i0].shape):
                 i1 += 1
         if i1 - i0 < 2:
             i0 = i1
