@@ -11,6 +11,7 @@ accumulator over these is :class:`deepgeom.analysis.streaming.MinibatchCKA`.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +22,16 @@ import torch
 
 from .._validation import check_matrix
 from ..errors import InputError, UnknownNameError
-from .cka import DIAGONAL_SHARE_LIMIT, KERNELS, _centred_pairs, _u_center_, centred_linear_kernel, gram_rbf
-from .matrix import as_tensor, diagonal_in_range, max_abs_exponent, mul_pow2, product_dtype, resolve_device
+from .cka import KERNELS, _centred_pairs, _u_center_, centred_linear_kernel, float32_too_coarse, gram_rbf
+from .matrix import (
+    _self_product,
+    as_tensor,
+    diagonal_in_range,
+    max_abs_exponent,
+    mul_pow2,
+    product_dtype,
+    resolve_device,
+)
 
 __all__ = ["MinibatchHSIC", "minibatch_hsic_update", "minibatch_hsic_merge", "minibatch_hsic_sums",
            "minibatch_cka_compute"]
@@ -110,23 +119,18 @@ def _stacked_linear_kernels(layers: list[torch.Tensor], K: torch.Tensor, selfs: 
         S = torch.stack(layers[i0:i1])  # a copy: centred in place
         S -= S.mean(1, keepdim=True)
         S -= S.mean(1, keepdim=True)  # the first mean's rounding (as gram() does per layer)
-        G = torch.empty((i1 - i0, n, n), dtype=torch.float32)
-        b = _STACK_BLOCK if n >= 2 * _STACK_BLOCK else n
-        for r0 in range(0, n, b):
-            r1 = r0 + b
-            G[:, r0:r1, r0:] = torch.bmm(S[:, r0:r1], S[:, r0:].transpose(1, 2))
-            G[:, r1:, r0:r1] = G[:, r0:r1, r1:].transpose(1, 2)
-        U = K[i0:i1]
-        U.copy_(G)
+        U = _self_product(S, out=K[i0:i1], block=_STACK_BLOCK if n >= 2 * _STACK_BLOCK else 0)
         diag = U.diagonal(dim1=1, dim2=2)
-        top, trace = diag.amax(1), diag.sum(1)
+        in_range = diagonal_in_range(diag.amax(1), torch.float32).tolist()
+        traces = diag.sum(1).tolist()
         _u_center_(U)
         flat = U.reshape(i1 - i0, -1)
         uu = torch.linalg.vecdot(flat, flat)
-        ok = (diagonal_in_range(top, torch.float32) & (uu > _SELF_RANGE[0]) & (uu < _SELF_RANGE[1])
-              & (trace <= DIAGONAL_SHARE_LIMIT * uu.sqrt()))  # float32_too_coarse, stacked
         selfs[i0:i1] = uu
-        done[i0:i1] = ok.numpy()
+        # the per-layer route's own tests: the product in float32's range, ⟨U, U⟩ in its range, and
+        # float32 products fine enough for what the centring left
+        done[i0:i1] = [r and _SELF_RANGE[0] < v < _SELF_RANGE[1] and not float32_too_coarse(t, math.sqrt(v))
+                       for r, t, v in zip(in_range, traces, uu.tolist(), strict=True)]
         i0 = i1
     return done
 
