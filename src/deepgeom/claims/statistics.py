@@ -184,8 +184,7 @@ def id_accuracy_correlation(tables: Tables, *, study: str | None = None, where: 
     and any run ended below that training accuracy: the paper's networks were trained to convergence,
     and under-fit ones confound the relation (they have both low ID and low accuracy)."""
     arch_cols = ["model", "width", "depth"]
-    hist = (accuracy,) if min_train_acc is None else tuple(dict.fromkeys((accuracy, "train_acc")))
-    runs = final_runs(tables, study, where, hist)
+    runs = final_runs(tables, study, where, tuple(dict.fromkeys((accuracy, "train_acc"))))
     m = runs.rename(columns={accuracy: "acc"})[[*arch_cols, "id", "acc"]].dropna()
     per_arch = m.groupby(arch_cols, sort=False)[["id", "acc"]].mean()
     r, lo, hi, n = pearson_interval(per_arch["id"], per_arch["acc"])

@@ -77,6 +77,7 @@ def _weighted_train(train: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in train.items()
             if not (k in _UNWEIGHTED_TRAIN_KEYS and not stops) and not (k in _LATER_TRAIN_KEYS and v is None)}
 
+
 #: Keys of the ``data`` section: the split seed shared by every run plus per-dataset loader options.
 DATA_KEYS = ("seed", "options")
 
