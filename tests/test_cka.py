@@ -511,68 +511,73 @@ def test_errors(rng):
         m.update([X])
 
 
-def test_stacked_multithread_kernels_equal_the_per_layer_route():
-    """With 2+ threads, runs of same-width float32 layers are U-centred as one stack; with one thread
-    each layer goes alone. Both give the same HSIC terms (to float64 rounding), including the layers
-    the stack hands back to the per-layer route: values near float32's range ends (rescaled there), a
-    diagonal-heavy layer (float64 redo), a constant layer (no variance), and mixed widths/dtypes."""
-    from deepgeom.functional.minibatch_cka import (
-        _batch_kernels,
-        _stacked_linear_kernels,
-        minibatch_hsic_update,
-    )
-
+def _hostile_layers():
+    """Ordinary float32 layers beside ones the fast route must hand back: values near float32's range
+    ends (rescaled), a diagonal-heavy layer (float64 redo), a constant layer (no variance), a narrow
+    one and a float64 one."""
     g = torch.Generator().manual_seed(7)
     base = [torch.relu(torch.randn(96, 200, generator=g)) + 3 for _ in range(3)]
     heavy = torch.randn(96, 200, generator=g) * 1e-3
-    heavy[:, :96] += torch.eye(96) * 1e3  # one huge private feature per row: float64 redo
-    xs = [*base, base[0] * 2.0**100, base[1] * 2.0**-100, heavy, torch.ones(96, 200),
-          torch.randn(96, 50, generator=g), torch.randn(96, 200, generator=g).double(), base[2]]
+    heavy[:, :96] += torch.eye(96) * 1e3  # one huge private feature per row
+    return [*base, base[0] * 2.0**100, base[1] * 2.0**-100, heavy, torch.ones(96, 200),
+            torch.randn(96, 50, generator=g), torch.randn(96, 200, generator=g).double(), base[2]]
+
+
+@pytest.mark.parametrize("syrk", [True, False])
+def test_fast_kernels_equal_the_per_layer_route(monkeypatch, syrk):
+    """The stacked fast route (one centring and one product per layer, spread over threads; HSIC₁ from
+    triangles and row sums) gives the HSIC terms of the per-layer U-centring route — with 1 and 2
+    threads, with BLAS syrk and with full products — and hands the hostile layers back to it."""
+    import deepgeom.functional.minibatch_cka as M
+
+    if not syrk:
+        monkeypatch.setattr(M, "syrk_available", lambda dtype: False)
+    xs = _hostile_layers()
     before = torch.get_num_threads()
     out = {}
     try:
         for t in (1, 2):
             torch.set_num_threads(t)
-            out[t] = minibatch_hsic_update(xs)
-            K, selfs, _, expo = _batch_kernels(xs, "xs", None, "linear", 0.8, "auto", None, None)
-            out[(t, "expo")] = expo.copy()
-            done = _stacked_linear_kernels([torch.as_tensor(x) for x in xs], torch.empty(10, 96, 96, dtype=torch.float64),
-                                           torch.empty(10, dtype=torch.float64), "auto", torch.device("cpu"))
-            # one thread: nothing stacked; two: the first run of ordinary layers, and the last layer
-            # (after the float64 one) alone is never stacked; the hostile ones are handed back
-            assert done.tolist() == ([False] * 10 if t == 1 else [True] * 3 + [False] * 7)
+            out[t] = M.minibatch_hsic_update(xs)
+            layers = [torch.as_tensor(x) for x in xs]
+            side = M._SideKernels(torch.zeros(10, 96, 96, dtype=torch.float64), torch.empty(10, 96, dtype=torch.float64),
+                                  torch.empty(10, dtype=torch.float64), np.zeros(10, dtype=np.int64), 96)
+            [done] = M._fast_linear([(layers, side)], "auto", torch.device("cpu"), None)
+            assert done.tolist() == [True] * 3 + [False] * 4 + [True] * 3
     finally:
         torch.set_num_threads(before)
-    a, b = out[1], out[2]
-    assert np.array_equal(out[(1, "expo")], out[(2, "expo")])
-    scale = np.sqrt(np.outer(a.kk.numpy(), a.kk.numpy()))
+    # the per-layer route alone (every layer U-centred entry by entry), with float32 products and with
+    # float64 ones: the fast route's float32 products round differently (one-pass centring, syrk), so
+    # the routes agree to float32 product rounding (√D·2⁻²⁴ ≈ 1e-6 of the norms, ~3e-8 seen) and both
+    # lie that close to float64 products
+    monkeypatch.setattr(M, "_fast_linear", lambda sides, *a: [np.zeros(len(layers), dtype=bool) for layers, _ in sides])
+    ref = M.minibatch_hsic_update(xs)
+    ref64 = M.minibatch_hsic_update(xs, compute_dtype=torch.float64)
+    scale = np.sqrt(np.outer(ref64.kk.numpy(), ref64.kk.numpy()))
     ok = scale > 0
-    np.testing.assert_allclose(b.kl.numpy()[ok] / scale[ok], a.kl.numpy()[ok] / scale[ok], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(b.kk.numpy(), a.kk.numpy(), rtol=1e-12, atol=0)
-    assert a.kk[6] == b.kk[6] == 0  # the constant layer
+    for got in (out[1], out[2], ref):
+        np.testing.assert_allclose(got.kl.numpy()[ok] / scale[ok], ref64.kl.numpy()[ok] / scale[ok], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got.kk.numpy(), ref64.kk.numpy(), rtol=1e-6, atol=0)
+        assert np.array_equal(got.ea, ref64.ea)
+    # the layers both routes send to float64 products agree to float64 rounding
+    f64 = [3, 4, 5, 8]
+    np.testing.assert_allclose(out[1].kk.numpy()[f64], ref.kk.numpy()[f64], rtol=1e-12)
+    np.testing.assert_allclose(out[2].kl.numpy(), out[1].kl.numpy(), rtol=1e-12)  # thread count changes nothing
+    assert ref.kk[6] == out[1].kk[6] == out[2].kk[6] == 0  # the constant layer
 
 
-def test_stacked_kernels_stay_within_their_memory_bound(monkeypatch):
-    """Runs longer than the stacking budget are cut into stacks that fit it (same values); layers too
-    wide for two to fit are left to the per-layer route."""
-    import deepgeom.functional.minibatch_cka as M
+def test_sums_form_equals_u_centring_on_random_kernels():
+    """n(n−3)·HSIC₁ from triangles and row sums (Song et al. eq. 5) equals ⟨U(K), U(L)⟩ of explicitly
+    U-centred kernels, for symmetric kernels with nonzero row sums (uncentred Grams, RBF-like)."""
+    from deepgeom.functional.cka import u_center
+    from deepgeom.functional.minibatch_cka import _hsic_self, _hsic_sums
 
-    g = torch.Generator().manual_seed(3)
-    xs = [torch.randn(64, 40, generator=g) for _ in range(7)]
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        whole = M.minibatch_hsic_update(xs)
-        seen = []
-        real_stack = torch.stack
-        monkeypatch.setattr(M.torch, "stack", lambda ts, *a, **k: seen.append(len(ts)) or real_stack(ts, *a, **k))
-        monkeypatch.setattr(M, "_STACK_BYTES", 3 * 64 * 40 * 4)
-        cut = M.minibatch_hsic_update(xs)
-        assert seen == [3, 3]  # the seventh layer alone goes the per-layer route
-        monkeypatch.setattr(M, "_STACK_BYTES", 64 * 40 * 4)
-        seen.clear()
-        M.minibatch_hsic_update(xs)
-        assert seen == []
-    finally:
-        torch.set_num_threads(before)
-    np.testing.assert_allclose(cut.kl.numpy(), whole.kl.numpy(), rtol=1e-12)
+    g = torch.Generator().manual_seed(0)
+    n = 20
+    Ks = [torch.randn(n, 5, generator=g, dtype=torch.float64) + 2 for _ in range(3)]
+    Ks = [x @ x.T for x in Ks] + [torch.exp(-torch.cdist(Ks[0], Ks[0]) ** 2 / 50)]
+    P = torch.stack([K.tril(-1).reshape(-1) for K in Ks])
+    R = torch.stack([K.sum(1) - K.diagonal() for K in Ks])
+    U = torch.stack([u_center(K).reshape(-1) for K in Ks])
+    np.testing.assert_allclose(_hsic_sums(P, R, P, R, n).numpy(), (U @ U.T).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(_hsic_self(P, R, n).numpy(), (U * U).sum(1).numpy(), rtol=1e-10)

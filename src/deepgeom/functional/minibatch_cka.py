@@ -12,6 +12,7 @@ accumulator over these is :class:`deepgeom.analysis.streaming.MinibatchCKA`.
 from __future__ import annotations
 
 import math
+import queue
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,9 +23,9 @@ import torch
 
 from .._validation import check_matrix
 from ..errors import InputError, UnknownNameError
-from .cka import KERNELS, _centred_pairs, _u_center_, centred_linear_kernel, float32_too_coarse, gram_rbf
+from ._syrk import run_per_thread, syrk_available, syrk_lower
+from .cka import KERNELS, _u_center_, centred_linear_kernel, float32_too_coarse, gram_rbf
 from .matrix import (
-    _self_product,
     as_tensor,
     diagonal_in_range,
     max_abs_exponent,
@@ -70,82 +71,154 @@ class MinibatchHSIC:
     n_batches: int = 1
 
 
-def _kernel_stack(buffers: dict[str, torch.Tensor] | None, side: str, shape: tuple[int, int, int],
-                  dev: torch.device) -> torch.Tensor:
-    """The float64 kernel stack of one side, reused from batch to batch through ``buffers``: no fresh
-    multi-MB block (and its page faults) per batch."""
-    K = None if buffers is None else buffers.get(side)
-    if K is None or tuple(K.shape) != shape or K.device != dev:
-        K = torch.empty(shape, dtype=torch.float64, device=dev)
+@dataclass(frozen=True)
+class _SideKernels:
+    """One side's batch kernels in the form the HSIC₁ sums read: for each layer's kernel K, with K̃ its
+    copy with a zero diagonal, ``P`` (L, n, n) float64 holds the strict lower triangle of K̃ and zeros
+    above (⟨K̃, L̃⟩ = 2·⟨P_K, P_L⟩), ``R`` (L, n) the row sums K̃1, ``uu`` = ⟨U(K), U(K)⟩ and ``expo``
+    the power of two the kernel was scaled by (the true kernel is 2ᴱ times this one)."""
+
+    P: torch.Tensor
+    R: torch.Tensor
+    uu: torch.Tensor
+    expo: np.ndarray
+    n: int
+
+
+def _hsic_sums(P: torch.Tensor, R: torch.Tensor, Q: torch.Tensor, S: torch.Tensor, n: int) -> torch.Tensor:
+    r"""n(n−3)·HSIC₁ of every pair (A, B), Song et al. (2012) eq. (5) on zero-diagonal symmetric kernels,
+    :math:`\langle\tilde K,\tilde L\rangle + \frac{1^\top\tilde K1\,1^\top\tilde L1}{(n-1)(n-2)}
+    - \frac{2}{n-2}(\tilde K1)^\top\tilde L1` (= ⟨U(K), U(L)⟩), from the flattened lower triangles
+    ``P``/``Q`` (A or B, n²) and the row sums ``R``/``S`` (:class:`_SideKernels`)."""
+    return (2.0 * (P @ Q.T) + torch.outer(R.sum(1), S.sum(1)) / ((n - 1) * (n - 2))
+            - (R @ S.T) * (2.0 / (n - 2)))
+
+
+def _hsic_self(P: torch.Tensor, R: torch.Tensor, n: int) -> torch.Tensor:
+    """:func:`_hsic_sums` of each kernel with itself, ⟨U(K), U(K)⟩ (A,)."""
+    s = R.sum(1)
+    return (2.0 * torch.linalg.vecdot(P, P) + s * s / ((n - 1) * (n - 2))
+            - torch.linalg.vecdot(R, R) * (2.0 / (n - 2)))
+
+
+def _buffer(buffers: dict | None, key: str, shape: tuple[int, ...], dtype: torch.dtype, dev: torch.device,
+            zeros: bool = False) -> torch.Tensor:
+    """A work tensor reused from batch to batch through ``buffers`` (no fresh multi-MB block, and its
+    page faults, per batch); ``zeros``: zero-filled when first made."""
+    T = None if buffers is None else buffers.get(key)
+    if T is None or tuple(T.shape) != shape or T.dtype != dtype or T.device != dev:
+        T = (torch.zeros if zeros else torch.empty)(shape, dtype=dtype, device=dev)
         if buffers is not None:
-            buffers[side] = K
-    return K
+            buffers[key] = T
+    return T
 
 
-#: rows per block of the stacked symmetric products (one thread per layer's block product)
-_STACK_BLOCK = 64
-#: at most this many bytes of stacked activations at once (the per-layer route holds one layer)
-_STACK_BYTES = 64 * 2**20
+#: largest ratio of ⟨U, U⟩'s subtracted row-sum term to ⟨U, U⟩ itself for the sums form (float64
+#: keeps ~1e-12 of it); beyond, the layer is U-centred entry by entry, where the cancellation is first order
+_CANCEL_LIMIT = 1e4
 
 
-def _stacked_linear_kernels(layers: list[torch.Tensor], K: torch.Tensor, selfs: torch.Tensor,
-                            compute_dtype: torch.dtype | str, dev: torch.device) -> np.ndarray:
-    """With several CPU threads: runs of consecutive float32 layers of one width, U-centred as one
-    (L, n, n) stack — batched products split across threads by layer, each a single-threaded upper
-    block triangle, and a few stacked passes instead of a dozen small ones per layer. The same
-    arithmetic as the per-layer route (centring in two float32 passes, float32 products, float64
-    U-centring); layers whose kernel needs that route's rescaling or float64 redo are left to it, and
-    so are layers too wide to stack two of within ``_STACK_BYTES``. Returns which layers are done."""
-    done = np.zeros(len(layers), dtype=bool)
-    if torch.get_num_threads() <= 1 or dev.type != "cpu":
-        return done  # one thread: per layer is faster (no stacking copy; BENCHMARKS_cka.md)
-    n = K.shape[-1]
+@dataclass(frozen=True)
+class _Scratch:
+    """One thread's work memory for a centred layer, reused from layer to layer and batch to batch (a
+    fresh MB-sized tensor per layer costs page faults: 0.6 ms for a 256 × 1,024 layer, 9× the centring)."""
 
-    def stackable(x: torch.Tensor) -> bool:
-        return (x.dtype == torch.float32 and x.device.type == "cpu"
-                and product_dtype(compute_dtype, x, dev) == torch.float32)
+    x: torch.Tensor  # bytes, as many as the largest centred layer needs
 
-    i0 = 0
-    while i0 < len(layers):
-        i1 = i0 + 1
-        most = _STACK_BYTES // (4 * layers[i0].numel())  # layers per stack within the memory bound
-        if stackable(layers[i0]):
-            while (i1 < len(layers) and i1 - i0 < most and stackable(layers[i1])
-                   and layers[i1].shape == layers[i0].shape):
-                i1 += 1
-        if i1 - i0 < 2:
-            i0 = i1
-            continue
-        S = torch.stack(layers[i0:i1])  # a copy: centred in place
-        S -= S.mean(1, keepdim=True)
-        S -= S.mean(1, keepdim=True)  # the first mean's rounding (as gram() does per layer)
-        U = _self_product(S, out=K[i0:i1], block=_STACK_BLOCK if n >= 2 * _STACK_BLOCK else 0)
-        diag = U.diagonal(dim1=1, dim2=2)
-        in_range = diagonal_in_range(diag.amax(1), torch.float32).tolist()
-        traces = diag.sum(1).tolist()
-        _u_center_(U)
-        flat = U.reshape(i1 - i0, -1)
-        uu = torch.linalg.vecdot(flat, flat)
-        selfs[i0:i1] = uu
-        # the per-layer route's own tests: the product in float32's range, ⟨U, U⟩ in its range, and
-        # float32 products fine enough for what the centring left
-        done[i0:i1] = [r and _SELF_RANGE[0] < v < _SELF_RANGE[1] and not float32_too_coarse(t, math.sqrt(v))
-                       for r, t, v in zip(in_range, traces, uu.tolist(), strict=True)]
-        i0 = i1
+    def centred(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """X − 1μᵀ in ``dtype``, written into this scratch."""
+        x = x.to(dtype)
+        out = self.x[: x.numel() * dtype.itemsize].view(dtype).view(x.shape)
+        return torch.sub(x, x.mean(0), out=out)
+
+
+def _layer_product(x: torch.Tensor, dtype: torch.dtype, C: torch.Tensor, scratch: queue.SimpleQueue) -> None:
+    """C (n×n in ``dtype``, strict upper triangle zero) ← the lower triangle of X̃X̃ᵀ: BLAS syrk (half the
+    flops) where available, else a full product cut to its lower triangle. X̃ = X − 1μᵀ is centred in
+    one pass in the product's dtype, into work memory from ``scratch`` (one :class:`_Scratch` per
+    thread at a time): μ's own rounding shifts every row by one small vector, which adds a symmetric
+    a1ᵀ + 1aᵀ + c11ᵀ to the kernel, and U-centring (hence HSIC₁) annihilates that. Three calls into
+    torch/BLAS and nothing else: these jobs run on several threads at once, and every small call's
+    Python part holds the GIL."""
+    work = scratch.get()
+    try:
+        xc = work.centred(x, dtype)
+        if xc.device.type == "cpu" and syrk_available(dtype):
+            syrk_lower(xc, C)
+        else:
+            torch.matmul(xc, xc.mT, out=C)
+            C.tril_()
+    finally:
+        scratch.put(work)
+
+
+def _fast_linear(sides: Sequence[tuple[list[torch.Tensor], _SideKernels]], compute_dtype: torch.dtype | str,
+                 dev: torch.device, buffers: dict | None) -> list[np.ndarray]:
+    """Linear kernels of the in-memory layers of both sides: one centring and one product per layer
+    (:func:`_layer_product`; all layers in one set of jobs spread over the CPU threads, one layer per
+    thread at a time), then per side a few stacked passes for the float64 triangles, row sums and
+    ⟨U, U⟩ (sums form). Layers whose product may have left its dtype's range, whose ⟨U, U⟩ is outside
+    ``_SELF_RANGE`` or lost too much to cancellation (``_CANCEL_LIMIT``), or whose float32 product is
+    too coarse for what the centring left (:func:`float32_too_coarse`) are left to the per-layer
+    route; returns which layers of each side are done."""
+    n = sides[0][1].n
+    dtypes = [[product_dtype(compute_dtype, x, dev) for x in layers] for layers, _ in sides]
+    # float32 products go to a float32 stack first (converted to the float64 P in one pass after);
+    # float64 ones straight into P
+    C32 = [_buffer(buffers, f"C32{k}", (len(layers), n, n), torch.float32, dev, zeros=True)
+           if torch.float32 in ds else None for k, ((layers, _), ds) in enumerate(zip(sides, dtypes, strict=True))]
+    scratch: queue.SimpleQueue = queue.SimpleQueue()
+    need = n * max(x.shape[1] * d.itemsize for (layers, _), ds in zip(sides, dtypes, strict=True)
+                   for x, d in zip(layers, ds, strict=True))
+    jobs, costs = [], []
+    for (layers, out), ds, C in zip(sides, dtypes, C32, strict=True):
+        jobs += [lambda x=x, d=d, o=(C[i] if d == torch.float32 else out.P[i]): _layer_product(x.to(dev), d, o, scratch)
+                 for i, (x, d) in enumerate(zip(layers, ds, strict=True))]
+        costs += [x.shape[1] for x in layers]
+    for t in range(min(len(jobs), torch.get_num_threads()) if dev.type == "cpu" else 1):
+        X = None if buffers is None else buffers.get(f"scratch{t}")
+        if X is None or X.numel() < need or X.device != dev:  # grows only
+            X = torch.empty(need, dtype=torch.uint8, device=dev)
+            if buffers is not None:
+                buffers[f"scratch{t}"] = X
+        scratch.put(_Scratch(X))
+    if dev.type == "cpu":
+        run_per_thread(jobs, costs)
+    else:
+        for job in jobs:
+            job()
+    done = []
+    for (_, out), ds, C in zip(sides, dtypes, C32, strict=True):
+        if C is not None:
+            if all(d == torch.float32 for d in ds):
+                out.P.copy_(C)
+            else:
+                for i in (i for i, d in enumerate(ds) if d == torch.float32):
+                    out.P[i].copy_(C[i])
+        diag = out.P.diagonal(dim1=1, dim2=2)
+        top, trace = diag.amax(1).tolist(), diag.sum(1).tolist()
+        diag.zero_()
+        torch.add(out.P.sum(2), out.P.sum(1), out=out.R)  # K̃1 of the symmetric kernel from its lower triangle
+        flat = out.P.reshape(out.P.shape[0], -1)
+        s = out.R.sum(1)
+        rr = torch.linalg.vecdot(out.R, out.R) * (2.0 / (n - 2))
+        out.uu.copy_(2.0 * torch.linalg.vecdot(flat, flat) + s * s / ((n - 1) * (n - 2)) - rr)  # _hsic_self
+        # the row-sum term that ⟨U, U⟩ = 2|P|² + … − (2/(n−2))|R|² subtracts, relative to ⟨U, U⟩:
+        # float64 loses that factor of its 1e-16 (a float32 layer within float32_too_coarse's limit
+        # has at most 2·256²/n²; a float64 product of a diagonal-heavy kernel can have 1e12)
+        cancel = (rr / out.uu).tolist()
+        done.append(np.array([
+            bool(diagonal_in_range(torch.tensor(t), d)) and _SELF_RANGE[0] < v < _SELF_RANGE[1]
+            and c <= _CANCEL_LIMIT and not (d == torch.float32 and float32_too_coarse(tr, math.sqrt(v)))
+            for t, tr, v, c, d in zip(top, trace, out.uu.tolist(), cancel, ds, strict=True)], dtype=bool))
     return done
 
 
-def _batch_kernels(xs: Sequence[Any], side: str, n: int | None, kernel: str, sigma: float,
-                   compute_dtype: torch.dtype | str, device: str | torch.device | None,
-                   buffers: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, int, np.ndarray]:
-    """The batch's U-centred kernels as one float64 (L, n, n) stack, their self products ⟨U, U⟩ and
-    each kernel's power-of-two exponent E (the true kernel is 2ᴱ times the one in the stack). Each
-    kernel is U-centred and squared right after its Gram product, while it is still in cache: the
-    stack is then read once more, by the pair product."""
+def _side_layers(xs: Sequence[Any], side: str, n: int | None) -> tuple[list[torch.Tensor], int]:
+    """One side's activations as (n, D) tensors, checked: at least one layer, n ≥ 4 rows, the same n
+    in every layer (and as ``n`` when given)."""
     if len(xs) == 0:
         raise InputError(f"{side}: need at least one layer's activations per batch")
-    dev = resolve_device(device)
-    expo = np.zeros(len(xs), dtype=np.int64)
     layers = []
     for i, x in enumerate(xs):
         x = as_tensor(x)  # the core centres and rounds once to the product dtype
@@ -163,31 +236,57 @@ def _batch_kernels(xs: Sequence[Any], side: str, n: int | None, kernel: str, sig
             raise InputError(f"every layer of a batch must hold the same examples: {side}[{i}] has "
                              f"{x.shape[0]} rows, expected {n}")
         layers.append(x)
-    K = _kernel_stack(buffers, side, (len(xs), n, n), dev)
-    selfs = torch.empty(len(xs), dtype=torch.float64, device=dev)
-    done = (_stacked_linear_kernels(layers, K, selfs, compute_dtype, dev) if kernel == "linear"
-            else np.zeros(len(layers), dtype=bool))
-    for i, x in enumerate(layers):
-        if done[i]:
-            continue
+    return layers, int(n)
+
+
+def _per_layer(layers: list[torch.Tensor], out: _SideKernels, todo: np.ndarray, kernel: str, sigma: float,
+               compute_dtype: torch.dtype | str, dev: torch.device) -> None:
+    """The layers ``todo`` U-centred one by one (U(K) has zero row sums, and HSIC₁(U(K), L) =
+    HSIC₁(K, L): U-centring is a projection): RBF kernels, and linear ones the fast route left, with
+    float64 products where float32 is too coarse and activations rescaled where ⟨U, U⟩ would leave
+    float64."""
+    for i in np.flatnonzero(todo):
+        x = layers[i]
         if kernel == "linear":
-            _, uu = centred_linear_kernel(x, _u_center_, compute_dtype=compute_dtype, device=dev, out=K[i],
-                                          with_self=True)
+            U, uu = centred_linear_kernel(x, _u_center_, compute_dtype=compute_dtype, device=dev, with_self=True)
             if not _SELF_RANGE[0] < uu < _SELF_RANGE[1]:
                 # ⟨U, U⟩ ~ x⁴ overflowed, or may have lost digits to underflow (or x is constant or
                 # not finite, which this leaves as it is): redo on x scaled by 2⁻ᵉ (exact); the
                 # kernel then carries 4ᵉ. Only such layers pay for the extra pass over x.
                 e = max_abs_exponent(x)
                 if e:
-                    x, expo[i] = mul_pow2(x.to(torch.float64), -e), 2 * e
-                    _, uu = centred_linear_kernel(x, _u_center_, compute_dtype=compute_dtype, device=dev, out=K[i],
-                                          with_self=True)
-            selfs[i] = uu
+                    x, out.expo[i] = mul_pow2(x.to(torch.float64), -e), 2 * e
+                    U, uu = centred_linear_kernel(x, _u_center_, compute_dtype=compute_dtype, device=dev,
+                                                  with_self=True)
         else:
-            K[i] = gram_rbf(x, sigma, compute_dtype=compute_dtype, device=dev)
-            u = _u_center_(K[i]).reshape(-1)
-            selfs[i] = torch.dot(u, u)
-    return K, selfs, int(n), expo
+            U = _u_center_(gram_rbf(x, sigma, compute_dtype=compute_dtype, device=dev))
+            uu = float(torch.linalg.vecdot(U.reshape(-1), U.reshape(-1)))
+        torch.tril(U, -1, out=out.P[i])
+        out.R[i] = U.sum(1)
+        out.uu[i] = uu
+
+
+def _batch_kernels(xs: Sequence[Any], ys: Sequence[Any] | None, kernel: str, sigma: float,
+                   compute_dtype: torch.dtype | str, device: str | torch.device | None,
+                   buffers: dict[str, torch.Tensor] | None) -> list[_SideKernels]:
+    """The batch's kernels of each side (``xs``, and ``ys`` when given) in :class:`_SideKernels` form:
+    linear kernels of in-memory layers by :func:`_fast_linear`, the rest by :func:`_per_layer`."""
+    dev = resolve_device(device)
+    sides = [_side_layers(xs, "xs", None)]
+    if ys is not None:
+        sides.append(_side_layers(ys, "ys", sides[0][1]))
+    n = sides[0][1]
+    outs = [_SideKernels(_buffer(buffers, side + "P", (len(layers), n, n), torch.float64, dev, zeros=True),
+                         _buffer(buffers, side + "R", (len(layers), n), torch.float64, dev),
+                         torch.empty(len(layers), dtype=torch.float64, device=dev),
+                         np.zeros(len(layers), dtype=np.int64), n)
+            for side, (layers, _) in zip(("xs", "ys"), sides, strict=False)]
+    pairs = [(layers, out) for (layers, _), out in zip(sides, outs, strict=True)]
+    done = (_fast_linear(pairs, compute_dtype, dev, buffers) if kernel == "linear"
+            else [np.zeros(len(layers), dtype=bool) for layers, _ in pairs])
+    for (layers, out), ok in zip(pairs, done, strict=True):
+        _per_layer(layers, out, ~ok, kernel, sigma, compute_dtype, dev)
+    return outs
 
 
 def minibatch_hsic_update(xs: Sequence[Any], ys: Sequence[Any] | None = None, *, kernel: str = "linear",
@@ -205,16 +304,21 @@ def minibatch_hsic_update(xs: Sequence[Any], ys: Sequence[Any] | None = None, *,
     """
     if kernel not in KERNELS:
         raise UnknownNameError("CKA kernel", kernel, list(KERNELS))
-    Ua, kk, n, ea = _batch_kernels(xs, "xs", None, kernel, sigma, compute_dtype, device, buffers)
-    Ub, ll, _, eb = ((None, None, n, ea) if ys is None
-                     else _batch_kernels(ys, "ys", n, kernel, sigma, compute_dtype, device, buffers))
-    kl, kk, ll = _centred_pairs(Ua, Ub, kk, ll)
-    for side, terms in (("xs", kk), ("ys", ll if ys is not None else None)):
+    a, *rest = _batch_kernels(xs, ys, kernel, sigma, compute_dtype, device, buffers)
+    b = rest[0] if rest else None
+    n = a.n
+    scale = 1.0 / (n * (n - 3))
+    flat = a.P.reshape(a.P.shape[0], -1)
+    kl = _hsic_sums(flat, a.R, *((flat, a.R) if b is None else (b.P.reshape(b.P.shape[0], -1), b.R)), n) * scale
+    kk = a.uu * scale
+    ll = kk if b is None else b.uu * scale
+    for side, terms in (("xs", kk), ("ys", ll if b is not None else None)):
         if terms is not None and not bool(torch.isfinite(terms).all()):
             bad = torch.nonzero(~torch.isfinite(terms)).flatten().tolist()
             raise InputError(f"{side}{bad} of this batch contain NaN or Inf (or overflow the kernel): "
                              "remove or impute those rows first")
-    return MinibatchHSIC(kl.cpu().clone(), kk.cpu().clone(), ll.cpu().clone(), ea.copy(), eb.copy(),
+    eb = a.expo if b is None else b.expo
+    return MinibatchHSIC(kl.cpu().clone(), kk.cpu().clone(), ll.cpu().clone(), a.expo.copy(), eb.copy(),
                          within=ys is None, n_examples=n)
 
 
