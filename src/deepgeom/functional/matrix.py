@@ -116,8 +116,8 @@ def _self_product(A: torch.Tensor, out: torch.Tensor | None = None, block: int |
     from N = 2b. On a GPU one large product is faster than many small ones, so it stays whole there.
     ``block``: rows per block, 0 for the whole product; default :func:`_sym_block`'s plan.
     ``out`` (N×N or L×N×N, any float dtype) receives the result, converted on assignment. BLAS ``syrk``
-    through scipy is not used: its thread pool spins beside torch's, and torch's own products keep
-    one pool (timings for both in BENCHMARKS.md).
+    through scipy is not used: its thread pool spins beside torch's (timings in BENCHMARKS.md); the
+    minibatch CKA kernels call the MKL inside torch instead (:mod:`._syrk`).
     """
     n = A.shape[-2]
     b = _sym_block(n) if block is None else block

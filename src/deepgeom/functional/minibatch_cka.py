@@ -12,7 +12,6 @@ accumulator over these is :class:`deepgeom.analysis.streaming.MinibatchCKA`.
 from __future__ import annotations
 
 import math
-import queue
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,45 +117,53 @@ def _buffer(buffers: dict | None, key: str, shape: tuple[int, ...], dtype: torch
 _CANCEL_LIMIT = 1e4
 
 
-@dataclass(frozen=True)
-class _Scratch:
-    """One thread's work memory for a centred layer, reused from layer to layer and batch to batch (a
-    fresh MB-sized tensor per layer costs page faults: 0.6 ms for a 256 × 1,024 layer, 9× the centring)."""
-
-    x: torch.Tensor  # bytes, as many as the largest centred layer needs
-
-    def centred(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """X − 1μᵀ in ``dtype``, written into this scratch."""
-        x = x.to(dtype)
-        out = self.x[: x.numel() * dtype.itemsize].view(dtype).view(x.shape)
-        return torch.sub(x, x.mean(0), out=out)
+def _lower_product(xc: torch.Tensor, C: torch.Tensor) -> None:
+    """C (n×n, strict upper triangle zero) ← the lower triangle of X̃X̃ᵀ: BLAS syrk (half the flops)
+    where available, else a full product cut to its lower triangle."""
+    if xc.device.type == "cpu" and syrk_available(xc.dtype):
+        syrk_lower(xc, C)
+    else:
+        torch.matmul(xc, xc.mT, out=C)
+        C.tril_()
 
 
-def _layer_product(x: torch.Tensor, dtype: torch.dtype, C: torch.Tensor, scratch: queue.SimpleQueue) -> None:
-    """C (n×n in ``dtype``, strict upper triangle zero) ← the lower triangle of X̃X̃ᵀ: BLAS syrk (half the
-    flops) where available, else a full product cut to its lower triangle. X̃ = X − 1μᵀ is centred in
-    one pass in the product's dtype, into work memory from ``scratch`` (one :class:`_Scratch` per
-    thread at a time): μ's own rounding shifts every row by one small vector, which adds a symmetric
-    a1ᵀ + 1aᵀ + c11ᵀ to the kernel, and U-centring (hence HSIC₁) annihilates that. Three calls into
-    torch/BLAS and nothing else: these jobs run on several threads at once, and every small call's
-    Python part holds the GIL."""
-    work = scratch.get()
-    try:
-        xc = work.centred(x, dtype)
-        if xc.device.type == "cpu" and syrk_available(dtype):
-            syrk_lower(xc, C)
-        else:
-            torch.matmul(xc, xc.mT, out=C)
-            C.tril_()
-    finally:
-        scratch.put(work)
+#: at most this many bytes of centred layers at once (the batch's own activations come on top)
+_CENTRED_BYTES = 256 * 2**20
+
+
+def _centred_chunks(layers: list[torch.Tensor], dtypes: list[torch.dtype], dev: torch.device,
+                    buffers: dict | None):
+    """Yield (indices, centred layers) for consecutive runs of layers whose centred copies fit
+    ``_CENTRED_BYTES``: each X − 1μᵀ in its product dtype, centred in one pass (torch's threads) into
+    work memory reused from batch to batch (a fresh MB-sized tensor per layer costs page faults, up to
+    9× the centring). μ's own rounding shifts every row by one small vector, which adds a symmetric
+    a1ᵀ + 1aᵀ + c11ᵀ to the kernel: U-centring (hence HSIC₁) annihilates that."""
+    sizes = [-(-x.numel() * d.itemsize // 64) * 64 for x, d in zip(layers, dtypes, strict=True)]  # 64-byte aligned
+    i0 = 0
+    while i0 < len(layers):
+        i1, total = i0 + 1, sizes[i0]
+        while i1 < len(layers) and total + sizes[i1] <= _CENTRED_BYTES:
+            total += sizes[i1]
+            i1 += 1
+        work = None if buffers is None else buffers.get("centred")
+        if work is None or work.numel() < total or work.device != dev:  # grows only
+            work = torch.empty(total, dtype=torch.uint8, device=dev)
+            if buffers is not None:
+                buffers["centred"] = work
+        out, off = [], 0
+        for i in range(i0, i1):
+            x = layers[i].to(dev, dtypes[i])
+            xc = work[off: off + x.numel() * dtypes[i].itemsize].view(dtypes[i]).view(x.shape)
+            out.append(torch.sub(x, x.mean(0), out=xc))
+            off += sizes[i]
+        yield range(i0, i1), out
+        i0 = i1
 
 
 def _fast_linear(sides: Sequence[tuple[list[torch.Tensor], _SideKernels]], compute_dtype: torch.dtype | str,
                  dev: torch.device, buffers: dict | None) -> list[np.ndarray]:
     """Linear kernels of the in-memory layers of both sides: one centring and one product per layer
-    (:func:`_layer_product`; all layers in one set of jobs spread over the CPU threads, one layer per
-    thread at a time), then per side a few stacked passes for the float64 triangles, row sums and
+    (:func:`_centred_chunks`, :func:`_lower_product`), then per side a few stacked passes for the float64 triangles, row sums and
     ⟨U, U⟩ (sums form). Layers whose product may have left its dtype's range, whose ⟨U, U⟩ is outside
     ``_SELF_RANGE`` or lost too much to cancellation (``_CANCEL_LIMIT``), or whose float32 product is
     too coarse for what the centring left (:func:`float32_too_coarse`) are left to the per-layer
@@ -167,26 +174,18 @@ def _fast_linear(sides: Sequence[tuple[list[torch.Tensor], _SideKernels]], compu
     # float64 ones straight into P
     C32 = [_buffer(buffers, f"C32{k}", (len(layers), n, n), torch.float32, dev, zeros=True)
            if torch.float32 in ds else None for k, ((layers, _), ds) in enumerate(zip(sides, dtypes, strict=True))]
-    scratch: queue.SimpleQueue = queue.SimpleQueue()
-    need = n * max(x.shape[1] * d.itemsize for (layers, _), ds in zip(sides, dtypes, strict=True)
-                   for x, d in zip(layers, ds, strict=True))
-    jobs, costs = [], []
-    for (layers, out), ds, C in zip(sides, dtypes, C32, strict=True):
-        jobs += [lambda x=x, d=d, o=(C[i] if d == torch.float32 else out.P[i]): _layer_product(x.to(dev), d, o, scratch)
-                 for i, (x, d) in enumerate(zip(layers, ds, strict=True))]
-        costs += [x.shape[1] for x in layers]
-    for t in range(min(len(jobs), torch.get_num_threads()) if dev.type == "cpu" else 1):
-        X = None if buffers is None else buffers.get(f"scratch{t}")
-        if X is None or X.numel() < need or X.device != dev:  # grows only
-            X = torch.empty(need, dtype=torch.uint8, device=dev)
-            if buffers is not None:
-                buffers[f"scratch{t}"] = X
-        scratch.put(_Scratch(X))
-    if dev.type == "cpu":
-        run_per_thread(jobs, costs)
-    else:
-        for job in jobs:
-            job()
+    # every layer of both sides in one list: centred in chunks (torch's threads), then one product per
+    # layer spread over the threads (one layer per thread: BLAS calls that release the GIL)
+    items = [(x, d, C[i] if d == torch.float32 else out.P[i])
+             for (layers, out), ds, C in zip(sides, dtypes, C32, strict=True)
+             for i, (x, d) in enumerate(zip(layers, ds, strict=True))]
+    for idx, xcs in _centred_chunks([x for x, _, _ in items], [d for _, d, _ in items], dev, buffers):
+        jobs = [lambda xc=xc, o=items[i][2]: _lower_product(xc, o) for i, xc in zip(idx, xcs, strict=True)]
+        if dev.type == "cpu":
+            run_per_thread(jobs, [xc.shape[1] for xc in xcs])
+        else:
+            for job in jobs:
+                job()
     done = []
     for (_, out), ds, C in zip(sides, dtypes, C32, strict=True):
         if C is not None:
