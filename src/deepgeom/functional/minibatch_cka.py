@@ -22,7 +22,7 @@ import torch
 
 from .._validation import check_matrix
 from ..errors import InputError, UnknownNameError
-from ._syrk import run_per_thread, syrk_available, syrk_lower
+from ._syrk import calling_thread_alone, run_per_thread, syrk_available, syrk_lower
 from .cka import KERNELS, _u_center_, centred_linear_kernel, float32_too_coarse, gram_rbf
 from .matrix import (
     as_tensor,
@@ -154,7 +154,10 @@ def _centred_chunks(layers: list[torch.Tensor], dtypes: list[torch.dtype], dev: 
         for i in range(i0, i1):
             x = layers[i].to(dev, dtypes[i])
             xc = work[off: off + x.numel() * dtypes[i].itemsize].view(dtypes[i]).view(x.shape)
-            out.append(torch.sub(x, x.mean(0), out=xc))
+            # μ as (1/n)·1ᵀX, a matrix-vector product: 1.5× faster than x.mean(0) at 256 × 1,024 (a
+            # column reduction), and any row vector near μ serves (see above)
+            mean = torch.matmul(torch.full((1, x.shape[0]), 1.0 / x.shape[0], dtype=x.dtype, device=dev), x)
+            out.append(torch.sub(x, mean, out=xc))
             off += sizes[i]
         yield range(i0, i1), out
         i0 = i1
@@ -179,7 +182,13 @@ def _fast_linear(sides: Sequence[tuple[list[torch.Tensor], _SideKernels]], compu
     items = [(x, d, C[i] if d == torch.float32 else out.P[i])
              for (layers, out), ds, C in zip(sides, dtypes, C32, strict=True)
              for i, (x, d) in enumerate(zip(layers, ds, strict=True))]
-    for idx, xcs in _centred_chunks([x for x, _, _ in items], [d for _, d, _ in items], dev, buffers):
+    chunks = _centred_chunks([x for x, _, _ in items], [d for _, d, _ in items], dev, buffers)
+    while True:
+        with calling_thread_alone():  # the centring on this thread while torch's team stops spinning
+            chunk = next(chunks, None)
+        if chunk is None:
+            break
+        idx, xcs = chunk
         jobs = [lambda xc=xc, o=items[i][2]: _lower_product(xc, o) for i, xc in zip(idx, xcs, strict=True)]
         if dev.type == "cpu":
             run_per_thread(jobs, [xc.shape[1] for xc in xcs])
