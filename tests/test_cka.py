@@ -264,7 +264,7 @@ def test_not_invariant_to_general_linear_map(seed):
        st.floats(0, 4), st.integers(-100, 100), st.booleans(), st.integers(0, 2**31 - 1))
 def test_auto_products_match_float64(B, batches, d1, d2, log_offset, exponent, relu, seed):
     """Minibatch CKA with the default ``compute_dtype="auto"`` on float32 activations (float32 Gram
-    products after exact float64 centring) against float64 products: within 1e-6. The data are
+    products after centring) against float64 products: within 1e-6. The data are
     built to hurt float32: common offsets up to 10⁴ × the spread, columns whose scales differ by
     e^±6, ReLU zeros, overall scales 2^±100 (squares out of float32's range without the rescale).
     Measured over 300 such random configurations (B = 4–512, D up to 3,000): worst 3.1e-8, ~1e-9
