@@ -55,10 +55,7 @@ def test_minibatch_functions_chain_to_the_accumulator_and_to_debiased_cka():
         batch = F.minibatch_hsic_update(xb, yb, compute_dtype=torch.float64)
         total = batch if total is None else F.minibatch_hsic_merge(total, batch)
     assert total.n_batches == 4 and total.n_examples == 240
-    # the same arithmetic; with 2 threads two calls have once differed in the last bit (1.1e-16 in one
-    # full-suite run on 2026-12-02, not reproduced in 300 isolated repeats; threaded BLAS products are
-    # the suspect, not pinned down), hence 4 ulp rather than bitwise equality
-    np.testing.assert_allclose(F.minibatch_cka_compute(total), acc.compute(), rtol=4 * np.finfo(float).eps, atol=0)
+    np.testing.assert_array_equal(F.minibatch_cka_compute(total), acc.compute())  # the same arithmetic
     # one batch: minibatch CKA is debiased linear CKA (Song et al. 2012's HSIC₁), an independent code
     # path through feature-space moments; 1e-12 allows float64 rounding of two different formulas
     one = F.minibatch_cka_compute(F.minibatch_hsic_update(xs, ys, compute_dtype=torch.float64))

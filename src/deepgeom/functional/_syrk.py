@@ -119,8 +119,17 @@ def _pool(workers: int) -> ThreadPoolExecutor | None:
                 old.shutdown(wait=False)
             _pools.clear()
             _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="deepgeom-syrk",
-                                             initializer=_set_threads, initargs=(1,))
+                                             initializer=_one_thread_worker)
         return _pools[key]
+
+
+def _one_thread_worker() -> None:
+    """A pool thread's set-up: torch's own per-thread initialisation first (its first parallel op in
+    a new thread sets that thread's OpenMP team back to torch's global count, and MKL's with it), then
+    one thread. Without the first step a torch op in a job undid the second, and that layer's product
+    ran multi-threaded — different last bits from the same layer on another thread."""
+    torch.ones(2).sum()
+    _set_threads(1)
 
 
 def _set_threads(n: int) -> None:
@@ -166,7 +175,9 @@ def run_per_thread(jobs: Sequence[Callable[[], None]], costs: Sequence[float]) -
     for i in sorted(range(len(jobs)), key=lambda i: -costs[i]):
         todo.put(jobs[i])
 
-    def work() -> None:
+    def work(pool_thread: bool = False) -> None:
+        if pool_thread:
+            _set_threads(1)  # again: a torch op in an earlier job may have reset it
         while True:
             try:
                 job = todo.get_nowait()
@@ -174,7 +185,7 @@ def run_per_thread(jobs: Sequence[Callable[[], None]], costs: Sequence[float]) -
                 return
             job()
 
-    futures = [pool.submit(work) for _ in range(threads - 1)]
+    futures = [pool.submit(work, True) for _ in range(threads - 1)]
     before = torch.get_num_threads()
     _set_threads(1)
     try:
