@@ -8,8 +8,8 @@ rejected for that). Where the symbols are missing (ARM, macOS, other BLAS builds
 self-check fails, or ``DEEPGEOM_NO_SYRK=1`` is set, :func:`syrk_available` is False and callers
 use full products.
 
-With several CPU threads, :func:`run_per_thread` spreads per-layer work (centring and one product per
-layer) over a small pool, each worker's OpenMP team cut to one thread: at a minibatch's size (n = 256
+With several CPU threads, :func:`run_per_thread` spreads per-layer work (one product per layer) over
+the calling thread and a small pool, each with its OpenMP team cut to one thread: at a minibatch's size (n = 256
 rows) MKL's multi-threaded ``syrk`` is barely faster than one thread (0.48 against 0.53 ms at
 256 × 512), while two layers at once each on their own core nearly halve the time
 (bench/BENCHMARKS_cka.md).
@@ -177,7 +177,8 @@ def run_per_thread(jobs: Sequence[Callable[[], None]], costs: Sequence[float]) -
 
     def work(pool_thread: bool = False) -> None:
         if pool_thread:
-            _set_threads(1)  # again: a torch op in an earlier job may have reset it
+            _set_threads(1)  # again: found needed (a torch op in an earlier job, or torch's thread
+            # count changing since the pool began, left some products multi-threaded without it)
         while True:
             try:
                 job = todo.get_nowait()

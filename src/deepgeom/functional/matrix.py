@@ -108,30 +108,29 @@ def _sym_block(n: int) -> int:
     return 0 if n <= 256 else min(max(128, n // 4), 256)
 
 
-def _self_product(A: torch.Tensor, out: torch.Tensor | None = None, block: int | None = None) -> torch.Tensor:
-    """A Aᵀ with each symmetric block pair computed once (the upper block triangle, mirrored); a stack
-    (L, N, D) gives the L products (batched: one layer's block product per thread).
+def _self_product(A: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A Aᵀ with each symmetric block pair computed once (the upper block triangle, mirrored), in the
+    block plan of :func:`_sym_block`.
 
     With b-row blocks this is (1 + b/N)/2 of the flops of the full product; on the CPU it pays
     from N = 2b. On a GPU one large product is faster than many small ones, so it stays whole there.
-    ``block``: rows per block, 0 for the whole product; default :func:`_sym_block`'s plan.
-    ``out`` (N×N or L×N×N, any float dtype) receives the result, converted on assignment. BLAS ``syrk``
+    ``out`` (N×N, any float dtype) receives the result, converted on assignment. BLAS ``syrk``
     through scipy is not used: its thread pool spins beside torch's (timings in BENCHMARKS.md); the
     minibatch CKA kernels call the MKL inside torch instead (:mod:`._syrk`).
     """
-    n = A.shape[-2]
-    b = _sym_block(n) if block is None else block
+    n = A.shape[0]
+    b = _sym_block(n)
     if A.device.type != "cpu" or b == 0:
         if out is None:
-            return A @ A.mT
+            return A @ A.T
         if out.dtype == A.dtype:
-            return torch.matmul(A, A.mT, out=out)
-        return out.copy_(A @ A.mT)
-    K = torch.empty((*A.shape[:-1], n), dtype=A.dtype) if out is None else out
+            return torch.matmul(A, A.T, out=out)
+        return out.copy_(A @ A.T)
+    K = torch.empty((n, n), dtype=A.dtype) if out is None else out
     for i in range(0, n, b):
         j = i + b
-        K[..., i:j, i:] = A[..., i:j, :] @ A[..., i:, :].mT
-        K[..., j:, i:j] = K[..., i:j, j:].mT
+        K[i:j, i:] = A[i:j] @ A[i:].T
+        K[j:, i:j] = K[i:j, j:].T
     return K
 
 

@@ -204,21 +204,19 @@ def _fast_linear(sides: Sequence[tuple[list[torch.Tensor], _SideKernels]], compu
                 for i in (i for i, d in enumerate(ds) if d == torch.float32):
                     out.P[i].copy_(C[i])
         diag = out.P.diagonal(dim1=1, dim2=2)
-        top, trace = diag.amax(1).tolist(), diag.sum(1).tolist()
+        top, trace = diag.amax(1), diag.sum(1).tolist()
+        in_range = {d: diagonal_in_range(top, d).tolist() for d in set(ds)}
         diag.zero_()
         torch.add(out.P.sum(2), out.P.sum(1), out=out.R)  # K̃1 of the symmetric kernel from its lower triangle
-        flat = out.P.reshape(out.P.shape[0], -1)
-        s = out.R.sum(1)
-        rr = torch.linalg.vecdot(out.R, out.R) * (2.0 / (n - 2))
-        out.uu.copy_(2.0 * torch.linalg.vecdot(flat, flat) + s * s / ((n - 1) * (n - 2)) - rr)  # _hsic_self
+        out.uu.copy_(_hsic_self(out.P.reshape(out.P.shape[0], -1), out.R, n))
         # the row-sum term that ⟨U, U⟩ = 2|P|² + … − (2/(n−2))|R|² subtracts, relative to ⟨U, U⟩:
         # float64 loses that factor of its 1e-16 (a float32 layer within float32_too_coarse's limit
         # has at most 2·256²/n²; a float64 product of a diagonal-heavy kernel can have 1e12)
-        cancel = (rr / out.uu).tolist()
+        cancel = (torch.linalg.vecdot(out.R, out.R) * (2.0 / (n - 2)) / out.uu).tolist()
         done.append(np.array([
-            bool(diagonal_in_range(torch.tensor(t), d)) and _SELF_RANGE[0] < v < _SELF_RANGE[1]
-            and c <= _CANCEL_LIMIT and not (d == torch.float32 and float32_too_coarse(tr, math.sqrt(v)))
-            for t, tr, v, c, d in zip(top, trace, out.uu.tolist(), cancel, ds, strict=True)], dtype=bool))
+            in_range[d][i] and _SELF_RANGE[0] < v < _SELF_RANGE[1] and c <= _CANCEL_LIMIT
+            and not (d == torch.float32 and float32_too_coarse(tr, math.sqrt(v)))
+            for i, (tr, v, c, d) in enumerate(zip(trace, out.uu.tolist(), cancel, ds, strict=True))], dtype=bool))
     return done
 
 
