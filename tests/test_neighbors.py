@@ -239,10 +239,10 @@ def _hard_cases(rng):
     }
 
 
-@pytest.mark.parametrize("search", ["float32", "bfloat16", "auto"])
+@pytest.mark.parametrize("search", ["float32", "bfloat16", "int8", "auto"])
 def test_every_search_dtype_gives_the_exact_neighbours(rng, search):
     # the candidate products' dtype changes only the error bound of the proof: the answer is the
-    # exact float64 one (rows bf16 cannot certify are searched again in float32, then float64)
+    # exact float64 one (rows bf16 or int8 cannot certify are searched again in float32, then float64)
     for name, X in _hard_cases(rng).items():
         nb = knn(X, 3, search=search)
         td, _ = brute(X, 3)
@@ -304,7 +304,7 @@ def test_bf16_and_float32_searches_agree_bitwise_on_a_layer(rng):
 # --- found in review (2026-11-26): each of these once returned wrong neighbours or crashed
 
 
-@pytest.mark.parametrize("search", ["auto", "float32", "bfloat16"])
+@pytest.mark.parametrize("search", ["auto", "float32", "bfloat16", "int8"])
 def test_huge_and_tiny_scales_stay_exact(rng, search):
     # squares beyond float32's range (1e19²·D) and values deep in the subnormal range: the data are
     # scaled by a power of two before the search, and underflow has its own term in the bound
@@ -384,7 +384,7 @@ def test_extreme_magnitudes_and_distance_ties_stay_exact(rng):
     np.testing.assert_array_equal(nb.indices[0], ti[0])
 
 
-@pytest.mark.parametrize("search", ["float32", "bfloat16"])
+@pytest.mark.parametrize("search", ["float32", "bfloat16", "int8"])
 def test_knn_never_modifies_its_input(rng, search):
     # the float64 fallback once scaled a view of the caller's float64 array in place
     for X in (rng.normal(size=(300, 4)) * 2e19, torch.from_numpy(rng.normal(size=(200, 300)) + 5.0),
@@ -394,7 +394,7 @@ def test_knn_never_modifies_its_input(rng, search):
         np.testing.assert_array_equal(np.asarray(X), np.asarray(before))
 
 
-@pytest.mark.parametrize("search", ["float32", "bfloat16"])
+@pytest.mark.parametrize("search", ["float32", "bfloat16", "int8"])
 def test_ties_at_the_kth_distance_go_to_the_smallest_indices(rng, search):
     # third review: all-identical rows (every bound collapses to 0) and subnormal grids with exact ties
     for X, k in ((np.full((20, 2), 3.0), 2), (np.full((200, 4), 1e6, np.float32), 2),

@@ -55,11 +55,21 @@ def _search_error(dtype: torch.dtype, h: int, dev: torch.device, d: int, chunks:
     :math:`u_b(1+\gamma_h)(1+u_b)^2|x||y|`, with :math:`u_b = 2^{-8}`; the bf16 instructions flush
     subnormals, which moves each dot product by at most :math:`2^{-126}(\sqrt D(|x|+|y|) + D)`.
 
+    int8 products (:mod:`._quantized`): the integer dot products are exact, so only the float32
+    steps count: the scaling of each chunk's product, the chunks' running sum, the row scaling and
+    the two norm additions, each rounding a value at most :math:`s_i+s_j` in magnitude, plus the
+    norms' own rounding: :math:`2(8 + 2\,\text{chunks})u` covers them. The steps are at least
+    :math:`2^{-100}`, so no operand oneDNN sees is subnormal and only the float32 steps after it can
+    underflow (half an ulp, :math:`2^{-150}`, each). The distance between the quantized and the
+    true points is the ``radius`` of the proof, not part of this model.
+
     The data are scaled by a power of two so that every centred value is below 1 in magnitude
     (:func:`_unit_scale`), so nothing overflows and subnormals only arise far below the data's scale.
     """
     roundings = _EXTRA_ROUNDINGS + 2 * chunks
     subnormal_ops = 2 * h + math.sqrt(d) + 16
+    if dtype == torch.int8:  # exact integer products, then float32 scalings and sums (module _quantized)
+        return 2 * roundings * U32, 2.0**-149 * (roundings + 8)
     if dtype == torch.bfloat16:  # bf16 products, float32 everything else
         g = _gamma(h, U32)
         c_dot = (2 * U_BF16 + U_BF16**2) + (1 + U_BF16) ** 2 * (g + U_BF16 * (1 + g))

@@ -14,7 +14,8 @@ from ..._validation import check_matrix, check_positive_int, is_memmap
 from ...errors import InputError
 from ..matrix import DEFAULT_BLOCK_BYTES, as_tensor, block_size_for, resolve_device
 from ._error_model import U32, U64, _search_error, _unit_scale
-from ._refine import _exact_rows, _refine
+from ._quantized import int8_against_all, int8_symmetric_search, quantize_rows
+from ._refine import _exact_rows, _refine, _rounding_radius
 from ._result import Neighbors
 from ._search import (
     _centre_in_memory,
@@ -195,13 +196,15 @@ class _Candidates:
     src: Any  #: the original rows (a memmap, or a tensor on the device)
     mean: torch.Tensor  #: float64 column mean (the centring)
     scale: float  #: the power of two the centred data were multiplied by
-    sq: torch.Tensor  #: float64 squared norms of the rounded, scaled, centred rows
+    sq: torch.Tensor  #: float64 squared norms of the searched rows (rounded or quantized, scaled, centred)
+    radius: torch.Tensor  #: per row, how far the searched point can be from the true one (:func:`_refine`)
     values: torch.Tensor
     indices: torch.Tensor
     dtype: torch.dtype  #: dtype of the products
     h: int
     chunks: int  #: feature chunks of the running sums (1 for the slab search)
-    Xc: torch.Tensor | None = None  #: centred float32 rows (in memory: a float32 search after bf16)
+    Xc: torch.Tensor | None = None  #: centred float32 rows (in memory: a float32 search after bf16/int8)
+    Xc_sq: torch.Tensor | None = None  #: their float64 squared norms
     B: int = 0  #: row block of the symmetric search
     W: int = 0  #: column chunk of the symmetric search
 
@@ -215,6 +218,10 @@ def _validate(X: Any, k: Any, margin: Any) -> tuple[Any, int, int]:
         raise InputError(f"k={k} neighbours need at least k+1 = {k + 1} points (rows); got N={n}")
     _check_exact_integers(X)
     return X, k, margin
+
+
+#: product dtypes whose wider error bound may leave rows a float32 search would certify
+_REDUCED = (torch.bfloat16, torch.int8)
 
 
 def _plan(n: int, d: int, k: int, margin: int, block_features: int | None, memory_bytes: int) -> _Plan:
@@ -243,14 +250,14 @@ def _search_streamed(X: Any, plan: _Plan, dev: torch.device) -> _Candidates:
     scale = _unit_scale(amax)
     v, i, sq, h = _slab_search(X, torch.arange(plan.n), mean, plan.K, torch.float32, dev, plan.budget, plan.Dc,
                                None, scale)
-    return _Candidates(src=X, mean=mean, scale=scale, sq=sq, values=v, indices=i, dtype=torch.float32, h=h,
-                       chunks=1)
+    return _Candidates(src=X, mean=mean, scale=scale, sq=sq, radius=_rounding_radius(sq, U32), values=v, indices=i,
+                       dtype=torch.float32, h=h, chunks=1)
 
 
 def _search_in_memory(X: Any, plan: _Plan, dev: torch.device, sdt: torch.dtype, search: str,
                       block_rows: int | None, bar: Any) -> _Candidates:
-    """In memory: centre and scale, then the symmetric block search in ``sdt`` (bf16 only when a
-    pilot says it will certify the data, for ``search="auto"``)."""
+    """In memory: centre and scale, then the symmetric block search in ``sdt`` (bf16 or int8 only when
+    a pilot says it will certify the data, for ``search="auto"``)."""
     n, d = plan.n, plan.d
     src = as_tensor(X).to(dev)
     br = block_size_for(d, 8, plan.budget)
@@ -258,36 +265,49 @@ def _search_in_memory(X: Any, plan: _Plan, dev: torch.device, sdt: torch.dtype, 
     sq = _squared_norms(Xc, dev, br)
     B = max(1, min(n, check_positive_int(block_rows or 1024, "block_rows"), int(math.sqrt(plan.budget / 12))))
     W = max(B, min(n, plan.budget // (12 * B)))
+    radius = _rounding_radius(sq, U32)
+    common = dict(src=src, mean=mean, scale=scale, h=plan.h, Xc=Xc, Xc_sq=sq, B=B, W=W)
     if sdt == torch.bfloat16 and float(sq.max()) < 1e-30:  # all but vanishing after flushing
         sdt = torch.float32
+    if sdt == torch.int8:
+        qr = quantize_rows(Xc, sq, n)
+        q_radius = qr.radius + radius  # quantized → centred float32 → true centred point
+        q_err = _search_error(torch.int8, 0, dev, d, len(qr.u))
+        if search != "auto" or _pilot(src, lambda rows: int8_against_all(qr, rows), qr.sq, q_radius, q_err, plan, dev,
+                                      scale):
+            v, i = int8_symmetric_search(qr, plan.K, plan.budget, bar)
+            return _Candidates(sq=qr.sq, radius=q_radius, values=v, indices=i, dtype=torch.int8, chunks=len(qr.u),
+                               **common)
+        sdt = torch.float32
     Xs = Xc if sdt == torch.float32 else Xc.to(sdt)
-    if (sdt == torch.bfloat16 and search == "auto"
-            and not _bf16_pilot(src, Xs, sq, plan.k, plan.K, plan.h, plan.chunks, dev, plan.budget, plan.Dc,
-                                plan.Dr, scale)):
-        sdt, Xs = torch.float32, Xc
+    if sdt == torch.bfloat16 and search == "auto":
+        sq32 = sq.to(torch.float32)
+        err = _search_error(torch.bfloat16, plan.h, dev, d, plan.chunks)
+        if not _pilot(src, lambda rows: _d2_block(Xs[rows], Xs, sq32[rows], sq32, plan.Dc), sq, radius, err, plan, dev,
+                      scale):
+            sdt, Xs = torch.float32, Xc
     v, i = _symmetric_search(Xs, sq, plan.K, B, W, plan.Dc, bar)
-    return _Candidates(src=src, mean=mean, scale=scale, sq=sq, values=v, indices=i, dtype=sdt, h=plan.h,
-                       chunks=plan.chunks, Xc=Xc, B=B, W=W)
+    return _Candidates(sq=sq, radius=radius, values=v, indices=i, dtype=sdt, chunks=plan.chunks, **common)
 
 
 def _prove(c: _Candidates, plan: _Plan, dev: torch.device, rows: torch.Tensor, values: torch.Tensor,
-           indices: torch.Tensor, sq: torch.Tensor, dtype: torch.dtype, h: int, u_data: float, complete: bool,
+           indices: torch.Tensor, sq: torch.Tensor, dtype: torch.dtype, h: int, radius: torch.Tensor, complete: bool,
            chunks: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`_refine` with the error model of a search in ``dtype`` of depth ``h``."""
-    return _refine(c.src, rows, values, indices, sq, plan.k, _search_error(dtype, h, dev, plan.d, chunks), u_data,
+    return _refine(c.src, rows, values, indices, sq, plan.k, _search_error(dtype, h, dev, plan.d, chunks), radius,
                    dev, plan.budget, plan.Dr, complete, c.scale)
 
 
 def _prove_first(c: _Candidates, plan: _Plan, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Refine and prove every row's candidates; a bf16 search that leaves over a quarter of the rows
-    uncertain could not separate the neighbours of this data and is replaced by one float32 search."""
+    """Refine and prove every row's candidates; a bf16 or int8 search that leaves over a quarter of the
+    rows uncertain could not separate the neighbours of this data and is replaced by one float32 search."""
     all_rows = torch.arange(plan.n, device=dev)
-    dist, idx, ok = _prove(c, plan, dev, all_rows, c.values, c.indices, c.sq, c.dtype, c.h, U32, plan.complete,
+    dist, idx, ok = _prove(c, plan, dev, all_rows, c.values, c.indices, c.sq, c.dtype, c.h, c.radius, plan.complete,
                            c.chunks)
-    if c.dtype == torch.bfloat16 and int((~ok).sum()) > plan.n // 4:
-        c.values, c.indices = _symmetric_search(c.Xc, c.sq, plan.K, c.B, c.W, plan.Dc)
-        c.dtype = torch.float32
-        dist, idx, ok = _prove(c, plan, dev, all_rows, c.values, c.indices, c.sq, c.dtype, c.h, U32, plan.complete,
+    if c.dtype in _REDUCED and int((~ok).sum()) > plan.n // 4:
+        c.values, c.indices = _symmetric_search(c.Xc, c.Xc_sq, plan.K, c.B, c.W, plan.Dc)
+        c.dtype, c.sq, c.radius, c.chunks = torch.float32, c.Xc_sq, _rounding_radius(c.Xc_sq, U32), plan.chunks
+        dist, idx, ok = _prove(c, plan, dev, all_rows, c.values, c.indices, c.sq, c.dtype, c.h, c.radius, plan.complete,
                                c.chunks)
     c.Xc = None  # the centred copy is not needed beyond this point
     return dist, idx, ok
@@ -295,16 +315,17 @@ def _prove_first(c: _Candidates, plan: _Plan, dev: torch.device) -> tuple[torch.
 
 def _search_uncertain_again(c: _Candidates, plan: _Plan, dev: torch.device, dist: torch.Tensor, idx: torch.Tensor,
                             ok: torch.Tensor) -> None:
-    """Rows the first search could not certify (in place): a float32 slab search (after bf16), then
-    float64, then, for rows even float64 products cannot separate, every distance from differences."""
+    """Rows the first search could not certify (in place): a float32 slab search (after bf16 or int8),
+    then float64, then, for rows even float64 products cannot separate, every distance from differences."""
     n = plan.n
     K2 = min(n - 1, plan.k + max(2 * plan.margin, 16))
     for dtype, u_data in ((torch.float32, U32), (torch.float64, U64)):
-        if bool(ok.all()) or (dtype == torch.float32 and c.dtype != torch.bfloat16):
+        if bool(ok.all()) or (dtype == torch.float32 and c.dtype not in _REDUCED):
             continue
         rows = (~ok).nonzero()[:, 0]
         v2, i2, sq2, h2 = _slab_search(c.src, rows, c.mean, K2, dtype, dev, plan.budget, plan.Dc, None, c.scale)
-        dist[rows], idx[rows], ok[rows] = _prove(c, plan, dev, rows, v2, i2, sq2, dtype, h2, u_data, K2 == n - 1)
+        dist[rows], idx[rows], ok[rows] = _prove(c, plan, dev, rows, v2, i2, sq2, dtype, h2,
+                                                 _rounding_radius(sq2, u_data), K2 == n - 1)
     if not bool(ok.all()):
         rows = (~ok).nonzero()[:, 0]
         dist[rows], idx[rows] = _exact_rows(c.src, rows, plan.k, dev, plan.budget, plan.Dr, c.scale)
@@ -325,22 +346,21 @@ def _check_exact_integers(X: Any) -> None:
                              "convert them to floating point yourself if rounding is acceptable")
 
 
-def _bf16_pilot(src: torch.Tensor, Xs: torch.Tensor, sq: torch.Tensor, k: int, K: int, h: int, chunks: int,
-                dev: torch.device, budget: int, Dc: int, Dr: int, scale: float, m: int = 256,
-                max_uncertain: float = 0.1) -> bool:
-    """Will a bf16 search certify this data?  Search ``m`` evenly spaced rows against all (about
-    m/N of the whole search's work) and prove them; True when at most ``max_uncertain`` of them
-    stay uncertain.  Data whose neighbour distances are too alike for bf16's error bound (high
-    intrinsic dimension, tight clusters) then go straight to float32."""
-    n, d = Xs.shape
-    m = min(m, budget // (8 * n))  # the pilot's m × N strip stays within the memory budget
+def _pilot(src: torch.Tensor, strip: Any, sq: torch.Tensor, radius: torch.Tensor, err: tuple[float, float],
+           plan: _Plan, dev: torch.device, scale: float, m: int = 256, max_uncertain: float = 0.1) -> bool:
+    """Will a reduced-precision search (bf16, int8) certify this data?  ``strip(rows)`` gives the
+    searched squared distances of ``m`` evenly spaced rows against all (about m/N of the whole
+    search's work); they are proved with that search's error model ``err`` and ``radius``, and the
+    answer is True when at most ``max_uncertain`` of them stay uncertain.  Data whose neighbour
+    distances are too alike for the wider bound (high intrinsic dimension, tight clusters, features
+    of very different scales for int8) then go straight to float32."""
+    n = plan.n
+    m = min(m, plan.budget // (8 * n))  # the pilot's m × N strip stays within the memory budget
     if n <= 2 * m or m < 16:
         return True
     rows = torch.linspace(0, n - 1, m, device=dev).long()
-    sq32 = sq.to(torch.float32)
-    d2 = _d2_block(Xs[rows], Xs, sq32[rows], sq32, Dc)
+    d2 = strip(rows)
     d2[torch.arange(m, device=dev), rows] = math.inf
-    v, i = torch.topk(d2, K, dim=1, largest=False, sorted=True)
-    _, _, ok = _refine(src, rows, v, i, sq, k, _search_error(torch.bfloat16, h, dev, d, chunks), U32, dev, budget,
-                       Dr, False, scale)
+    v, i = torch.topk(d2, plan.K, dim=1, largest=False, sorted=True)
+    _, _, ok = _refine(src, rows, v, i, sq, plan.k, err, radius, dev, plan.budget, plan.Dr, False, scale)
     return float((~ok).float().mean()) <= max_uncertain

@@ -100,9 +100,16 @@ def _rows_f64(X: Any, idx: np.ndarray, dev: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.array(X[uniq], dtype=np.float64)[inv.ravel()]).to(dev)
 
 
+def _rounding_radius(sq: torch.Tensor, u_data: float) -> torch.Tensor:
+    r"""How far rounding the centred data to a float type of unit roundoff ``u_data`` moves each row
+    (:math:`\le u\,|x_i|` per value, so :math:`\le u\,\|x_i\|`), from the rows' float64 squared norms
+    ``sq``, with slack for the norms' own rounding."""
+    return (u_data * (1 + 4 * u_data) + 2 * U64) * sq.sqrt()
+
+
 def _refine(
     X: Any, rows: torch.Tensor, cand_v: torch.Tensor, cand_i: torch.Tensor, sq: torch.Tensor, k: int,
-    err: tuple[float, float], u_data: float, dev: torch.device, budget: int, Dc: int, complete: bool,
+    err: tuple[float, float], radius: torch.Tensor, dev: torch.device, budget: int, Dc: int, complete: bool,
     scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Exact distances of the candidates that can still be among the k nearest, and the margin proof.
@@ -110,7 +117,9 @@ def _refine(
     ``cand_v``: (R, K) approximate squared distances (sorted ascending), ``cand_i`` their indices,
     ``sq`` the squared norms of the rounded centred rows (float64, all N), ``err`` = (c, t) the
     search's error model — :math:`|\hat d^2_{ij} - d^2_{ij}| \le c\,(s_i+s_j) + t\,(1+\sqrt{s_i}+\sqrt{s_j})`
-    (see :func:`_search_error`) — and ``u_data`` the rounding of the centred data.  The search ran
+    (see :func:`_search_error`) — and ``radius`` (N,) float64: how far each row's searched point can
+    lie from its true (scaled, centred) point, in distance units (:func:`_rounding_radius` for data
+    rounded to a float type; the quantization residual for an int8 search).  The search ran
     on the centred data times ``scale`` (a power of two), so its values and bounds are in those
     units; the exact distances are in the data's own.
     Returns (distances (R, k), indices (R, k), certified (R,) bool).
@@ -120,9 +129,8 @@ def _refine(
     s_i = sq[rows.to(dev)][:, None]
     s_j = sq[cand_i]
     c_eps, tiny = err
-    e_scale = u_data * (1 + 4 * u_data) + 2 * U64
-    e_i = e_scale * s_i.sqrt()
-    e_j = e_scale * s_j.sqrt()
+    e_i = radius[rows.to(dev)][:, None]
+    e_j = radius[cand_i]
     # bounds on the true distance of each candidate from its searched value
     eps = c_eps * (s_i + s_j) + tiny * (1 + s_i.sqrt() + s_j.sqrt())
     lo = (cv - eps).clamp_min(0).sqrt() - e_i - e_j
@@ -144,11 +152,11 @@ def _refine(
     if complete:  # every other point was a candidate: nothing left to prove
         return dist / scale, idx, torch.ones(len(rows), dtype=torch.bool, device=dev)
     # no point outside the candidates is nearer than the k-th exact distance if
-    #   sqrt(T_i − c(s_i + max_j s_j)) − e_i − max_j e_j > d_k
+    #   sqrt(T_i − c(s_i + max_j s_j)) − e_i − max_j e_j > d_k  (e: the radius)
     S = sq.max()
     T = cv[:, -1:]
     eps_out = c_eps * (s_i + S) + tiny * (1 + s_i.sqrt() + S.sqrt())
-    lo_out = (T - eps_out).clamp_min(0).sqrt() - e_i - e_scale * S.sqrt()
+    lo_out = (T - eps_out).clamp_min(0).sqrt() - e_i - radius.max()
     # strict: an outside point exactly at the k-th distance could have a smaller index (ties)
     certified = (lo_out > dist[:, k - 1 : k] * (1 + 4 * U64 * X.shape[1])).squeeze(1)
     return dist / scale, idx, certified

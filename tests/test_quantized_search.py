@@ -1,0 +1,141 @@
+"""The int8 candidate search (``knn(search="int8")``, the default on CPUs without native bfloat16).
+
+Its proof rests on two facts checked here against float64 computed independently (scipy's cdist on
+the centred rows): the searched values are the squared distances of the quantized points up to the
+error model's float32 roundings, and each quantized point lies within its ``radius`` of the true
+one, so every true distance lies in [√(d̂² − ε) − r_i − r_j, √(d̂² + ε) + r_i + r_j].  Then: the
+answers equal float64 brute force and the float32 search bitwise, including data the int8 bound
+cannot separate (handled by the pilot and the fallbacks).
+"""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import cdist
+
+from deepgeom.functional.neighbors import U32, _search_dtype, _search_error, _unit_scale, knn
+from deepgeom.functional.neighbors import _quantized as quantized
+from deepgeom.functional.neighbors._refine import _rounding_radius
+
+needs_int8 = pytest.mark.skipif(not quantized.int8_available(), reason="this torch build has no oneDNN int8 products")
+CPU = torch.device("cpu")
+
+
+def _bounds_hold(X: np.ndarray) -> float:
+    """Check the int8 proof's premises pair by pair on X; return the largest error / bound seen."""
+    X64 = X.astype(np.float64)
+    Xc = torch.from_numpy((X64 - X64.mean(0)).astype(np.float32))
+    Xc *= _unit_scale(float(Xc.abs().max()))  # as knn does: every value below 1, by a power of two
+    qr = quantized.quantize_rows(Xc, (Xc.double() ** 2).sum(1), len(X))
+    true = cdist(Xc.double().numpy(), Xc.double().numpy())  # distances of the centred float32 rows
+    xhat = qr.sigma.double()[:, None] * torch.cat([u.to(torch.int16) - 64 for u in qr.u], 1).double()
+    # each quantized point lies within its radius of the row it stands for
+    resid = torch.linalg.vector_norm(Xc.double() - xhat, dim=1)
+    assert bool((resid <= qr.radius).all())
+    np.testing.assert_allclose(qr.sq.numpy(), (xhat**2).sum(1).numpy(), rtol=1e-15)
+    # the searched values: the quantized points' squared distances up to the float32 roundings
+    d2 = quantized.int8_against_all(qr, torch.arange(len(X))).double()
+    qd2 = torch.from_numpy(cdist(xhat.numpy(), xhat.numpy()) ** 2)
+    c, t = _search_error(torch.int8, 0, CPU, X.shape[1], len(qr.u))
+    s = qr.sq
+    eps = c * (s[:, None] + s[None, :]) + t * (1 + s.sqrt()[:, None] + s.sqrt()[None, :])
+    err = (d2 - qd2).abs()
+    assert bool((err <= eps).all())
+    # hence the true distance lies within the proof's interval
+    r = qr.radius
+    lo = (d2 - eps).clamp_min(0).sqrt() - r[:, None] - r[None, :]
+    hi = (d2 + eps).sqrt() + r[:, None] + r[None, :]
+    true_t = torch.from_numpy(true)
+    assert bool(((lo <= true_t) & (true_t <= hi)).all())
+    return float((err / eps.clamp_min(1e-300)).max())
+
+
+@needs_int8
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), d=st.integers(1, 600), scale=st.sampled_from([1e-30, 1e-3, 1.0, 1e3, 1e30]),
+       offset=st.floats(-1e3, 1e3), tail=st.sampled_from([0.0, 1.0, 3.0]), spread=st.sampled_from([1.0, 1e-20, 1e-40]))
+def test_int8_values_and_radii_bound_the_true_distances(seed, d, scale, offset, tail, spread):
+    # rows of different norms (spread: a third of them that much smaller: their residuals and
+    # products underflow), offsets, heavy-tailed features (tail: log-normal feature scales)
+    r = np.random.default_rng(seed)
+    feat = np.exp(r.normal(size=(1, d)) * tail)
+    rows = r.uniform(0.1, 10, size=(50, 1))
+    rows[::3] *= spread
+    X = ((r.normal(size=(50, d)) * rows * feat + offset) * scale).astype(np.float32)
+    _bounds_hold(X)
+
+
+@needs_int8
+@pytest.mark.parametrize("d", [4096, 5000])
+def test_int8_bounds_at_layer_sizes(rng, d):
+    # one exact feature chunk at 4,096 features (|q·q| < 2²⁴), two chunks summed in float32 above
+    X = (np.cos(rng.normal(size=(300, 10)) @ rng.normal(size=(10, d)) * 2) + 3).astype(np.float32)
+    assert _bounds_hold(X) < 0.5  # the roundings stay well inside the model
+
+
+@needs_int8
+def test_int8_products_are_exact_integers_at_the_saturation_edge():
+    # every pair of the unsigned side at 127 and the signed side at ±63: AVX2's int16 pair sums
+    # (2·127·63) do not saturate, and oneDNN removes the zero point exactly
+    q = torch.full((32, 4096), quantized.LEVELS, dtype=torch.int8)
+    q[1::2] = -quantized.LEVELS
+    got = quantized.int8_products(quantized._unsigned(q), quantized._pack(q, 32), torch.ones(32))
+    assert torch.equal(got.double(), q.double() @ q.double().T)
+    assert float(got.abs().max()) == 4096 * 63**2  # < 2²⁴: exact in float32
+
+
+@needs_int8
+def test_int8_and_float32_searches_agree_bitwise(rng):
+    # a ReLU layer of a low-dimensional input: the int8 bound certifies most rows; the rest are
+    # searched again in float32; either way the exact refinement gives the same bits
+    X = np.maximum(rng.normal(size=(2500, 16)) @ rng.normal(size=(16, 1024)), 0).astype(np.float32)
+    a = knn(X, 4, search="float32")
+    b = knn(X, 4, search="int8")
+    np.testing.assert_array_equal(a.distances, b.distances)
+    np.testing.assert_array_equal(a.indices, b.indices)
+
+
+@needs_int8
+def test_int8_search_is_exact_where_its_bound_separates_nothing(rng):
+    # iid Gaussian rows (neighbour distances nearly equal) and heavy-tailed features: the int8
+    # bound certifies few rows; forced int8 falls back to float32 and stays exact, and the pilot
+    # keeps "auto" off int8 for such data
+    from deepgeom.functional.neighbors import _pilot
+    from deepgeom.functional.neighbors._knn import _plan
+
+    for X in (rng.normal(size=(1200, 512)).astype(np.float32),
+              (np.maximum(rng.normal(size=(1200, 8)) @ rng.normal(size=(8, 512)), 0)
+               * np.exp(rng.normal(size=(1, 512)) * 2)).astype(np.float32)):
+        nb = knn(X, 3, search="int8")
+        X64 = X.astype(np.float64)
+        D = cdist(X64, X64)
+        np.fill_diagonal(D, np.inf)
+        np.testing.assert_allclose(nb.distances, np.sort(D, 1)[:, :3], rtol=1e-12, atol=0)
+        Xc = torch.from_numpy((X64 - X64.mean(0)).astype(np.float32))
+        qr = quantized.quantize_rows(Xc, (Xc.double() ** 2).sum(1), len(X))
+        plan = _plan(len(X), X.shape[1], 3, 8, None, 2**28)
+        radius = qr.radius + _rounding_radius((Xc.double() ** 2).sum(1), U32)
+        err = _search_error(torch.int8, 0, CPU, X.shape[1], len(qr.u))
+        assert not _pilot(torch.from_numpy(X), lambda rows, qr=qr: quantized.int8_against_all(qr, rows), qr.sq, radius, err,
+                          plan, CPU, 1.0, m=64)
+
+
+@needs_int8
+def test_auto_search_takes_int8_only_without_native_bfloat16():
+    from deepgeom.functional.neighbors import _fast_bf16_cpu
+
+    expected = torch.bfloat16 if _fast_bf16_cpu() else torch.int8
+    assert _search_dtype("auto", CPU, 4096) == expected
+    assert _search_dtype("auto", CPU, 128) == torch.float32  # narrow rows: the products do not dominate
+    assert _search_dtype("int8", CPU, 16) == torch.int8
+
+
+def test_int8_is_available_on_x86_builds():
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert quantized.int8_available()
