@@ -19,7 +19,7 @@ runs them anyway); and deepgeom's N = 100,000, D = 128 search.
 GFLOP/s of the distance computation = N²·D (every unordered pair once, 2D flops each) divided by the
 whole ``knn`` time (search, refinement, proof included), compared with a float32 torch matmul of
 (2048 × D')·(D' × 2048), D' = min(D, 4096), measured in the same worker just before: ``fraction`` for
-the default ``search="auto"`` (bf16 products where the CPU has them, so it can exceed 1) and
+the default ``search="auto"`` (bf16 products where the CPU has native bf16, int8 products on other x86 CPUs: it can exceed 1) and
 ``fraction32`` for ``search="float32"``.
 """
 
@@ -94,7 +94,7 @@ def worker_deepgeom(path: str, mmap: bool, knn_only: bool, repeat: int) -> None:
         t_knn, nb = timed(lambda: knn(X, 2), repeat)
     out = dict(knn_time=t_knn, n_fallback=nb.n_fallback, matmul_gflops=mm, threads=torch.get_num_threads(),
                base_mb=base, knn_peak_mb=pk.peak_mb, gflops=n * n * d / t_knn / 1e9)
-    if not mmap:  # the float32 search alone (search="auto" may use bf16 products on this CPU)
+    if not mmap:  # the float32 search alone (search="auto" may use bf16 or int8 products on this CPU)
         t32, _ = timed(lambda: knn(X, 2, search="float32"), repeat)
         out.update(knn32_time=t32, gflops32=n * n * d / t32 / 1e9)
     if not knn_only:

@@ -42,10 +42,10 @@ from . import _duplicates, _knn
 # besides the public names, the internals that tests and benchmarks reach through this package
 from ._duplicates import _bits_hash, _row_bits, duplicate_groups  # noqa: F401
 from ._error_model import U32, U64, U_BF16, _gamma, _search_error, _unit_scale  # noqa: F401
-from ._knn import _check_exact_integers, _pilot, ensure_neighbors, knn  # noqa: F401
+from ._knn import _check_exact_integers, _pilot, _search_dtype, ensure_neighbors, knn  # noqa: F401
 from ._refine import _exact_rows, _pair_dist, _pair_sqdist, _refine  # noqa: F401
 from ._result import Neighbors
-from ._search import _d2_block, _fast_bf16_cpu, _search_dtype, _slab_search, _symmetric_search  # noqa: F401
+from ._search import _d2_block, _fast_bf16_cpu, _slab_search, _symmetric_search  # noqa: F401
 from ._tree import TREE_MAX_DIM, TREE_MIN_ROWS, _tree_search  # noqa: F401
 
 __all__ = ["Neighbors", "knn", "duplicate_groups", "ensure_neighbors"]

@@ -14,14 +14,14 @@ from ..._validation import check_matrix, check_positive_int, is_memmap
 from ...errors import InputError
 from ..matrix import DEFAULT_BLOCK_BYTES, as_tensor, block_size_for, resolve_device
 from ._error_model import U32, U64, _search_error, _unit_scale
-from ._quantized import int8_against_all, int8_symmetric_search, quantize_rows
+from ._quantized import int8_against_all, int8_available, int8_symmetric_search, quantize_rows
 from ._refine import _exact_rows, _refine, _rounding_radius
 from ._result import Neighbors
 from ._search import (
     _centre_in_memory,
     _d2_block,
+    _fast_bf16_cpu,
     _progress_bar,
-    _search_dtype,
     _slab_search,
     _squared_norms,
     _stats_pass,
@@ -87,11 +87,19 @@ def knn(
     neighbour distances are nearly equal: high intrinsic dimension, tight clusters); rows a bf16 pass
     cannot certify are searched again in float32, then float64.
 
+    **int8 products** (:mod:`._quantized`; CPUs without native bf16, where oneDNN's integer
+    products run at about twice float32's rate).  Rows are quantized with a step per row,
+    :math:`\hat x_i = \sigma_i q_i`, :math:`|q_i| \le 63`; the integer products are exact, so
+    :math:`\hat d^2_{ij}` is :math:`\|\hat x_i - \hat x_j\|^2` up to a few float32 roundings, and
+    :math:`e_i` above becomes the quantization residual :math:`\|x_i - \hat x_i\|` (bounded per row),
+    with the same proof, pilot and fallbacks as bf16.
+
     Only candidates that can still be among the k nearest (lower bound ≤ the k-th upper bound) are
     refined, so refinement costs about k+1 differences per row.
 
     **Memory.** The centred float32 copy of X plus one B×W float32 strip of the distance matrix
-    (``block_rows`` = B, W ≤ ``memory_bytes``/(12·B)) in memory; for a memmap an R×N slab
+    (``block_rows`` = B, W ≤ ``memory_bytes``/(12·B)) in memory (int8: plus two N×D byte copies, the
+    unsigned rows and oneDNN's packed blocks, and R×512 strips, R ≤ ``memory_bytes``/(12·512)); for a memmap an R×N slab
     accumulated over feature chunks (streamed from disk, never loaded whole) with
     R×N×4 ≤ ``memory_bytes`` (one slab for all rows: only its upper block triangle is multiplied).
     Refinement gathers pair batches within ``memory_bytes``.  Never an N×N×D tensor; no loop over
@@ -111,12 +119,14 @@ def knn(
         block_features: feature columns per product chunk (bounds h above; default 4096).
         margin: extra candidates m kept per row beyond k (more → fewer fallback rows).
         memory_bytes: working-memory budget for one block/slab.
-        search: dtype of the candidate products: ``"float32"``, ``"bfloat16"`` or ``"auto"``
-            (bfloat16 for in-memory data with D ≥ 256 on a CPU that multiplies bf16 natively —
-            AVX512-BF16/AMX, about twice float32's rate — else float32).  The answer is the same
-            exact one: only the error bound of the proof changes, and rows it cannot certify are
-            searched again in float32, then float64 (a bf16 pass that leaves over a quarter of the
-            rows uncertain is replaced by a whole float32 search).
+        search: dtype of the candidate products: ``"float32"``, ``"bfloat16"``, ``"int8"`` or
+            ``"auto"`` (for in-memory data with D ≥ 256 on a CPU: bfloat16 where the CPU multiplies
+            it natively — AVX512-BF16/AMX, about twice float32's rate — else int8 where torch has
+            oneDNN's int8 products, each after its pilot; else float32).  ``"int8"`` on a GPU or
+            without oneDNN searches in float32.  The answer is the same exact one: only the error
+            bound of the proof changes, and rows it cannot certify are searched again in float32,
+            then float64 (a bf16 or int8 pass that leaves over a quarter of the rows uncertain is
+            replaced by a whole float32 search).
         method: ``"matrix"`` (the blocked products above, O(N²D)), ``"tree"`` (a k-d tree,
             :func:`_tree_search`: O(N log N) in low dimension, same exact distances, same tie rule) or
             ``"auto"``: the tree for D ≤ ``TREE_MAX_DIM`` (8) and N ≥ ``TREE_MIN_ROWS`` (4,096) when its
@@ -218,6 +228,26 @@ def _validate(X: Any, k: Any, margin: Any) -> tuple[Any, int, int]:
         raise InputError(f"k={k} neighbours need at least k+1 = {k + 1} points (rows); got N={n}")
     _check_exact_integers(X)
     return X, k, margin
+
+
+def _search_dtype(search: str, dev: torch.device, d: int) -> torch.dtype:
+    """The candidate-product dtype for ``search`` (see :func:`knn`)."""
+    if search not in ("auto", "float32", "bfloat16", "int8"):
+        raise InputError(f"search must be 'auto', 'float32', 'bfloat16' or 'int8'; got {search!r}")
+    if search == "float32":
+        return torch.float32
+    if search == "int8":  # oneDNN's int8 products run on the CPU only
+        return torch.int8 if dev.type == "cpu" and int8_available() else torch.float32
+    if dev.type == "cuda" and bool(torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction):
+        # cuBLAS may then round partial sums to bf16, which the error model does not cover
+        return torch.float32
+    if search == "bfloat16":
+        return torch.bfloat16
+    if dev.type != "cpu" or d < 256:
+        return torch.float32
+    if _fast_bf16_cpu():
+        return torch.bfloat16
+    return torch.int8 if int8_available() else torch.float32
 
 
 #: product dtypes whose wider error bound may leave rows a float32 search would certify

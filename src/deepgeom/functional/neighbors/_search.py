@@ -37,28 +37,6 @@ def _fast_bf16_cpu() -> bool:
     return _FAST_BF16
 
 
-def _search_dtype(search: str, dev: torch.device, d: int) -> torch.dtype:
-    """The candidate-product dtype for ``search`` (see :func:`knn`)."""
-    if search not in ("auto", "float32", "bfloat16", "int8"):
-        raise InputError(f"search must be 'auto', 'float32', 'bfloat16' or 'int8'; got {search!r}")
-    if search == "float32":
-        return torch.float32
-    from ._quantized import int8_available  # here: _quantized builds on this module's _merge
-
-    if search == "int8":  # oneDNN's int8 products run on the CPU only
-        return torch.int8 if dev.type == "cpu" and int8_available() else torch.float32
-    if dev.type == "cuda" and bool(torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction):
-        # cuBLAS may then round partial sums to bf16, which the error model does not cover
-        return torch.float32
-    if search == "bfloat16":
-        return torch.bfloat16
-    if dev.type != "cpu" or d < 256:
-        return torch.float32
-    if _fast_bf16_cpu():
-        return torch.bfloat16
-    return torch.int8 if int8_available() else torch.float32
-
-
 def _centre_in_memory(src: torch.Tensor, dev: torch.device, br: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(float64 column mean, centred float32 rows scaled by a power of two, that power of two).
 
