@@ -27,17 +27,22 @@ needs_int8 = pytest.mark.skipif(not quantized.int8_available(), reason="this tor
 CPU = torch.device("cpu")
 
 
+def _quantize(Xc: torch.Tensor) -> quantized.QuantizedRows:
+    return quantized.quantize_rows(lambda r0, r1: Xc[r0:r1], *Xc.shape, len(Xc), block_bytes=4096)
+
+
 def _bounds_hold(X: np.ndarray) -> float:
     """Check the int8 proof's premises pair by pair on X; return the largest error / bound seen."""
     X64 = X.astype(np.float64)
     Xc = torch.from_numpy((X64 - X64.mean(0)).astype(np.float32))
     Xc *= _unit_scale(float(Xc.abs().max()))  # as knn does: every value below 1, by a power of two
-    qr = quantized.quantize_rows(Xc, (Xc.double() ** 2).sum(1), len(X))
+    qr = _quantize(Xc)
     true = cdist(Xc.double().numpy(), Xc.double().numpy())  # distances of the centred float32 rows
     xhat = qr.sigma.double()[:, None] * torch.cat([u.to(torch.int16) - 64 for u in qr.u], 1).double()
     # each quantized point lies within its radius of the row it stands for
     resid = torch.linalg.vector_norm(Xc.double() - xhat, dim=1)
     assert bool((resid <= qr.radius).all())
+    np.testing.assert_allclose(qr.sq_x.numpy(), (Xc.double() ** 2).sum(1).numpy(), rtol=1e-14)
     np.testing.assert_allclose(qr.sq.numpy(), (xhat**2).sum(1).numpy(), rtol=1e-15)
     # the searched values: the quantized points' squared distances up to the float32 roundings
     d2 = quantized.int8_against_all(qr, torch.arange(len(X))).double()
@@ -118,7 +123,7 @@ def test_int8_search_is_exact_where_its_bound_separates_nothing(rng):
         np.fill_diagonal(D, np.inf)
         np.testing.assert_allclose(nb.distances, np.sort(D, 1)[:, :3], rtol=1e-12, atol=0)
         Xc = torch.from_numpy((X64 - X64.mean(0)).astype(np.float32))
-        qr = quantized.quantize_rows(Xc, (Xc.double() ** 2).sum(1), len(X))
+        qr = _quantize(Xc)
         plan = _plan(len(X), X.shape[1], 3, 8, None, 2**28)
         radius = qr.radius + _rounding_radius((Xc.double() ** 2).sum(1), U32)
         err = _search_error(torch.int8, 0, CPU, X.shape[1], len(qr.u))

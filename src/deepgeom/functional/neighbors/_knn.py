@@ -21,6 +21,7 @@ from ._search import (
     _centre_in_memory,
     _d2_block,
     _fast_bf16_cpu,
+    _mean_and_max,
     _progress_bar,
     _slab_search,
     _squared_norms,
@@ -290,24 +291,16 @@ def _search_in_memory(X: Any, plan: _Plan, dev: torch.device, sdt: torch.dtype, 
     a pilot says it will certify the data, for ``search="auto"``)."""
     n, d = plan.n, plan.d
     src = as_tensor(X).to(dev)
-    br = block_size_for(d, 8, plan.budget)
-    mean, Xc, scale = _centre_in_memory(src, dev, br)
-    sq = _squared_norms(Xc, dev, br)
     B = max(1, min(n, check_positive_int(block_rows or 1024, "block_rows"), int(math.sqrt(plan.budget / 12))))
     W = max(B, min(n, plan.budget // (12 * B)))
-    radius = _rounding_radius(sq, U32)
-    common = dict(src=src, mean=mean, scale=scale, h=plan.h, Xc=Xc, Xc_sq=sq, B=B, W=W)
-    if sdt == torch.bfloat16 and float(sq.max()) < 1e-30:  # all but vanishing after flushing
-        sdt = torch.float32
     if sdt == torch.int8:
-        qr = quantize_rows(Xc, sq, n)
-        q_radius = qr.radius + radius  # quantized → centred float32 → true centred point
-        q_err = _search_error(torch.int8, 0, dev, d, len(qr.u))
-        if search != "auto" or _pilot(src, lambda rows: int8_against_all(qr, rows), qr.sq, q_radius, q_err, plan, dev,
-                                      scale):
-            v, i = int8_symmetric_search(qr, plan.K, plan.budget, bar)
-            return _Candidates(sq=qr.sq, radius=q_radius, values=v, indices=i, dtype=torch.int8, chunks=len(qr.u),
-                               **common)
+        cand = _search_int8(src, plan, dev, search, B, W, bar)
+        if cand is not None:
+            return cand
+        sdt = torch.float32
+    mean, Xc, scale, sq = _centred_copy(src, plan, dev)
+    radius = _rounding_radius(sq, U32)
+    if sdt == torch.bfloat16 and float(sq.max()) < 1e-30:  # all but vanishing after flushing
         sdt = torch.float32
     Xs = Xc if sdt == torch.float32 else Xc.to(sdt)
     if sdt == torch.bfloat16 and search == "auto":
@@ -317,7 +310,40 @@ def _search_in_memory(X: Any, plan: _Plan, dev: torch.device, sdt: torch.dtype, 
                       scale):
             sdt, Xs = torch.float32, Xc
     v, i = _symmetric_search(Xs, sq, plan.K, B, W, plan.Dc, bar)
-    return _Candidates(sq=sq, radius=radius, values=v, indices=i, dtype=sdt, chunks=plan.chunks, **common)
+    return _Candidates(src=src, mean=mean, scale=scale, sq=sq, radius=radius, values=v, indices=i, dtype=sdt,
+                       h=plan.h, chunks=plan.chunks, Xc=Xc, Xc_sq=sq, B=B, W=W)
+
+
+def _centred_copy(src: torch.Tensor, plan: _Plan, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, float,
+                                                                             torch.Tensor]:
+    """(mean, centred scaled float32 rows, their power-of-two scale, their float64 squared norms)."""
+    br = block_size_for(plan.d, 8, plan.budget)
+    mean, Xc, scale = _centre_in_memory(src, dev, br)
+    return mean, Xc, scale, _squared_norms(Xc, dev, br)
+
+
+def _search_int8(src: torch.Tensor, plan: _Plan, dev: torch.device, search: str, B: int, W: int,
+                 bar: Any) -> _Candidates | None:
+    """The int8 search (:mod:`._quantized`), or None when its pilot says the bound will not certify
+    this data.  The rows are centred, scaled and quantized block by block from the input: no float32
+    copy of the data is made (a float32 search after it makes its own, :func:`_prove_first`)."""
+    n, d = plan.n, plan.d
+    mean, xmax = _mean_and_max(src, dev, block_size_for(d, 8, plan.budget))
+    # |x − mean| ≤ max|x| + max|mean|: a power of two that keeps every centred value within 1
+    scale = _unit_scale(xmax + float(mean.abs().max()))
+
+    def centred(r0: int, r1: int) -> torch.Tensor:  # float64 difference, exact scaling, one rounding
+        return ((src[r0:r1].to(torch.float64) - mean) * scale).to(torch.float32)
+
+    qr = quantize_rows(centred, n, d, n)
+    radius = qr.radius + _rounding_radius(qr.sq_x, U32)  # quantized → centred float32 → true centred point
+    err = _search_error(torch.int8, 0, dev, d, len(qr.u))
+    if search == "auto" and not _pilot(src, lambda rows: int8_against_all(qr, rows), qr.sq, radius, err, plan, dev,
+                                       scale):
+        return None
+    v, i = int8_symmetric_search(qr, plan.K, plan.budget, bar)
+    return _Candidates(src=src, mean=mean, scale=scale, sq=qr.sq, radius=radius, values=v, indices=i,
+                       dtype=torch.int8, h=plan.h, chunks=len(qr.u), B=B, W=W)
 
 
 def _prove(c: _Candidates, plan: _Plan, dev: torch.device, rows: torch.Tensor, values: torch.Tensor,
@@ -335,6 +361,8 @@ def _prove_first(c: _Candidates, plan: _Plan, dev: torch.device) -> tuple[torch.
     dist, idx, ok = _prove(c, plan, dev, all_rows, c.values, c.indices, c.sq, c.dtype, c.h, c.radius, plan.complete,
                            c.chunks)
     if c.dtype in _REDUCED and int((~ok).sum()) > plan.n // 4:
+        if c.Xc is None:  # the int8 search kept no float32 copy
+            c.mean, c.Xc, c.scale, c.Xc_sq = _centred_copy(c.src, plan, dev)
         c.values, c.indices = _symmetric_search(c.Xc, c.Xc_sq, plan.K, c.B, c.W, plan.Dc)
         c.dtype, c.sq, c.radius, c.chunks = torch.float32, c.Xc_sq, _rounding_radius(c.Xc_sq, U32), plan.chunks
         dist, idx, ok = _prove(c, plan, dev, all_rows, c.values, c.indices, c.sq, c.dtype, c.h, c.radius, plan.complete,

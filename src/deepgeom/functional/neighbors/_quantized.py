@@ -27,6 +27,7 @@ heavy-tailed ones), so :func:`knn` runs a pilot first and keeps float32 where it
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,7 @@ class QuantizedRows:
     sigma: torch.Tensor  #: (N,) float32 step per row
     sq: torch.Tensor  #: (N,) float64 ‖σ_i q_i‖²
     radius: torch.Tensor  #: (N,) float64 ≥ ‖x_i − σ_i q_i‖ (x_i: the centred float32 row)
+    sq_x: torch.Tensor  #: (N,) float64 ‖x_i‖²
 
 
 #: the smallest step: products of two steps and an integer stay far above float32's subnormals
@@ -97,46 +99,52 @@ class QuantizedRows:
 _MIN_STEP = 2.0**-100
 
 
-def quantize_rows(Xc: torch.Tensor, sq_x: torch.Tensor, rows_hint: int, block_bytes: int = 2**20) -> QuantizedRows:
-    r""":math:`\sigma_i = \max(\max_f|x_{if}|/63, 2^{-100})` (float32), :math:`q_i = \mathrm{round}(x_i/\sigma_i)`,
-    their norms and residual radii, and the packed blocks (``rows_hint``: the left-hand rows per
-    product, for oneDNN's layout); ``sq_x``: the rows' float64 squared norms.
+def quantize_rows(rows: Callable[[int, int], torch.Tensor], n: int, d: int, rows_hint: int,
+                  block_bytes: int = 2**20) -> QuantizedRows:
+    r"""Quantize the centred float32 rows ``rows(r0, r1)`` block by block (``block_bytes`` of float32:
+    they stay in cache, and no centred copy of the data is kept): :math:`\sigma_i = \max(\max_f|x_{if}|/63,
+    2^{-100})` (float32), :math:`q_i = \mathrm{round}(x_i/\sigma_i)`, their norms, the rows' own float64
+    squared norms, the residual radii, and the packed blocks (``rows_hint``: the left-hand rows per
+    product, for oneDNN's layout).
 
-    Everything runs in float32 on cache-sized row blocks (``block_bytes``), at memory speed:
-    :math:`\sum_f q_{if}^2` is an integer below :math:`2^{24}` per feature chunk, so exact in float32, and
+    :math:`\sum_f q_{if}^2` is an integer below :math:`2^{24}` per feature chunk, so exact in float32;
     the residual :math:`e_i = x_i - \sigma_i q_i` is computed in float32 with two roundings per value
     (:math:`\le 2u(|x| + |\sigma q|)`, plus :math:`2^{-149}` where it underflows) and its norm in
     float64, so :math:`r_i = (1+\epsilon)\,(\mathrm{fl}(\|e_i\|) + 2u(\|x_i\| + \|\hat x_i\|)) + 2^{-148}\sqrt D`
-    bounds the true residual (:math:`\epsilon` = (D+2)·2⁻²⁴, generous for the float64 norm)."""
-    n, d = Xc.shape
-    sigma = (torch.maximum(Xc.amin(1).neg_(), Xc.amax(1)) / LEVELS).clamp_min_(_MIN_STEP)  # faster than aminmax
+    bounds the true residual (:math:`\epsilon` = (D+2)·2⁻²⁴, generous for the float64 norms)."""
+    sigma = torch.empty(n, dtype=torch.float32)
     q = torch.empty((n, d), dtype=torch.int8)
     u = torch.empty((n, d), dtype=torch.uint8)
     qsq = torch.zeros(n, dtype=torch.float64)
+    sq_x = torch.empty(n, dtype=torch.float64)
     enorm = torch.empty(n, dtype=torch.float64)
     chunks = [slice(c0, c0 + EXACT_DEPTH) for c0 in range(0, d, EXACT_DEPTH)]
     rb = max(1, block_bytes // (4 * d))
     for r0 in range(0, n, rb):
-        x = Xc[r0 : r0 + rb]
-        s = sigma[r0 : r0 + rb, None]
+        r1 = min(n, r0 + rb)
+        x = rows(r0, r1)
+        s = sigma[r0:r1]
+        torch.maximum(x.amin(1).neg_(), x.amax(1), out=s)  # faster than aminmax
+        s = s.div_(LEVELS).clamp_min_(_MIN_STEP)[:, None]
         qf = torch.div(x, s).round_().clamp_(-LEVELS, LEVELS)  # integers, exact in float32
-        # the norm in float64: squares of float32 residuals neither underflow nor overflow there
-        enorm[r0 : r0 + rb] = torch.linalg.vector_norm(torch.addcmul(x, qf, s, value=-1.0), dim=1, dtype=torch.float64)
+        # norms in float64: squares of float32 values neither underflow nor overflow there
+        enorm[r0:r1] = torch.linalg.vector_norm(torch.addcmul(x, qf, s, value=-1.0), dim=1, dtype=torch.float64)
+        sq_x[r0:r1] = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64).square_()
         for c in chunks:
-            qsq[r0 : r0 + rb] += torch.linalg.vecdot(qf[:, c], qf[:, c]).double()  # exact: integers < 2²⁴
-        q[r0 : r0 + rb] = qf
-        u[r0 : r0 + rb] = qf.add_(LEVELS + 1)
+            qsq[r0:r1] += torch.linalg.vecdot(qf[:, c], qf[:, c]).double()  # exact: integers < 2²⁴
+        q[r0:r1] = qf
+        u[r0:r1] = qf.add_(LEVELS + 1)
     U = 2.0**-24
     g = (d + 2) * U
     sq = sigma.double() ** 2 * qsq  # two float64 roundings: inside the error model's count
     # (+ half an ulp of float32's smallest subnormal per operation, for values that underflow)
-    radius = (1 + g) * (enorm.double() + 2 * U * (sq_x.sqrt() + sq.sqrt())) + 2.0**-148 * math.sqrt(d)
+    radius = (1 + g) * (enorm + 2 * U * (sq_x.sqrt() + sq.sqrt())) + 2.0**-148 * math.sqrt(d)
     blocks = []
     for j0 in range(0, n, BLOCK):
         cols = slice(j0, min(n, j0 + BLOCK))
         blocks.append((cols, [_pack(q[cols, c], rows_hint) for c in chunks]))
     us = [u] if d <= EXACT_DEPTH else [u[:, c].contiguous() for c in chunks]
-    return QuantizedRows(u=us, blocks=blocks, sigma=sigma, sq=sq, radius=radius)
+    return QuantizedRows(u=us, blocks=blocks, sigma=sigma, sq=sq, radius=radius, sq_x=sq_x)
 
 
 def _d2(qr: QuantizedRows, rows: slice | torch.Tensor, packs: list[Any], cols: slice) -> torch.Tensor:

@@ -37,15 +37,10 @@ def _fast_bf16_cpu() -> bool:
     return _FAST_BF16
 
 
-def _centre_in_memory(src: torch.Tensor, dev: torch.device, br: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(float64 column mean, centred float32 rows scaled by a power of two, that power of two).
-
-    Centring only has to remove the common offset that makes |x|²+|y|²−2x·y cancel: any shift leaves
-    the distances (and the error model) unchanged, so float32 data are summed in float32 (pairwise,
-    accurate to ~log N ulps, at memory speed); float64 sums are the fallback when that overflows and
-    the rule for wider types.  The scaling makes every value below 1 in magnitude (exact; no
-    float32/bf16 square can overflow and subnormals only arise far below the data's scale).
-    """
+def _mean_and_max(src: torch.Tensor, dev: torch.device, br: int) -> tuple[torch.Tensor, float]:
+    """(float64 column mean, max |x|) of in-memory rows, refusing NaN/Inf: float32 data are summed in
+    float32 (pairwise, accurate to ~log N ulps, at memory speed), float64 block sums being the
+    fallback when that overflows and the rule for wider types (see :func:`_centre_in_memory`)."""
     n, d = src.shape
     mean = src.sum(0).to(torch.float64) if src.dtype == torch.float32 else None
     if mean is None or not bool(torch.isfinite(mean).all()):
@@ -57,7 +52,20 @@ def _centre_in_memory(src: torch.Tensor, dev: torch.device, br: int) -> tuple[to
         raise InputError("X has values too large to sum in float64; rescale it")
     mean /= n
     lo, hi = torch.aminmax(src) if src.dtype != torch.bool else (0, 1)
-    xmax = max(-float(lo), float(hi))
+    return mean, max(-float(lo), float(hi))
+
+
+def _centre_in_memory(src: torch.Tensor, dev: torch.device, br: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(float64 column mean, centred float32 rows scaled by a power of two, that power of two).
+
+    Centring only has to remove the common offset that makes |x|²+|y|²−2x·y cancel: any shift leaves
+    the distances (and the error model) unchanged, so float32 data are summed in float32 (pairwise,
+    accurate to ~log N ulps, at memory speed); float64 sums are the fallback when that overflows and
+    the rule for wider types.  The scaling makes every value below 1 in magnitude (exact; no
+    float32/bf16 square can overflow and subnormals only arise far below the data's scale).
+    """
+    n, d = src.shape
+    mean, xmax = _mean_and_max(src, dev, br)
     Xc = None
     if src.dtype == torch.float32 and 2.0**-100 < xmax < 2.0**100:
         # one correctly rounded subtraction in float32, then an exact power-of-two scaling
