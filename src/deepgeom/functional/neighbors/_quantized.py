@@ -14,7 +14,7 @@ searched values are
 the squared distance of the quantized points up to a few float32 roundings (the error model's
 ``int8`` case). The proof needs no floating-point bound for the products: by the triangle
 inequality :math:`|\,\|x_i-x_j\| - \|\hat x_i-\hat x_j\|\,| \le r_i + r_j` with
-:math:`r_i = \|x_i - \hat x_i\|`, computed per row in float64 (the ``radius`` of :func:`._refine._refine`).
+:math:`r_i = \|x_i - \hat x_i\|`, bounded per row (:func:`quantize_rows`; the ``radius`` of :func:`._refine._refine`).
 
 Why 63 levels and not 127: without AVX-512 VNNI the int8 kernels multiply unsigned by signed bytes
 and add pairs in saturating int16 (``vpmaddubsw``); with :math:`q+64 \le 127` on the unsigned side
