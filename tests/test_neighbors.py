@@ -293,10 +293,13 @@ def test_bf16_bound_holds_at_layer_sizes(rng, d):
     assert float((err / bound).max()) < 0.5  # the bound is not just barely met
 
 
-def test_bf16_and_float32_searches_agree_bitwise_on_a_layer(rng):
+@pytest.mark.parametrize("search", ["bfloat16", "int8"])
+def test_reduced_and_float32_searches_agree_bitwise_on_a_layer(rng, search):
+    # a ReLU layer of a low-dimensional input: the wider bound certifies most rows, the rest are
+    # searched again in float32; either way the exact refinement gives the same bits
     X = np.maximum(rng.normal(size=(2500, 16)) @ rng.normal(size=(16, 1024)), 0).astype(np.float32)
     a = knn(X, 4, search="float32")
-    b = knn(X, 4, search="bfloat16")
+    b = knn(X, 4, search=search)
     np.testing.assert_array_equal(a.distances, b.distances)
     np.testing.assert_array_equal(a.indices, b.indices)
 

@@ -5,7 +5,8 @@ the centred rows): the searched values are the squared distances of the quantize
 error model's float32 roundings, and each quantized point lies within its ``radius`` of the true
 one, so every true distance lies in [√(d̂² − ε) − r_i − r_j, √(d̂² + ε) + r_i + r_j].  Then: the
 answers equal float64 brute force and the float32 search bitwise, including data the int8 bound
-cannot separate (handled by the pilot and the fallbacks).
+cannot separate (handled by the pilot and the fallbacks); the bitwise agreement with the float32
+search on a ReLU layer is in test_neighbors.py, beside bf16's.
 """
 
 from __future__ import annotations
@@ -93,17 +94,6 @@ def test_int8_products_are_exact_integers_at_the_saturation_edge():
     got = quantized.int8_products(quantized._unsigned(q), quantized._pack(q, 32), torch.ones(32))
     assert torch.equal(got.double(), q.double() @ q.double().T)
     assert float(got.abs().max()) == 4096 * 63**2  # < 2²⁴: exact in float32
-
-
-@needs_int8
-def test_int8_and_float32_searches_agree_bitwise(rng):
-    # a ReLU layer of a low-dimensional input: the int8 bound certifies most rows; the rest are
-    # searched again in float32; either way the exact refinement gives the same bits
-    X = np.maximum(rng.normal(size=(2500, 16)) @ rng.normal(size=(16, 1024)), 0).astype(np.float32)
-    a = knn(X, 4, search="float32")
-    b = knn(X, 4, search="int8")
-    np.testing.assert_array_equal(a.distances, b.distances)
-    np.testing.assert_array_equal(a.indices, b.indices)
 
 
 @needs_int8
