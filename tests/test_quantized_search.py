@@ -134,3 +134,19 @@ def test_auto_search_takes_int8_only_without_native_bfloat16():
 def test_int8_is_available_on_x86_builds():
     if platform.machine() in ("x86_64", "AMD64"):
         assert quantized.int8_available()
+
+
+@needs_int8
+@pytest.mark.parametrize("n, d, memory_bytes", [(1500, 300, 2**20), (1100, 4200, 2**28), (700, 300, 2**28)])
+def test_int8_search_shapes_and_budgets(rng, n, d, memory_bytes):
+    # strips split into several row chunks (small budget), two feature chunks (d > 4,096: products
+    # summed in float32), a row count that is no multiple of the 512-row blocks; exact every time
+    z = rng.uniform(size=(n, 6))
+    X = (np.cos(z @ rng.normal(size=(6, d)) * 3) + rng.normal(size=(1, d))).astype(np.float32)
+    nb = knn(X, 3, search="int8", memory_bytes=memory_bytes)
+    X64 = X.astype(np.float64)
+    D = cdist(X64, X64)
+    np.fill_diagonal(D, np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(n), D.shape), D), axis=1)[:, :3]
+    np.testing.assert_allclose(nb.distances, np.take_along_axis(D, order, 1), rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(nb.indices, order)
