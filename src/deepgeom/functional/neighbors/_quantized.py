@@ -184,8 +184,15 @@ def int8_symmetric_search(qr: QuantizedRows, K: int, budget: int, bar: Any = Non
                 lo = max(i0, j0)
                 sub = d2[lo - i0 : i1 - i0]
                 sub.masked_fill_(torch.ones(sub.shape, dtype=torch.bool).tril_(lo - j0), math.inf)
-            v, p = torch.topk(d2, min(K, j1 - j0), dim=1, largest=False, sorted=False)
-            _merge(cand_v, cand_i, slice(i0, i1), v, p + j0)
+            # rows whose K-th candidate is already below every value here gain nothing (about
+            # half of them once the rows above the diagonal have met a few blocks): skip them
+            live = (d2.amin(1) < cand_v[i0:i1, -1]).nonzero()[:, 0]
+            if len(live) > (i1 - i0) * 0.9:
+                v, p = torch.topk(d2, min(K, j1 - j0), dim=1, largest=False, sorted=False)
+                _merge(cand_v, cand_i, slice(i0, i1), v, p + j0)
+            elif len(live):
+                v, p = torch.topk(d2[live], min(K, j1 - j0), dim=1, largest=False, sorted=False)
+                _merge(cand_v, cand_i, live + i0, v, p + j0)
             v, p = torch.topk(d2, min(K, i1 - i0), dim=0, largest=False, sorted=False)
             _merge(cand_v, cand_i, cols, v.T, p.T + i0)
         if bar is not None:

@@ -126,7 +126,7 @@ def _stats_pass(X: Any, block_rows: int) -> tuple[torch.Tensor, float]:
     return mean, float(torch.maximum(hi.abs(), lo.abs()).max() + mean.abs().max())
 
 
-def _merge(cand_v: torch.Tensor, cand_i: torch.Tensor, s: slice, new_v: torch.Tensor, new_i: torch.Tensor) -> None:
+def _merge(cand_v: torch.Tensor, cand_i: torch.Tensor, s: slice | torch.Tensor, new_v: torch.Tensor, new_i: torch.Tensor) -> None:
     """Merge new (values, global indices) into the running K smallest of rows ``s`` (in place)."""
     v = torch.cat([cand_v[s], new_v], 1)
     i = torch.cat([cand_i[s], new_i], 1)
