@@ -99,8 +99,9 @@ def knn(
     refined, so refinement costs about k+1 differences per row.
 
     **Memory.** The centred float32 copy of X plus one B×W float32 strip of the distance matrix
-    (``block_rows`` = B, W ≤ ``memory_bytes``/(12·B)) in memory (int8: plus two N×D byte copies, the
-    unsigned rows and oneDNN's packed blocks, and R×512 strips, R ≤ ``memory_bytes``/(12·512)); for a memmap an R×N slab
+    (``block_rows`` = B, W ≤ ``memory_bytes``/(12·B)) in memory (int8: two N×D byte copies instead of
+    the float32 one, the unsigned rows and oneDNN's packed blocks, and R×512 strips,
+    R ≤ ``memory_bytes``/(12·512); a float32 search after it makes the float32 copy then); for a memmap an R×N slab
     accumulated over feature chunks (streamed from disk, never loaded whole) with
     R×N×4 ≤ ``memory_bytes`` (one slab for all rows: only its upper block triangle is multiplied).
     Refinement gathers pair batches within ``memory_bytes``.  Never an N×N×D tensor; no loop over
