@@ -540,7 +540,7 @@ def test_fast_kernels_equal_the_per_layer_route(monkeypatch, syrk):
             torch.set_num_threads(t)
             out[t] = M.minibatch_hsic_update(xs)
             layers = [torch.as_tensor(x) for x in xs]
-            side = M._SideKernels(torch.zeros(10, 96, 96, dtype=torch.float64), torch.empty(10, 96, dtype=torch.float64),
+            side = M._SideKernels(torch.zeros(10, 96 * 95 // 2, dtype=torch.float64), torch.empty(10, 96, dtype=torch.float64),
                                   torch.empty(10, dtype=torch.float64), np.zeros(10, dtype=np.int64), 96)
             [done] = M._fast_linear([(layers, side)], "auto", torch.device("cpu"), None)
             assert done.tolist() == [True] * 3 + [False] * 4 + [True] * 3
@@ -580,4 +580,4 @@ def test_sums_form_equals_u_centring_on_random_kernels():
     R = torch.stack([K.sum(1) - K.diagonal() for K in Ks])
     U = torch.stack([u_center(K).reshape(-1) for K in Ks])
     np.testing.assert_allclose(_hsic_sums(P, R, P, R, n).numpy(), (U @ U.T).numpy(), rtol=1e-10)
-    np.testing.assert_allclose(_hsic_self(P, R, n).numpy(), (U * U).sum(1).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(_hsic_self((P * P).sum(1), R, n).numpy(), (U * U).sum(1).numpy(), rtol=1e-10)
