@@ -257,6 +257,28 @@ def test_early_stop_after_last_requested_layer(net, x):
     assert len(calls) == 1  # only the first batch runs the whole forward (to learn order and repeats)
 
 
+def test_uncopied_stream_detects_in_place_ops_and_records_copies(net, x):
+    """copy=False (what minibatch CKA uses): the same rows as copy=True. "stem.0" is overwritten by the
+    in-place ReLU after its hook: the version counter shows it, the first batch runs once more with that
+    layer copied, and later batches copy it at once (one forward each); other layers are the module
+    outputs themselves, not copies."""
+    calls = []
+    net.stem[0].register_forward_hook(lambda *a: calls.append(1))
+    names = ["stem.0", "block.fc", "output"]
+    ref = list(stream(net, x, names, batch_size=16))
+    with torch.no_grad():
+        pre = net.stem[0](x)  # before the in-place ReLU
+    calls.clear()
+    seen = {}
+    net.block.fc.register_forward_hook(lambda _m, _i, out: seen.__setitem__("fc", out))
+    for k, b in enumerate(stream(net, x, names, batch_size=16, copy=False)):
+        for n in names:
+            np.testing.assert_array_equal(b[n].numpy(), ref[k][n].numpy())
+        assert b["block.fc"].data_ptr() == seen["fc"].data_ptr()  # recorded without a copy
+        np.testing.assert_array_equal(b["stem.0"].numpy(), pre[b.index].numpy())
+    assert len(calls) == 5  # 4 batches, the first twice
+
+
 # ------------------------------------------------------------------------------------------ data kinds
 def test_data_kinds_give_same_rows_and_labels(net, x):
     y = torch.arange(50) % 3

@@ -152,7 +152,8 @@ def test_constant_layer_is_nan_with_warning(value):
 def test_inplace_relu_after_recorded_layer():
     """Linear → ReLU(inplace=True), the Linear recorded: pytorch-cka keeps the hook's tensor, which the
     ReLU then overwrites, so it compares post-ReLU values (CKA 0.854 against the same Linear in another
-    model, where the truth is 1). deepgeom copies each output when it is recorded."""
+    model, where the truth is 1). deepgeom checks each recorded output's version counter after the
+    forward pass and records a layer changed in place as a copy (the batch run again)."""
     torch.manual_seed(0)
     lin = nn.Linear(16, 32)
     a = nn.Sequential(lin, nn.ReLU(inplace=True))

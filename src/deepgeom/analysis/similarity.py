@@ -88,11 +88,13 @@ def _model_batches(model_a: nn.Module, model_b: nn.Module | None, data: Any, lay
     names_b = resolve_layers(model_b, layers_b) if model_b is not None else None
     # with two models the batch inputs are recorded too, to check both streams saw the same examples
     req_a = names_a if ("input" in names_a or model_b is None) else ["input", *names_a]
-    sa = stream(model_a, data, req_a, batch_size=batch_size, device=device, reduce=reduce, progress=progress)
+    # copy=False: every batch is consumed before either model runs again (no copy of each activation)
+    sa = stream(model_a, data, req_a, batch_size=batch_size, device=device, reduce=reduce, progress=progress,
+                copy=False)
     sb = None
     if model_b is not None:
         req_b = names_b if "input" in names_b else ["input", *names_b]
-        sb = stream(model_b, data, req_b, batch_size=batch_size, device=device, reduce=reduce)
+        sb = stream(model_b, data, req_b, batch_size=batch_size, device=device, reduce=reduce, copy=False)
 
     def gen():
         if sb is None:
