@@ -17,19 +17,18 @@ rows) MKL's multi-threaded ``syrk`` is barely faster than one thread (0.48 again
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["syrk_available", "syrk_lower", "run_per_thread", "calling_thread_alone"]
+__all__ = ["syrk_available", "syrk_lower", "run_per_thread"]
 
 _lock = threading.Lock()
 _bound: dict[str, Any] | None = None  # set once, whole (threads read it without the lock)
@@ -137,26 +136,6 @@ def _set_threads(n: int) -> None:
     _bind()["omp"](ctypes.c_int(max(n, 1)))
     if _bind()["mkl_local"] is not None:
         _bind()["mkl_local"](ctypes.c_int(n if n == 1 else 0))
-
-
-@contextlib.contextmanager
-def calling_thread_alone() -> Iterator[None]:
-    """Run the block's torch/MKL calls on the calling thread alone (its OpenMP team cut to itself).
-
-    Before :func:`run_per_thread`: an OpenMP team that just worked keeps its helper threads spinning
-    for a few ms (libgomp's default wait policy), and pool workers started then share a core with one
-    — measured, 8 products of 256 × 1,280 on 2 threads took 10.6 ms right after a parallel op and
-    6.3 ms after a pause (one thread: 10.2). Single-threaded work placed in that window (centring the
-    layers, memory-bound anyway) loses little and lets the spin run out."""
-    before = torch.get_num_threads()
-    if before <= 1 or _bind()["omp"] is None:
-        yield
-        return
-    _set_threads(1)
-    try:
-        yield
-    finally:
-        _set_threads(before)
 
 
 def run_per_thread(jobs: Sequence[Callable[[], None]], costs: Sequence[float]) -> None:

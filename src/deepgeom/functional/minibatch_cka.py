@@ -102,16 +102,27 @@ def _hsic_self(pp: torch.Tensor, R: torch.Tensor, n: int) -> torch.Tensor:
             - torch.linalg.vecdot(R, R) * (2.0 / (n - 2)))
 
 
-def _buffer(buffers: dict | None, key: str, shape: tuple[int, ...], dtype: torch.dtype, dev: torch.device,
-            zeros: bool = False) -> torch.Tensor:
+def _buffer(buffers: dict | None, key: Any, shape: tuple[int, ...], dtype: torch.dtype, dev: torch.device,
+            zeros: bool = False, per_thread: bool = False) -> torch.Tensor:
     """A work tensor reused from batch to batch through ``buffers`` (no fresh multi-MB block, and its
-    page faults, per batch); ``zeros``: zero-filled when first made."""
+    page faults, per batch); ``zeros``: zero-filled when first made. ``per_thread``: private to the
+    calling thread (run_per_thread's workers persist, so each keeps its own, small enough to stay in
+    its core's cache between one layer's steps), a view of a flat block that only grows (layers of
+    different widths share it)."""
+    numel = math.prod(shape)
+    key = (key, threading.get_ident(), dtype, dev) if per_thread else key
     T = None if buffers is None else buffers.get(key)
-    if T is None or tuple(T.shape) != shape or T.dtype != dtype or T.device != dev:
-        T = (torch.zeros if zeros else torch.empty)(shape, dtype=dtype, device=dev)
-        if buffers is not None:
-            buffers[key] = T
-    return T
+    if per_thread:
+        if T is None or T.numel() < numel:
+            T = (torch.zeros if zeros else torch.empty)(numel, dtype=dtype, device=dev)
+        out = T[:numel].view(shape)
+    else:
+        if T is None or tuple(T.shape) != shape or T.dtype != dtype or T.device != dev:
+            T = (torch.zeros if zeros else torch.empty)(shape, dtype=dtype, device=dev)
+        out = T
+    if buffers is not None:
+        buffers[key] = T
+    return out
 
 
 #: largest ratio of ⟨U, U⟩'s subtracted row-sum term to ⟨U, U⟩ itself for the sums form (float64
@@ -127,20 +138,6 @@ def _lower_product(xc: torch.Tensor, C: torch.Tensor) -> None:
     else:
         torch.matmul(xc, xc.mT, out=C)
         C.tril_()
-
-
-def _thread_buffer(buffers: dict | None, key: str, numel: int, dtype: torch.dtype, dev: torch.device,
-                   zeros: bool = False) -> torch.Tensor:
-    """A flat work tensor of at least ``numel`` elements private to the calling thread (run_per_thread's
-    workers persist, so each keeps its own from batch to batch: small enough to stay in its core's cache
-    between a layer's steps); grows only."""
-    key = (key, threading.get_ident(), dtype, dev)
-    T = None if buffers is None else buffers.get(key)
-    if T is None or T.numel() < numel:
-        T = (torch.zeros if zeros else torch.empty)(numel, dtype=dtype, device=dev)
-        if buffers is not None:
-            buffers[key] = T
-    return T
 
 
 def _strict_lower(n: int, dev: torch.device, buffers: dict | None) -> torch.Tensor:
@@ -167,15 +164,15 @@ def _layer_kernel(x: torch.Tensor, dtype: torch.dtype, out: _SideKernels, i: int
     that."""
     n, dev = out.n, out.P.device
     x = x.to(dev, dtype)
-    xc = _thread_buffer(buffers, "centred", x.numel(), dtype, dev)[: x.numel()].view(x.shape)
+    xc = _buffer(buffers, "centred", tuple(x.shape), dtype, dev, per_thread=True)
     ones = torch.full((1, n), 1.0 / n, dtype=dtype, device=dev)
     torch.sub(x, torch.matmul(ones, x), out=xc)
     # strict upper triangles zero from creation: syrk never writes them, the full product is cut
-    K = _thread_buffer(buffers, f"gram{n}", n * n, torch.float64, dev, zeros=True).view(n, n)
+    K = _buffer(buffers, f"gram{n}", (n, n), torch.float64, dev, zeros=True, per_thread=True)
     if dtype == torch.float64:
         _lower_product(xc, K)
     else:
-        C = _thread_buffer(buffers, f"gram{n}", n * n, dtype, dev, zeros=True).view(n, n)
+        C = _buffer(buffers, f"gram{n}", (n, n), dtype, dev, zeros=True, per_thread=True)
         _lower_product(xc, C)
         K.copy_(C)
     d = K.diagonal()
