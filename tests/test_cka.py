@@ -566,6 +566,31 @@ def test_fast_kernels_equal_the_per_layer_route(monkeypatch, syrk):
     assert ref.kk[6] == out[1].kk[6] == out[2].kk[6] == 0  # the constant layer
 
 
+def test_kernels_are_bitwise_the_same_on_any_thread():
+    """Each layer's kernel is one thread's work: a pool worker must run its products and reductions
+    on one thread (torch's first op in a new thread resets its OpenMP team to torch's count, so the
+    pool re-cuts it; a product left multi-threaded rounds differently). The packed triangles, row
+    sums and self terms of 12 layers on 2 threads, run twice, equal those on 1 thread bit for bit."""
+    import deepgeom.functional.minibatch_cka as M
+
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.relu(torch.randn(256, w, generator=g)) + 1 for w in (64, 300, 1024) * 4]
+    before = torch.get_num_threads()
+    got = []
+    try:
+        for t in (1, 2, 2):
+            torch.set_num_threads(t)
+            buffers: dict = {}
+            for _ in range(2):  # the second batch reuses the per-thread buffers
+                [k] = M._batch_kernels(xs, None, "linear", 0.8, "auto", "cpu", buffers)
+            got.append((k.P.clone(), k.R.clone(), k.uu.clone()))
+    finally:
+        torch.set_num_threads(before)
+    for other in got[1:]:
+        for a, b in zip(got[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
 def test_sums_form_equals_u_centring_on_random_kernels():
     """n(n−3)·HSIC₁ from triangles and row sums (Song et al. eq. 5) equals ⟨U(K), U(L)⟩ of explicitly
     U-centred kernels, for symmetric kernels with nonzero row sums (uncentred Grams, RBF-like)."""

@@ -102,27 +102,37 @@ def _hsic_self(pp: torch.Tensor, R: torch.Tensor, n: int) -> torch.Tensor:
             - torch.linalg.vecdot(R, R) * (2.0 / (n - 2)))
 
 
+def _new(shape: tuple[int, ...], fill: float | None, dtype: torch.dtype, dev: torch.device) -> torch.Tensor:
+    if fill is None:
+        return torch.empty(shape, dtype=dtype, device=dev)
+    return torch.full(shape, fill, dtype=dtype, device=dev)
+
+
 def _buffer(buffers: dict | None, key: Any, shape: tuple[int, ...], dtype: torch.dtype, dev: torch.device,
-            zeros: bool = False, per_thread: bool = False) -> torch.Tensor:
+            fill: float | None = None, per_thread: bool = False) -> torch.Tensor:
     """A work tensor reused from batch to batch through ``buffers`` (no fresh multi-MB block, and its
-    page faults, per batch); ``zeros``: zero-filled when first made. ``per_thread``: private to the
+    page faults, per batch); ``fill``: the value it holds when first made. ``per_thread``: private to the
     calling thread (run_per_thread's workers persist, so each keeps its own, small enough to stay in
     its core's cache between one layer's steps), a view of a flat block that only grows (layers of
-    different widths share it)."""
-    numel = math.prod(shape)
-    key = (key, threading.get_ident(), dtype, dev) if per_thread else key
-    T = None if buffers is None else buffers.get(key)
-    if per_thread:
-        if T is None or T.numel() < numel:
-            T = (torch.zeros if zeros else torch.empty)(numel, dtype=dtype, device=dev)
-        out = T[:numel].view(shape)
-    else:
+    different widths share it); the views are kept too (slicing anew costs 3.5 µs a call)."""
+    if not per_thread:
+        T = None if buffers is None else buffers.get(key)
         if T is None or tuple(T.shape) != shape or T.dtype != dtype or T.device != dev:
-            T = (torch.zeros if zeros else torch.empty)(shape, dtype=dtype, device=dev)
-        out = T
-    if buffers is not None:
-        buffers[key] = T
-    return out
+            T = _new(shape, fill, dtype, dev)
+            if buffers is not None:
+                buffers[key] = T
+        return T
+    key = (key, threading.get_ident(), dtype, dev)
+    base, views = (None, {}) if buffers is None else buffers.get(key, (None, {}))
+    view = views.get(shape)
+    if view is None:
+        numel = math.prod(shape)
+        if base is None or base.numel() < numel:  # a larger block: the old views go with the old one
+            base, views = _new((numel,), fill, dtype, dev), {}
+        view = views[shape] = base[:numel].view(shape)
+        if buffers is not None:
+            buffers[key] = (base, views)
+    return view
 
 
 #: largest ratio of ⟨U, U⟩'s subtracted row-sum term to ⟨U, U⟩ itself for the sums form (float64
@@ -165,14 +175,14 @@ def _layer_kernel(x: torch.Tensor, dtype: torch.dtype, out: _SideKernels, i: int
     n, dev = out.n, out.P.device
     x = x.to(dev, dtype)
     xc = _buffer(buffers, "centred", tuple(x.shape), dtype, dev, per_thread=True)
-    ones = torch.full((1, n), 1.0 / n, dtype=dtype, device=dev)
+    ones = _buffer(buffers, f"mean{n}", (1, n), dtype, dev, fill=1.0 / n, per_thread=True)  # (1/n)·1ᵀ
     torch.sub(x, torch.matmul(ones, x), out=xc)
     # strict upper triangles zero from creation: syrk never writes them, the full product is cut
-    K = _buffer(buffers, f"gram{n}", (n, n), torch.float64, dev, zeros=True, per_thread=True)
+    K = _buffer(buffers, f"gram{n}", (n, n), torch.float64, dev, fill=0.0, per_thread=True)
     if dtype == torch.float64:
         _lower_product(xc, K)
     else:
-        C = _buffer(buffers, f"gram{n}", (n, n), dtype, dev, zeros=True, per_thread=True)
+        C = _buffer(buffers, f"gram{n}", (n, n), dtype, dev, fill=0.0, per_thread=True)
         _lower_product(xc, C)
         K.copy_(C)
     d = K.diagonal()
