@@ -258,10 +258,10 @@ def test_early_stop_after_last_requested_layer(net, x):
 
 
 def test_uncopied_stream_detects_in_place_ops_and_records_copies(net, x):
-    """copy=False (what minibatch CKA uses): the same rows as copy=True. "stem.0" is overwritten by the
-    in-place ReLU after its hook: the version counter shows it, the first batch runs once more with that
-    layer copied, and later batches copy it at once (one forward each); other layers are the module
-    outputs themselves, not copies."""
+    """copy=False (what minibatch CKA uses): the same rows as copy=True. The first batch is copied
+    whole and shows, by the version counters, that the in-place ReLU overwrites "stem.0" after its
+    hook; later batches copy that layer and record the others as the module outputs themselves, one
+    forward pass each."""
     calls = []
     net.stem[0].register_forward_hook(lambda *a: calls.append(1))
     names = ["stem.0", "block.fc", "output"]
@@ -274,9 +274,41 @@ def test_uncopied_stream_detects_in_place_ops_and_records_copies(net, x):
     for k, b in enumerate(stream(net, x, names, batch_size=16, copy=False)):
         for n in names:
             np.testing.assert_array_equal(b[n].numpy(), ref[k][n].numpy())
-        assert b["block.fc"].data_ptr() == seen["fc"].data_ptr()  # recorded without a copy
+        assert (b["block.fc"].data_ptr() == seen["fc"].data_ptr()) == (k > 0)  # no copy after the first
         np.testing.assert_array_equal(b["stem.0"].numpy(), pre[b.index].numpy())
-    assert len(calls) == 5  # 4 batches, the first twice
+    assert len(calls) == 4  # one forward pass per batch
+
+
+class _LateInPlace(nn.Module):
+    """Overwrites its Linear's output in place from the second call on (and, with ``touch_input``,
+    its input too): an in-place op the first batch cannot reveal."""
+
+    def __init__(self, touch_input=False):
+        super().__init__()
+        self.lin, self.calls, self.touch_input = nn.Linear(4, 3), 0, touch_input
+
+    def forward(self, x):
+        h = self.lin(x)
+        self.calls += 1
+        if self.calls >= 2:
+            h.mul_(2)
+            if self.touch_input:
+                x.mul_(0)
+        return h
+
+
+def test_uncopied_stream_runs_a_batch_again_when_a_layer_changes_later():
+    torch.manual_seed(0)
+    m, x = _LateInPlace(), torch.randn(12, 4)
+    with torch.no_grad():
+        want = m.lin(x)
+    # "output" too: the forward then runs to its end (no early stop after "lin")
+    got = torch.cat([b["lin"] for b in stream(m, x, ["lin", "output"], batch_size=4, copy=False)])
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    assert m.calls == 4  # batch 2 ran twice (uncopied, then overwritten), batch 3 copied at once
+    m = _LateInPlace(touch_input=True)
+    with pytest.raises(InputError, match="changes its input in place"):
+        list(stream(m, torch.randn(12, 4), ["lin", "output"], batch_size=4, copy=False))
 
 
 # ------------------------------------------------------------------------------------------ data kinds

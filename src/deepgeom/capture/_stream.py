@@ -363,8 +363,9 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
     collected: dict[str, torch.Tensor] = {}
     calls: dict[str, int] = {}
     order: list[str] = []  # layers in the order they first fired (learned on the first batch)
-    versions: dict[str, int] = {}  # copy=False: each uncopied output's version counter when recorded
-    copied: set[str] = set(modules) if copy else set()  # layers recorded as copies
+    # copy=False: each output recorded, its version counter then, and whether a copy was kept
+    watched: dict[str, tuple[torch.Tensor, int, bool]] = {}
+    copied: set[str] = set(modules) if copy else set()
 
     def make_hook(name: str):
         def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
@@ -381,13 +382,14 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
             if t is None:
                 raise InputError(f"layer {name!r} ({type(_mod).__name__}) returned no tensor "
                                  f"(got {type(out).__name__})")
-            # a copy, or the version to check: a later in-place op (ReLU(inplace=True)) must not change
-            # what we recorded (inference tensors have no version counter)
+            # a later in-place op (ReLU(inplace=True)) must not change what we recorded: a copy, or
+            # the version to check (the first batch is copied whole, learning which layers change;
+            # inference tensors have no version counter)
             r = _reduce(t.detach(), reduce, state["mask"], name, state["token_len"])
-            own = name in copied or r.is_inference()
+            own = name in copied or first or r.is_inference()
             collected[name] = r.to("cpu", torch.float32, copy=own)
-            if not own:
-                versions[name] = collected[name]._version
+            if not copy and not r.is_inference():
+                watched[name] = (r, r._version, own)
             if state["stop_early"] and len(collected) == len(modules):
                 raise _StopForward
         return hook
@@ -413,11 +415,12 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
                 ids if isinstance(ids, torch.Tensor) and ids.ndim == 2 else None)
             state["token_len"] = None if tokens is None else int(tokens.shape[1])
             state["stop_early"] = not first and not want_output and repeated != "last"
+            x_in = first_tensor(inputs)
+            v_in = None if x_in is None or x_in.is_inference() else x_in._version
             stale = True
             while stale:
                 collected.clear()
                 calls.clear()
-                versions.clear()
                 output = None
                 with torch.no_grad():
                     try:
@@ -434,8 +437,13 @@ def _stream_gen(model, data, names, modules, batch_size, dev, float_dtype, reduc
                         # that only the cyclic GC would free: clear them now so memory stays at one batch
                         traceback.clear_frames(stop.__traceback__)
                         del stop
-                stale = {n for n, v in versions.items() if collected[n]._version != v}
-                copied |= stale  # overwritten in place after its hook: run the batch again, copying
+                changed = {n: own for n, (r, v, own) in watched.items() if r._version != v}
+                watched.clear()
+                copied |= set(changed)
+                stale = [n for n, own in changed.items() if not own]  # overwritten, no copy: run again
+                if stale and v_in is not None and x_in._version != v_in:
+                    raise InputError(f"layer(s) {sorted(stale)} changed in place after their hooks, and the model "
+                                     "changes its input in place, so the batch cannot be run again: use copy=True")
             missing = [n for n in modules if n not in collected]
             if missing:
                 raise InputError(f"layer(s) {missing} did not run in the forward pass (unused modules, or a "
