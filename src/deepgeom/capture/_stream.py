@@ -310,12 +310,12 @@ def stream(
             single output: ``"error"`` (default) raises naming it; ``"first"``/``"last"`` keep that call.
         forward: optional ``forward(model, inputs) -> output`` to call the model another way.
         progress: show a tqdm progress bar over batches.
-        copy: record each layer's own copy (default), safe to keep. ``False``: record the module
-            outputs themselves, valid until the next batch is asked for (a consumer that finishes with
-            each batch first, like minibatch CKA, saves a copy of every activation: 2% of the
-            benchmark's time); each output's version counter is checked after the forward pass, and a
-            layer that a later in-place op (``ReLU(inplace=True)``) changed is recorded again, copied,
-            by running that batch once more, and copied from then on.
+        copy: record each layer's own copy (default), safe to keep. ``False``: after a first batch
+            copied whole, record the module outputs themselves, valid until the next batch is asked
+            for (a consumer done with each batch first, like minibatch CKA, saves a copy of every
+            activation: 2% of the CKA benchmark's time). Version counters, checked after each forward
+            pass, show which layers a later in-place op (``ReLU(inplace=True)``) changes; those are
+            copied from then on (one seen only in a later batch: that batch runs once more).
 
     Yields:
         :class:`StreamBatch` — a dict in forward order (the order in which the layers first ran) with
