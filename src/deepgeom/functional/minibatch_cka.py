@@ -103,6 +103,7 @@ def _hsic_self(pp: torch.Tensor, R: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _new(shape: tuple[int, ...], fill: float | None, dtype: torch.dtype, dev: torch.device) -> torch.Tensor:
+    """A fresh tensor, uninitialised (``fill`` None) or holding ``fill``."""
     if fill is None:
         return torch.empty(shape, dtype=dtype, device=dev)
     return torch.full(shape, fill, dtype=dtype, device=dev)
