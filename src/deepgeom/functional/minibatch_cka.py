@@ -11,6 +11,7 @@ accumulator over these is :class:`deepgeom.analysis.streaming.MinibatchCKA`.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
@@ -151,16 +152,12 @@ def _lower_product(xc: torch.Tensor, C: torch.Tensor) -> None:
         C.tril_()
 
 
-def _strict_lower(n: int, dev: torch.device, buffers: dict | None) -> torch.Tensor:
-    """Flat indices of an n × n matrix's strict lower triangle, row by row (the packed order of P)."""
-    key = ("strict_lower", n, dev)
-    idx = None if buffers is None else buffers.get(key)
-    if idx is None:
-        r, c = torch.tril_indices(n, n, -1, device=dev)
-        idx = r * n + c
-        if buffers is not None:
-            buffers[key] = idx
-    return idx
+@functools.lru_cache(maxsize=8)
+def _strict_lower(n: int, dev: torch.device) -> torch.Tensor:
+    """Flat indices of an n × n matrix's strict lower triangle, row by row (the packed order of P);
+    made once per batch size and device (not to be written to)."""
+    r, c = torch.tril_indices(n, n, -1, device=dev)
+    return r * n + c
 
 
 def _layer_kernel(x: torch.Tensor, dtype: torch.dtype, out: _SideKernels, i: int, diag: torch.Tensor,
@@ -190,7 +187,7 @@ def _layer_kernel(x: torch.Tensor, dtype: torch.dtype, out: _SideKernels, i: int
     diag[i].copy_(d)
     d.zero_()
     torch.add(K.sum(1), K.sum(0), out=out.R[i])  # K̃1 of the symmetric kernel from its lower triangle
-    torch.index_select(K.view(-1), 0, _strict_lower(n, dev, buffers), out=out.P[i])
+    torch.index_select(K.view(-1), 0, _strict_lower(n, dev), out=out.P[i])
     torch.dot(out.P[i], out.P[i], out=pp[i])
 
 
@@ -259,7 +256,7 @@ def _side_layers(xs: Sequence[Any], side: str, n: int | None) -> tuple[list[torc
 
 
 def _per_layer(layers: list[torch.Tensor], out: _SideKernels, todo: np.ndarray, kernel: str, sigma: float,
-               compute_dtype: torch.dtype | str, dev: torch.device, buffers: dict | None) -> None:
+               compute_dtype: torch.dtype | str, dev: torch.device) -> None:
     """The layers ``todo`` U-centred one by one (U(K) has zero row sums, and HSIC₁(U(K), L) =
     HSIC₁(K, L): U-centring is a projection): RBF kernels, and linear ones the fast route left, with
     float64 products where float32 is too coarse and activations rescaled where ⟨U, U⟩ would leave
@@ -281,7 +278,7 @@ def _per_layer(layers: list[torch.Tensor], out: _SideKernels, todo: np.ndarray, 
             U = _u_center_(gram_rbf(x, sigma, compute_dtype=compute_dtype, device=dev))
             uu = float(torch.linalg.vecdot(U.reshape(-1), U.reshape(-1)))
         U = U.to(torch.float64)  # U(K): zero diagonal, symmetric
-        torch.index_select(U.reshape(-1), 0, _strict_lower(out.n, dev, buffers), out=out.P[i])
+        torch.index_select(U.reshape(-1), 0, _strict_lower(out.n, dev), out=out.P[i])
         out.R[i] = U.sum(1)
         out.uu[i] = uu
 
@@ -305,7 +302,7 @@ def _batch_kernels(xs: Sequence[Any], ys: Sequence[Any] | None, kernel: str, sig
     done = (_fast_linear(pairs, compute_dtype, dev, buffers) if kernel == "linear"
             else [np.zeros(len(layers), dtype=bool) for layers, _ in pairs])
     for (layers, out), ok in zip(pairs, done, strict=True):
-        _per_layer(layers, out, ~ok, kernel, sigma, compute_dtype, dev, buffers)
+        _per_layer(layers, out, ~ok, kernel, sigma, compute_dtype, dev)
     return outs
 
 
