@@ -186,12 +186,10 @@ def int8_symmetric_search(qr: QuantizedRows, K: int, budget: int, bar: Any = Non
             # rows whose K-th candidate is already below every value here gain nothing: skip them
             # (42% of the rows per strip on average at N = 10,000, D = 4,096; BENCHMARKS.md)
             live = (d2.amin(1) < cand_v[i0:i1, -1]).nonzero()[:, 0]
-            if len(live) > (i1 - i0) * 0.9:
-                v, p = torch.topk(d2, min(K, j1 - j0), dim=1, largest=False, sorted=False)
-                _merge(cand_v, cand_i, slice(i0, i1), v, p + j0)
-            elif len(live):
-                v, p = torch.topk(d2[live], min(K, j1 - j0), dim=1, largest=False, sorted=False)
-                _merge(cand_v, cand_i, live + i0, v, p + j0)
+            if len(live):
+                whole = len(live) > (i1 - i0) * 0.9  # nearly all: no gather of the live rows
+                v, p = torch.topk(d2 if whole else d2[live], min(K, j1 - j0), dim=1, largest=False, sorted=False)
+                _merge(cand_v, cand_i, slice(i0, i1) if whole else live + i0, v, p + j0)
             v, p = torch.topk(d2, min(K, i1 - i0), dim=0, largest=False, sorted=False)
             _merge(cand_v, cand_i, cols, v.T, p.T + i0)
         if bar is not None:
