@@ -45,7 +45,10 @@ CKA work ran at the matmul rate with nothing else around it.
 
 Each method runs in a fresh subprocess with ``torch.set_num_threads(T)`` for each T in ``--threads``
 (fair peak memory: anonymous RSS above the level after the models and data are loaded, sampled
-every 20 ms), methods interleaved and repeated, the fastest run of each kept. With one thread the
+every 20 ms), methods interleaved and repeated, the fastest run of each kept (``ratio``). Each
+round also gives a paired ratio, method / deepgeom from runs seconds apart: ``paired_median``, its
+``paired_range`` over the rounds and ``slower_rounds`` (rounds in which the method was slower than
+deepgeom) say whether a lead outlasts this VM's swings (±20–50% between runs). With one thread the
 times compared are **CPU times** (on a shared machine wall times of sequential runs swing 2–4× with
 others' load, one thread's CPU time does not); with more threads, wall times. Both are printed.
 ReLU pairs have a positive common offset (the realistic case, where float32 libraries lose digits),
@@ -327,17 +330,26 @@ def roofline_seconds(n: int, widths_a: list[int], widths_b: list[int], rates: di
 
 def compare(n: int, act: str, deep: bool, arch: str, threads: int, out: Path, repeats: int,
             rates: dict) -> list[dict]:
-    """Every method ``repeats`` times, interleaved (A B C A B C …); keep each method's fastest time."""
+    """Every method ``repeats`` times, interleaved (A B C A B C …); keep each method's fastest time, and
+    each round's paired ratio method / deepgeom (runs seconds apart, so a slow spell of this shared
+    VM hits both): its median, range and how many rounds deepgeom was the faster."""
     import numpy as np
 
     tag = f"{case_name(act, deep, arch)}-t{threads}"
     key = "cpu_s" if threads == 1 else "seconds"
     best: dict[str, dict] = {}
+    paired: dict[str, list[float]] = {m: [] for m in METHODS}
     for _ in range(repeats):
+        times = {}
         for m in METHODS:
             r = call(m, n, deep, act, arch, threads, out / f"{tag}-{m}.npy")
+            if "error" not in r:
+                times[m] = r[key]
             if m not in best or ("error" not in r and r[key] < best[m].get(key, float("inf"))):
                 best[m] = r
+        for m, t in times.items():
+            if "deepgeom" in times:
+                paired[m].append(t / times["deepgeom"])
     rows = [best[m] for m in METHODS]
     ref = np.load(out / f"{tag}-{REFERENCE}.npy")
     base = best["deepgeom"]
@@ -362,6 +374,11 @@ def compare(n: int, act: str, deep: bool, arch: str, threads: int, out: Path, re
                 r["beyond_ratio"] = r["beyond_fwd"] / (base[key] - fwd)
             if r["method"] in ("deepgeom", "deepgeom-f64") and r["beyond_fwd"] > 0:
                 r["roofline"] = roofline_seconds(n, wa, wb, rates, r["method"] == "deepgeom-f64") / r["beyond_fwd"]
+        rounds = paired[r["method"]]
+        if rounds and r["method"] != "deepgeom":
+            r["paired_median"] = float(np.median(rounds))
+            r["paired_range"] = f"{min(rounds):.2f}–{max(rounds):.2f}"
+            r["slower_rounds"] = f"{sum(v > 1 for v in rounds)}/{len(rounds)}"  # rounds deepgeom was faster
         r["wall_ratio"] = r["seconds"] / base["seconds"]
         r["memory_ratio"] = r["peak_mb"] / max(base["peak_mb"], 1.0)
     return rows
@@ -392,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     repeats = args.repeats or (1 if args.quick or args.smoke else 2)
     thread_counts = [int(t) for t in args.threads.split(",")]
-    cols = ["method", "time_s", "ratio", "beyond_fwd", "beyond_ratio", "roofline", "seconds", "cpu_s", "peak_mb",
+    cols = ["method", "time_s", "ratio", "paired_median", "paired_range", "slower_rounds", "beyond_fwd", "beyond_ratio", "roofline", "seconds", "cpu_s", "peak_mb",
             "max_abs_diff", "nan", "error"]  # max_abs_diff: against deepgeom with float64 products
     flags = cpu_flags()
     import torch
