@@ -294,12 +294,14 @@ def _search_in_memory(X: Any, plan: _Plan, dev: torch.device, sdt: torch.dtype, 
     src = as_tensor(X).to(dev)
     B = max(1, min(n, check_positive_int(block_rows or 1024, "block_rows"), int(math.sqrt(plan.budget / 12))))
     W = max(B, min(n, plan.budget // (12 * B)))
+    stats = None
     if sdt == torch.int8:
-        cand = _search_int8(src, plan, dev, search, B, W, bar)
+        stats = _mean_and_max(src, dev, block_size_for(d, 8, plan.budget))  # shared with a float32 fallback
+        cand = _search_int8(src, plan, dev, search, B, W, bar, stats)
         if cand is not None:
             return cand
         sdt = torch.float32
-    mean, Xc, scale, sq = _centred_copy(src, plan, dev)
+    mean, Xc, scale, sq = _centred_copy(src, plan, dev, stats)
     radius = _rounding_radius(sq, U32)
     if sdt == torch.bfloat16 and float(sq.max()) < 1e-30:  # all but vanishing after flushing
         sdt = torch.float32
@@ -315,21 +317,22 @@ def _search_in_memory(X: Any, plan: _Plan, dev: torch.device, sdt: torch.dtype, 
                        h=plan.h, chunks=plan.chunks, Xc=Xc, Xc_sq=sq, B=B, W=W)
 
 
-def _centred_copy(src: torch.Tensor, plan: _Plan, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, float,
-                                                                             torch.Tensor]:
-    """(mean, centred scaled float32 rows, their power-of-two scale, their float64 squared norms)."""
+def _centred_copy(src: torch.Tensor, plan: _Plan, dev: torch.device, stats: tuple[torch.Tensor, float] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """(mean, centred scaled float32 rows, their power-of-two scale, their float64 squared norms);
+    ``stats``: the rows' :func:`_mean_and_max`, when already computed."""
     br = block_size_for(plan.d, 8, plan.budget)
-    mean, Xc, scale = _centre_in_memory(src, dev, br)
+    mean, Xc, scale = _centre_in_memory(src, dev, br, stats)
     return mean, Xc, scale, _squared_norms(Xc, dev, br)
 
 
 def _search_int8(src: torch.Tensor, plan: _Plan, dev: torch.device, search: str, B: int, W: int,
-                 bar: Any) -> _Candidates | None:
+                 bar: Any, stats: tuple[torch.Tensor, float]) -> _Candidates | None:
     """The int8 search (:mod:`._quantized`), or None when its pilot says the bound will not certify
     this data.  The rows are centred, scaled and quantized block by block from the input: no float32
     copy of the data is made (a float32 search after it makes its own, :func:`_prove_first`)."""
     n, d = plan.n, plan.d
-    mean, xmax = _mean_and_max(src, dev, block_size_for(d, 8, plan.budget))
+    mean, xmax = stats  # _mean_and_max(src)
     # |x − mean| ≤ max|x| + max|mean|: a power of two that keeps every centred value within 1
     scale = _unit_scale(xmax + float(mean.abs().max()))
 

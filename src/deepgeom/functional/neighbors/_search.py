@@ -55,8 +55,10 @@ def _mean_and_max(src: torch.Tensor, dev: torch.device, br: int) -> tuple[torch.
     return mean, max(-float(lo), float(hi))
 
 
-def _centre_in_memory(src: torch.Tensor, dev: torch.device, br: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(float64 column mean, centred float32 rows scaled by a power of two, that power of two).
+def _centre_in_memory(src: torch.Tensor, dev: torch.device, br: int,
+                      stats: tuple[torch.Tensor, float] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(float64 column mean, centred float32 rows scaled by a power of two, that power of two);
+    ``stats``: :func:`_mean_and_max` of ``src`` when a caller already has it (no second pass).
 
     Centring only has to remove the common offset that makes |x|²+|y|²−2x·y cancel: any shift leaves
     the distances (and the error model) unchanged, so float32 data are summed in float32 (pairwise,
@@ -65,7 +67,7 @@ def _centre_in_memory(src: torch.Tensor, dev: torch.device, br: int) -> tuple[to
     float32/bf16 square can overflow and subnormals only arise far below the data's scale).
     """
     n, d = src.shape
-    mean, xmax = _mean_and_max(src, dev, br)
+    mean, xmax = stats if stats is not None else _mean_and_max(src, dev, br)
     Xc = None
     if src.dtype == torch.float32 and 2.0**-100 < xmax < 2.0**100:
         # one correctly rounded subtraction in float32, then an exact power-of-two scaling
