@@ -409,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     repeats = args.repeats or (1 if args.quick or args.smoke else 2)
     thread_counts = [int(t) for t in args.threads.split(",")]
-    cols = ["method", "time_s", "ratio", "paired_median", "paired_range", "slower_rounds", "beyond_fwd", "beyond_ratio", "roofline", "seconds", "cpu_s", "peak_mb",
+    cols = ["method", "time_s", "ratio", "paired_median", "paired_range", "slower_rounds", "beyond_fwd",
+            "beyond_ratio", "roofline", "seconds", "cpu_s", "peak_mb",
             "max_abs_diff", "nan", "error"]  # max_abs_diff: against deepgeom with float64 products
     flags = cpu_flags()
     import torch

@@ -330,9 +330,11 @@ def _search_int8(src: torch.Tensor, plan: _Plan, dev: torch.device, search: str,
                  bar: Any, stats: tuple[torch.Tensor, float]) -> _Candidates | None:
     """The int8 search (:mod:`._quantized`), or None when its pilot says the bound will not certify
     this data.  The rows are centred, scaled and quantized block by block from the input: no float32
-    copy of the data is made (a float32 search after it makes its own, :func:`_prove_first`)."""
+    copy of the data is made (a float32 search after it makes its own, :func:`_prove_first`).
+    ``stats``: the rows' :func:`_mean_and_max`, computed by the caller so that a float32 fallback
+    reuses it."""
     n, d = plan.n, plan.d
-    mean, xmax = stats  # _mean_and_max(src)
+    mean, xmax = stats
     # |x − mean| ≤ max|x| + max|mean|: a power of two that keeps every centred value within 1
     scale = _unit_scale(xmax + float(mean.abs().max()))
 
