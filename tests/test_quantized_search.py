@@ -122,19 +122,22 @@ def test_int8_search_is_exact_where_its_bound_separates_nothing(rng):
 
 
 @needs_int8
-def test_a_refused_int8_search_reads_the_statistics_once(rng, monkeypatch):
-    # "auto" on a CPU that takes int8, the pilot refusing: the float32 search that follows is exact
-    # and reuses the int8 route's column means and max |x| instead of a second pass over the data
+@pytest.mark.parametrize("fallback", ["pilot refuses", "search leaves rows uncertain"])
+def test_a_float32_search_after_int8_reads_the_statistics_once(rng, monkeypatch, fallback):
+    # the pilot refusing ("auto"), or a forced int8 search on iid Gaussian rows leaving over a quarter
+    # of them uncertain: the float32 search that follows is exact and reuses the int8 route's column
+    # means and max |x| instead of a second pass over the data
     from deepgeom.functional.neighbors import _knn, _search
 
     calls = []
     mean_and_max = _search._mean_and_max
-    monkeypatch.setattr(_knn, "_search_dtype", lambda search, dev, d: torch.int8)
-    monkeypatch.setattr(_knn, "_pilot", lambda *args, **kwargs: False)
+    if fallback == "pilot refuses":
+        monkeypatch.setattr(_knn, "_search_dtype", lambda search, dev, d: torch.int8)
+        monkeypatch.setattr(_knn, "_pilot", lambda *args, **kwargs: False)
     for module in (_knn, _search):  # wherever it is called from
         monkeypatch.setattr(module, "_mean_and_max", lambda *args: calls.append(1) or mean_and_max(*args))
     X = (rng.normal(size=(600, 300)) + 5.0).astype(np.float32)  # an offset: centring must happen
-    nb = knn(X, 3, search="auto")
+    nb = knn(X, 3, search="auto" if fallback == "pilot refuses" else "int8")
     X64 = X.astype(np.float64)
     D = cdist(X64, X64)
     np.fill_diagonal(D, np.inf)

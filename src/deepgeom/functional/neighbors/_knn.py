@@ -219,6 +219,8 @@ class _Candidates:
     Xc_sq: torch.Tensor | None = None  #: their float64 squared norms
     B: int = 0  #: row block of the symmetric search
     W: int = 0  #: column chunk of the symmetric search
+    #: the int8 search's :func:`_mean_and_max` of ``src``, for a float32 search after it
+    stats: tuple[torch.Tensor, float] | None = None
 
 
 def _validate(X: Any, k: Any, margin: Any) -> tuple[Any, int, int]:
@@ -296,7 +298,7 @@ def _search_in_memory(X: Any, plan: _Plan, dev: torch.device, sdt: torch.dtype, 
     W = max(B, min(n, plan.budget // (12 * B)))
     stats = None
     if sdt == torch.int8:
-        stats = _mean_and_max(src, dev, block_size_for(d, 8, plan.budget))  # shared with a float32 fallback
+        stats = _mean_and_max(src, dev, block_size_for(d, 8, plan.budget))  # shared with a float32 search after it
         cand = _search_int8(src, plan, dev, search, B, W, bar, stats)
         if cand is not None:
             return cand
@@ -349,7 +351,7 @@ def _search_int8(src: torch.Tensor, plan: _Plan, dev: torch.device, search: str,
         return None
     v, i = int8_symmetric_search(qr, plan.K, plan.budget, bar)
     return _Candidates(src=src, mean=mean, scale=scale, sq=qr.sq, radius=radius, values=v, indices=i,
-                       dtype=torch.int8, h=plan.h, chunks=len(qr.u), B=B, W=W)
+                       dtype=torch.int8, h=plan.h, chunks=len(qr.u), B=B, W=W, stats=stats)
 
 
 def _prove(c: _Candidates, plan: _Plan, dev: torch.device, rows: torch.Tensor, values: torch.Tensor,
@@ -368,7 +370,7 @@ def _prove_first(c: _Candidates, plan: _Plan, dev: torch.device) -> tuple[torch.
                            c.chunks)
     if c.dtype in _REDUCED and int((~ok).sum()) > plan.n // 4:
         if c.Xc is None:  # the int8 search kept no float32 copy
-            c.mean, c.Xc, c.scale, c.Xc_sq = _centred_copy(c.src, plan, dev)
+            c.mean, c.Xc, c.scale, c.Xc_sq = _centred_copy(c.src, plan, dev, c.stats)
         c.values, c.indices = _symmetric_search(c.Xc, c.Xc_sq, plan.K, c.B, c.W, plan.Dc)
         c.dtype, c.sq, c.radius, c.chunks = torch.float32, c.Xc_sq, _rounding_radius(c.Xc_sq, U32), plan.chunks
         dist, idx, ok = _prove(c, plan, dev, all_rows, c.values, c.indices, c.sq, c.dtype, c.h, c.radius, plan.complete,
