@@ -347,8 +347,8 @@ def compare(n: int, act: str, deep: bool, arch: str, threads: int, out: Path, re
                 times[m] = r[key]
             if m not in best or ("error" not in r and r[key] < best[m].get(key, float("inf"))):
                 best[m] = r
-        for m, t in times.items():
-            if "deepgeom" in times:
+        if "deepgeom" in times:
+            for m, t in times.items():
                 paired[m].append(t / times["deepgeom"])
     rows = [best[m] for m in METHODS]
     ref = np.load(out / f"{tag}-{REFERENCE}.npy")
